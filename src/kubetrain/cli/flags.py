@@ -1,0 +1,102 @@
+"""Turning CLI flags and YAML files into Job documents (validated by the one spec model)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubetrain.core.documents import load_yaml_documents
+from kubetrain.core.errors import SpecError
+from kubetrain.core.specs import JobSpec, validate_job
+
+_DURATION = re.compile(r"^(\d+)(s|m|h|d)?$")
+
+
+def parse_pairs(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} lr=0.01")
+        out[key.strip()] = value
+    return out
+
+
+def parse_param_value(text: str) -> Any:
+    """``0.01`` -> float, ``5`` -> int, ``true`` -> bool, ``[1,2]`` -> list; anything else stays text."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, (str, int, float, bool, list, dict)) or value is None:
+        return value
+    return text
+
+
+def parse_duration(text: str) -> int:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise SpecError(f"--deadline {text!r}: use seconds or a duration like 90, 30m, 2h, 1d")
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[match.group(2)]
+
+
+def spec_from_flags(
+    *, command: list[str], name: str | None, cpu: str | None, memory: str | None, gpu: int | None,
+    params: list[str], env: list[str], labels: list[str], selector: str | None, priority: int | None,
+    deadline: str | None, workdir: str | None, shell: bool,
+) -> JobSpec:
+    if not command:
+        raise SpecError("no command given; put it after --, e.g. kubetrain run -- python train.py")
+    resources: dict[str, Any] = {}
+    if cpu is not None:
+        resources["cpu"] = cpu
+    if memory is not None:
+        resources["memory"] = memory
+    if gpu is not None:
+        resources["gpu"] = gpu
+    body: dict[str, Any] = {
+        "command": command,
+        "workingDir": str(Path(workdir or ".").absolute()),
+        "params": {k: parse_param_value(v) for k, v in parse_pairs(params, "-p").items()},
+        "env": parse_pairs(env, "-e"),
+        "resources": resources,
+        "shell": shell,
+    }
+    if selector:
+        body["selector"] = selector
+    if priority is not None:
+        body["priority"] = priority
+    if deadline:
+        body["activeDeadlineSeconds"] = parse_duration(deadline)
+    document = {"apiVersion": "kubetrain/v1", "kind": "Job",
+                "metadata": {"labels": parse_pairs(labels, "--label"), **({"name": name} if name else {})},
+                "spec": body}
+    return validate_job(document)
+
+
+def specs_from_file(path: str, *, overrides: dict[str, Any] | None = None) -> list[JobSpec]:
+    """Read and validate every Job document in a YAML file; nothing is submitted if one is bad."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read: {exc}") from None
+    specs = []
+    for index, (document, lines) in enumerate(load_yaml_documents(text, source=path)):
+        if isinstance(document, dict) and isinstance(document.get("spec"), dict):
+            # A relative workingDir means "relative to this file", like kubectl -k paths.
+            body = document["spec"]
+            working = body.get("workingDir")
+            if working is None or (isinstance(working, str) and not working.startswith("/")):
+                body["workingDir"] = str((file.parent / (working or ".")).resolve())
+        try:
+            specs.append(validate_job(document, lines=lines))
+        except SpecError as exc:
+            where = f"{path}" + (f" (document {index + 1})" if index else "")
+            raise SpecError(f"{where}: {exc.message}", details=exc.details) from None
+    return specs

@@ -1,0 +1,302 @@
+"""``kubetrain``: submit, watch and manage training jobs through the master.
+
+Verbs follow kubectl (``get``, ``describe``, ``logs -f``) so they need no
+learning.  Every command is a thin call through :class:`kubetrain.sdk.Client`;
+a user error prints one line and exits non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from kubetrain.cli import render
+from kubetrain.cli.flags import spec_from_flags, specs_from_file
+from kubetrain.core.errors import KubetrainError, MasterUnavailableError
+from kubetrain.core.records import JobRecord
+from kubetrain.sdk.client import Client
+from kubetrain.sdk.provenance import capture
+from kubetrain.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="kubetrain", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="One master for all your training jobs: queue, run, watch and record them.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+server_app = typer.Typer(help="Run, stop or inspect this home's master.", invoke_without_command=True)
+get_app = typer.Typer(help="List resources (kubectl style): jobs, nodes.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+app.add_typer(get_app, name="get")
+
+Output = Annotated[Optional[str], typer.Option("--output", "-o", help="json or yaml instead of a table")]
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _client() -> Client:
+    from kubetrain.server.daemon import ensure_master
+
+    settings = _settings()
+    return Client(ensure_master(settings, notify=_say), token=settings.token)
+
+
+def _check_output(output: str | None) -> None:
+    if output not in (None, "json", "yaml"):
+        raise KubetrainError(f"--output {output!r}: use json or yaml")
+
+
+def _show_jobs(records: list[JobRecord], output: str | None) -> None:
+    if output:
+        render.dump([r.model_dump(mode="json") for r in records], output)
+    else:
+        render.jobs_table(records)
+
+
+def _stream_logs(client: Client, name: str, attempt: int | None, follow: bool) -> None:
+    out = sys.stdout.buffer
+    for chunk in client.logs(name, attempt=attempt, follow=follow):
+        out.write(chunk)
+        out.flush()
+
+
+def _after_submit(client: Client, records: list[JobRecord], output: str | None, follow: bool, wait: bool) -> None:
+    if output:
+        render.dump([r.model_dump(mode="json") for r in records], output)
+    else:
+        for record in records:
+            typer.echo(f"job/{record.name} submitted ({record.state})")
+    if follow or wait:
+        failed = False
+        for record in records:
+            if follow:
+                _stream_logs(client, record.name, None, True)
+            final = client.wait(record.name, timeout=10**9)
+            _say(f"job/{final.name} {final.state}" + (f" ({final.reason}: {final.message})" if final.state != "Succeeded" else ""))
+            failed = failed or final.state != "Succeeded"
+        if failed:
+            raise typer.Exit(1)
+
+
+# -- submit ---------------------------------------------------------------------
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(
+    command: Annotated[list[str], typer.Argument(help="the command, after --")],
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="job name (default: from the command)")] = None,
+    cpu: Annotated[Optional[str], typer.Option(help="CPU limit: cores (2) or millicores (500m); default 1")] = None,
+    memory: Annotated[Optional[str], typer.Option(help="memory limit: 512Mi, 4Gi; default 2Gi")] = None,
+    gpu: Annotated[Optional[int], typer.Option(help="whole GPUs; default 0")] = None,
+    param: Annotated[list[str], typer.Option("--param", "-p", help="hyperparameter KEY=VALUE (repeat)")] = [],
+    env: Annotated[list[str], typer.Option("--env", "-e", help="environment KEY=VALUE (repeat)")] = [],
+    label: Annotated[list[str], typer.Option("--label", help="job label KEY=VALUE (repeat)")] = [],
+    selector: Annotated[Optional[str], typer.Option("--selector", "-l", help="node label selector, e.g. gpu-type=a100")] = None,
+    priority: Annotated[Optional[int], typer.Option(help="higher runs first (-1000..1000)")] = None,
+    deadline: Annotated[Optional[str], typer.Option(help="activeDeadlineSeconds: 3600, 30m, 2h")] = None,
+    workdir: Annotated[Optional[str], typer.Option("--workdir", "-w", help="working directory (default: here)")] = None,
+    shell: Annotated[bool, typer.Option(help="run the command through /bin/sh -c")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="stream the logs until the job ends")] = False,
+    wait: Annotated[bool, typer.Option(help="wait for the job to end; exit 1 unless it succeeded")] = False,
+    output: Output = None,
+) -> None:
+    """Run a command as a job: kubetrain run --cpu 2 --memory 4Gi -p lr=0.01 -- python train.py"""
+    _check_output(output)
+    spec = spec_from_flags(command=command, name=name, cpu=cpu, memory=memory, gpu=gpu, params=param, env=env,
+                           labels=label, selector=selector, priority=priority, deadline=deadline,
+                           workdir=workdir, shell=shell)
+    with _client() as client:
+        record = client.submit(spec, capture())
+        _after_submit(client, [record], output, follow, wait)
+
+
+@app.command()
+def submit(
+    file: Annotated[str, typer.Option("--file", "-f", help="YAML with one or more Job documents")],
+    follow: Annotated[bool, typer.Option("--follow", help="stream the logs until each job ends")] = False,
+    wait: Annotated[bool, typer.Option(help="wait for the jobs to end; exit 1 unless all succeeded")] = False,
+    output: Output = None,
+) -> None:
+    """Submit jobs from a YAML file (all are validated before any is submitted)."""
+    _check_output(output)
+    specs = specs_from_file(file)
+    with _client() as client:
+        records = [client.submit(spec, capture()) for spec in specs]
+        _after_submit(client, records, output, follow, wait)
+
+
+# -- read -----------------------------------------------------------------------
+def _list(state: list[str], selector: str | None, output: str | None) -> None:
+    _check_output(output)
+    with _client() as client:
+        _show_jobs(client.list_jobs(states=state or None, selector=selector or ""), output)
+
+
+@get_app.command("jobs")
+def get_jobs(
+    state: Annotated[list[str], typer.Option("--state", "-s", help="filter: Queued, Running, Succeeded, Failed, Cancelled")] = [],
+    selector: Annotated[Optional[str], typer.Option("--selector", "-l", help="job label selector")] = None,
+    output: Output = None,
+) -> None:
+    """List jobs, newest first."""
+    _list(state, selector, output)
+
+
+@get_app.command("nodes")
+def get_nodes(output: Output = None) -> None:
+    """List nodes with their free and total capacity."""
+    nodes(output)
+
+
+@app.command("ls")
+def ls(
+    state: Annotated[list[str], typer.Option("--state", "-s", help="filter by state")] = [],
+    selector: Annotated[Optional[str], typer.Option("--selector", "-l", help="job label selector")] = None,
+    output: Output = None,
+) -> None:
+    """List jobs (alias of `get jobs`)."""
+    _list(state, selector, output)
+
+
+@app.command()
+def describe(
+    name: Annotated[str, typer.Argument(help="job name (or `job NAME`)")],
+    second: Annotated[Optional[str], typer.Argument(hidden=True)] = None,
+    output: Output = None,
+) -> None:
+    """Show a job: spec, params, provenance, attempts and events."""
+    _check_output(output)
+    if second is not None:
+        if name not in ("job", "jobs"):
+            raise KubetrainError(f"cannot describe {name!r}; use `kubetrain describe JOB`")
+        name = second
+    with _client() as client:
+        job = client.get_job(name)
+    if output:
+        render.dump(job.model_dump(mode="json"), output)
+    else:
+        render.describe(job)
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="job name")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep streaming until the attempt ends")] = False,
+    attempt: Annotated[Optional[int], typer.Option(help="attempt number (default: the latest)")] = None,
+) -> None:
+    """Print a job's log (stdout and stderr of its latest attempt)."""
+    with _client() as client:
+        _stream_logs(client, name, attempt, follow)
+
+
+@app.command()
+def cancel(names: Annotated[list[str], typer.Argument(help="job names")]) -> None:
+    """Cancel jobs: queued ones end at once, running ones are stopped (SIGTERM, grace, SIGKILL)."""
+    with _client() as client:
+        for name in names:
+            record = client.cancel(name)
+            typer.echo(f"job/{record.name} {'cancelled' if record.state == 'Cancelled' else 'cancelling'}")
+
+
+@app.command()
+def nodes(output: Output = None) -> None:
+    """Show nodes: capacity, free resources, labels."""
+    _check_output(output)
+    with _client() as client:
+        records = client.nodes()
+    if output:
+        render.dump([n.model_dump(mode="json") for n in records], output)
+    else:
+        render.nodes_table(records)
+
+
+# -- server ---------------------------------------------------------------------
+def _server_overrides(host: str | None, port: int | None, token: str | None) -> Settings:
+    return _settings().with_overrides(host=host, port=port, token=token)
+
+
+@server_app.callback()
+def server(
+    ctx: typer.Context,
+    host: Annotated[Optional[str], typer.Option(help="address to bind (default 127.0.0.1; others need --token)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (default: a free one, recorded in KUBETRAIN_HOME)")] = None,
+    token: Annotated[Optional[str], typer.Option(help="require this bearer token (or set KUBETRAIN_TOKEN)")] = None,
+) -> None:
+    """Without a subcommand: run the master in the foreground."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from kubetrain.server.daemon import run_master
+
+    settings = _server_overrides(host, port, token)
+    _say(f"kubetrain master for {settings.home} (Ctrl-C to stop)")
+    run_master(settings)
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start this home's master in the background (no-op if it already runs)."""
+    from kubetrain.server.daemon import ensure_master
+
+    settings = _settings()
+    url = ensure_master(settings.with_overrides(url=None) if settings.url else settings, notify=None)
+    typer.echo(f"master running at {url} (data in {settings.home})")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop this home's master.  Running jobs keep running; the next master re-attaches."""
+    from kubetrain.server.daemon import stop_master
+
+    settings = _settings()
+    typer.echo("master stopped" if stop_master(settings) else f"no master was running for {settings.home}")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether this home's master runs, where, and where its data lives."""
+    from kubetrain.server.daemon import healthy, read_master
+
+    settings = _settings()
+    info = read_master(settings)
+    if info and healthy(info["url"]):
+        typer.echo(f"running at {info['url']} (pid {info['pid']}, data in {settings.home})")
+    else:
+        typer.echo(f"not running (data in {settings.home})")
+        raise typer.Exit(3)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except KubetrainError as exc:
+        _say(f"error: {exc.message}")
+        sys.exit(2 if exc.code == "invalid_spec" else 1)
+    except MasterUnavailableError as exc:  # pragma: no cover - subclass of the above
+        _say(f"error: {exc.message}")
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _say("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        _say(f"error: unexpected {type(exc).__name__}: {exc} (please report this)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""The planner: a pure function from queue and nodes to decisions.
+
+``plan(jobs, nodes)`` performs no IO and reads no clock, so it can be tested
+as tables and benchmarked on synthetic clusters.  The reconcile loop feeds it
+the store's view and commits what it returns.
+
+Order: higher ``priority`` first, then submit order (``seq``).
+
+Fit: a job fits a node when its selector matches the node's labels and the
+node's *free* CPU, memory and GPU device count cover the request.  GPUs are
+handed out by device index (lowest free first), so ``CUDA_VISIBLE_DEVICES`` can
+be set exactly.  Jobs that need no GPU are placed on GPU-less nodes when one
+fits, so they do not fragment GPU servers.
+
+Never-fit: a job that no node could hold even when idle fails at once as
+``Unschedulable`` with both figures ("requests 64Gi memory; the largest node
+offers 23Gi").
+
+Starvation policy — **head-of-line reservation**.  When a job cannot start but
+could fit a node once that node drains, the planner reserves that job's
+request on the eligible node closest to fitting: the request is taken off the
+node's free capacity for the rest of this planning pass.  Jobs ranked behind
+it may still start there, but only on what the reserved job would not need
+(backfill), and anywhere else freely.  So a stream of small jobs can never push
+back a big job at the head of the queue: each resource the big job needs is,
+once released by a finished attempt, held for it rather than re-offered to
+the stream.  The cost is some idle capacity while the big job waits, the same
+trade Slurm's and Kueue's strict-FIFO modes make.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from kubetrain.core.quantities import format_cpu, format_memory
+from kubetrain.core.selectors import Requirement, format_selector, matches
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """One queued job as the planner sees it."""
+
+    key: str
+    seq: int
+    cpu_millis: int
+    memory_bytes: int
+    gpu: int = 0
+    priority: int = 0
+    selector: tuple[Requirement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCapacity:
+    """A node: what it offers in total (allocatable) and what is free now."""
+
+    name: str
+    cpu_millis: int
+    memory_bytes: int
+    gpus: tuple[int, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    free_cpu_millis: int | None = None
+    free_memory_bytes: int | None = None
+    free_gpus: tuple[int, ...] | None = None
+    schedulable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    key: str
+    node: str
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unschedulable:
+    key: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Plan:
+    placements: list[Placement] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)
+    unschedulable: list[Unschedulable] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Free:
+    node: NodeCapacity
+    cpu: int
+    memory: int
+    gpus: list[int]
+    reserved_gpus: int = 0
+    reserved_by: str | None = None
+
+    def shortfall(self, job: JobRequest) -> list[str]:
+        """What is missing for ``job`` here, in words; empty when it fits."""
+        short = []
+        if job.gpu > len(self.gpus) - self.reserved_gpus:
+            free = max(len(self.gpus) - self.reserved_gpus, 0)
+            short.append(f"needs {job.gpu} GPU{'s' if job.gpu != 1 else ''}, {free} free")
+        if job.cpu_millis > self.cpu:
+            short.append(f"needs {format_cpu(job.cpu_millis)} CPU, {format_cpu(max(self.cpu, 0))} free")
+        if job.memory_bytes > self.memory:
+            short.append(
+                f"needs {format_memory(job.memory_bytes)} memory, {format_memory(max(self.memory, 0))} free"
+            )
+        return short
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _never_fits(job: JobRequest, eligible: list[NodeCapacity], all_nodes: list[NodeCapacity]) -> str | None:
+    """A reason if no node could ever hold ``job``, else None."""
+    if not eligible:
+        if not all_nodes:
+            return "no nodes are registered; start a node or check the engine"
+        shown = ", ".join(
+            f"{n.name} {{{', '.join(f'{k}={v}' for k, v in sorted(n.labels.items()))}}}" for n in all_nodes[:3]
+        )
+        more = f" and {len(all_nodes) - 3} more" if len(all_nodes) > 3 else ""
+        return (
+            f"no node matches selector {format_selector(job.selector)!r} (nodes: {shown}{more}); "
+            "fix the selector or label a node"
+        )
+    if any(
+        job.cpu_millis <= n.cpu_millis and job.memory_bytes <= n.memory_bytes and job.gpu <= len(n.gpus)
+        for n in eligible
+    ):
+        return None
+    reasons = []
+    max_gpu = max(len(n.gpus) for n in eligible)
+    max_mem = max(n.memory_bytes for n in eligible)
+    max_cpu = max(n.cpu_millis for n in eligible)
+    if job.gpu > max_gpu:
+        reasons.append(f"requests {_plural(job.gpu, 'GPU')}; the largest node offers {max_gpu}")
+    if job.memory_bytes > max_mem:
+        reasons.append(
+            f"requests {format_memory(job.memory_bytes)} memory; the largest node offers {format_memory(max_mem)}"
+        )
+    if job.cpu_millis > max_cpu:
+        reasons.append(
+            f"requests {format_cpu(job.cpu_millis)} CPU; the largest node offers {format_cpu(max_cpu)}"
+        )
+    if not reasons:
+        reasons.append("no single node offers all of its CPU, memory and GPUs together")
+    return "; ".join(reasons)
+
+
+def plan(jobs: list[JobRequest], nodes: list[NodeCapacity]) -> Plan:
+    """Decide, for each queued job, start-on-node, wait-with-reason or never-fits."""
+    result = Plan()
+    free = [
+        _Free(
+            node=n,
+            cpu=n.cpu_millis if n.free_cpu_millis is None else n.free_cpu_millis,
+            memory=n.memory_bytes if n.free_memory_bytes is None else n.free_memory_bytes,
+            gpus=sorted(n.gpus if n.free_gpus is None else n.free_gpus),
+        )
+        for n in nodes
+        if n.schedulable
+    ]
+    all_nodes = [n for n in nodes if n.schedulable]
+    eligible_cache: dict[tuple[Requirement, ...], list[_Free]] = {}
+
+    for job in sorted(jobs, key=lambda j: (-j.priority, j.seq)):
+        eligible = eligible_cache.get(job.selector)
+        if eligible is None:
+            eligible = [f for f in free if matches(job.selector, f.node.labels)]
+            eligible_cache[job.selector] = eligible
+        never = _never_fits(job, [f.node for f in eligible], all_nodes)
+        if never is not None:
+            result.unschedulable.append(Unschedulable(job.key, never))
+            continue
+        chosen = _choose(job, eligible)
+        if chosen is not None:
+            take = tuple(chosen.gpus[: job.gpu])
+            del chosen.gpus[: job.gpu]
+            chosen.cpu -= job.cpu_millis
+            chosen.memory -= job.memory_bytes
+            result.placements.append(Placement(job.key, chosen.node.name, take))
+            continue
+        result.waiting.append(Waiting(job.key, _wait_reason(job, eligible)))
+        _reserve(job, eligible)
+    return result
+
+
+def _fits(job: JobRequest, slot: _Free) -> bool:
+    return (
+        job.cpu_millis <= slot.cpu
+        and job.memory_bytes <= slot.memory
+        and job.gpu <= len(slot.gpus) - slot.reserved_gpus
+    )
+
+
+def _choose(job: JobRequest, eligible: list[_Free]) -> _Free | None:
+    fallback = None
+    for slot in eligible:
+        if _fits(job, slot):
+            # A CPU-only job prefers a node without GPUs, keeping GPU servers whole.
+            if job.gpu == 0 and slot.node.gpus:
+                if fallback is None:
+                    fallback = slot
+                continue
+            return slot
+    return fallback
+
+
+def _capacity_fits(job: JobRequest, slot: _Free) -> bool:
+    n = slot.node
+    return job.cpu_millis <= n.cpu_millis and job.memory_bytes <= n.memory_bytes and job.gpu <= len(n.gpus)
+
+
+def _wait_reason(job: JobRequest, eligible: list[_Free]) -> str:
+    candidates = [s for s in eligible if _capacity_fits(job, s)]
+    if len(candidates) == 1:
+        slot = candidates[0]
+        short = slot.shortfall(job)
+        text = f"waiting: {', '.join(short) or 'resources reserved'} on node {slot.node.name}"
+        if slot.reserved_by:
+            text += f" (held for {slot.reserved_by}, ahead in the queue)"
+        return text
+    best = min(candidates, key=lambda s: len(s.shortfall(job)))
+    return (
+        f"waiting: no room on {len(candidates)} matching nodes "
+        f"(e.g. {best.node.name}: {', '.join(best.shortfall(job)) or 'reserved for a job ahead'})"
+    )
+
+
+def _reserve(job: JobRequest, eligible: list[_Free]) -> None:
+    """Hold ``job``'s request on the eligible node closest to fitting it."""
+    candidates = [s for s in eligible if _capacity_fits(job, s)]
+    if not candidates:
+        return
+    slot = min(
+        candidates,
+        key=lambda s: (
+            max(job.gpu - (len(s.gpus) - s.reserved_gpus), 0),
+            max(job.memory_bytes - s.memory, 0),
+            max(job.cpu_millis - s.cpu, 0),
+        ),
+    )
+    slot.cpu -= job.cpu_millis
+    slot.memory -= job.memory_bytes
+    slot.reserved_gpus += job.gpu
+    if slot.reserved_by is None:
+        slot.reserved_by = job.key

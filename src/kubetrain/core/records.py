@@ -1,0 +1,95 @@
+"""What the master knows about jobs, attempts, events and nodes.
+
+These read models travel over the API unchanged and are what the CLI renders.
+They are read leniently (``extra="ignore"``): a newer server may add fields an
+older client does not know yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class GitInfo(Record):
+    commit: str | None = None
+    branch: str | None = None
+    dirty: bool | None = None
+    remote: str | None = None
+
+
+class Provenance(Record):
+    """Who submitted what, from where: recorded with no effort from the user."""
+
+    submitter: str | None = None
+    hostname: str | None = None
+    submit_dir: str | None = None
+    git: GitInfo | None = None
+
+
+class AttemptRecord(Record):
+    number: int
+    state: str
+    reason: str | None = None
+    message: str | None = None
+    node: str | None = None
+    gpus: list[int] = Field(default_factory=list)
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
+    log_path: str | None = None
+    attempt_dir: str | None = None
+
+
+class EventRecord(Record):
+    time: float
+    type: str = "Normal"
+    reason: str
+    message: str
+    attempt: int | None = None
+
+
+class JobRecord(Record):
+    name: str
+    state: str
+    reason: str | None = None
+    message: str | None = None
+    priority: int = 0
+    labels: dict[str, str] = Field(default_factory=dict)
+    spec: dict[str, Any]
+    provenance: Provenance = Field(default_factory=Provenance)
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    node: str | None = None
+    exit_code: int | None = None
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    events: list[EventRecord] = Field(default_factory=list)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.spec.get("spec", {}).get("params", {}))
+
+
+class NodeRecord(Record):
+    name: str
+    engine: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    cpu_millis: int
+    memory_bytes: int
+    gpus: list[int] = Field(default_factory=list)
+    gpu_names: list[str] = Field(default_factory=list)
+    free_cpu_millis: int
+    free_memory_bytes: int
+    free_gpus: list[int] = Field(default_factory=list)
+    running: int = 0
+    limits: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,299 @@
+"""The Job spec: defined once, strict at the edge, shared by CLI, SDK, API and store.
+
+Users write it as YAML (``apiVersion: kubetrain/v1``, ``kind: Job``) or as CLI
+flags; the API receives the same structure as JSON.  Unknown fields are errors
+(a typo in a resource name must never be silently ignored), quantities are
+checked with Kubernetes rules, and every error names the field, the value and
+the fix.  Stored specs are read back with the same model.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from kubetrain.core.errors import SpecError
+from kubetrain.core.quantities import QuantityError, format_cpu, parse_cpu, parse_memory
+from kubetrain.core.selectors import (
+    Requirement,
+    SelectorError,
+    format_selector,
+    parse_selector,
+    selector_from_mapping,
+)
+
+API_VERSION = "kubetrain/v1"
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+PARAM_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+MAX_DEADLINE_SECONDS = 366 * 24 * 3600
+ParamValue = Union[str, int, float, bool, None, list[Any], dict[str, Any]]
+
+
+class StrictModel(BaseModel):
+    """Rejects unknown fields; accepts camelCase (YAML) and snake_case (Python)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def check_name(value: str, field: str = "metadata.name") -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit (e.g. digits-lr01)"
+        )
+    return value
+
+
+class Resources(StrictModel):
+    """What one attempt may use; enforced as limits (requests == limits)."""
+
+    cpu: str | int | float = Field(default="1", description="cores (2, 0.5) or millicores (500m)")
+    memory: str | int = Field(default="2Gi", description="bytes or a quantity (512Mi, 4Gi)")
+    gpu: int = Field(default=0, description="whole GPUs, placed by device index")
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: Any) -> str:
+        try:
+            millis = parse_cpu(value)
+        except QuantityError as exc:
+            raise ValueError(f"{exc}") from None
+        if millis == 0:
+            raise ValueError(f"{value!r} is zero; a job needs some CPU, e.g. 500m or 1")
+        return format_cpu(millis)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: Any) -> str:
+        try:
+            num = parse_memory(value)
+        except QuantityError as exc:
+            raise ValueError(f"{exc}") from None
+        if num < 4 * 2**20:
+            raise ValueError(f"{value!r} is below 4Mi, too little to start a process; use e.g. 512Mi")
+        return str(value)
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _gpu(cls, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value)
+            else:
+                raise ValueError(f"{value!r} is not a whole number of GPUs; use 0, 1, 2...")
+        if value < 0:
+            raise ValueError(f"{value} is negative; use 0 or more GPUs")
+        if value > 1024:
+            raise ValueError(f"{value} GPUs is more than any node has")
+        return value
+
+    @property
+    def cpu_millis(self) -> int:
+        return parse_cpu(self.cpu)
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_memory(self.memory)
+
+
+class EnvVar(StrictModel):
+    name: str
+    value: str = ""
+
+
+class Metadata(StrictModel):
+    name: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 64:
+            raise ValueError("more than 64 labels")
+        for key, val in value.items():
+            if not LABEL_KEY_RE.match(key):
+                raise ValueError(f"label key {key!r} is invalid; use letters, digits, '-', '_', '.'")
+            if not isinstance(val, str) or not LABEL_VALUE_RE.match(val):
+                raise ValueError(f"label {key}={val!r} has an invalid value; use up to 63 letters, digits, '-', '_', '.'")
+        return value
+
+
+class JobBody(StrictModel):
+    """The ``spec:`` part of a Job: what to run and what it may use."""
+
+    command: list[str] = Field(min_length=1, max_length=4096)
+    args: list[str] = Field(default_factory=list, max_length=4096)
+    working_dir: str | None = Field(default=None, alias="workingDir")
+    env: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    selector: str = ""
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    active_deadline_seconds: int | None = Field(
+        default=None, alias="activeDeadlineSeconds", gt=0, le=MAX_DEADLINE_SECONDS
+    )
+    shell: bool = Field(default=False, description="run command through /bin/sh -c (off: argv)")
+
+    @field_validator("command", "args")
+    @classmethod
+    def _argv(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if "\x00" in item:
+                raise ValueError("an argument contains a NUL byte")
+            if len(item) > 131072:
+                raise ValueError("an argument is longer than 128 KiB")
+        return value
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/") or "\x00" in value:
+            raise ValueError(f"{value!r} is not an absolute path; the CLI resolves relative paths for you")
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: Any) -> dict[str, str]:
+        # Accept the Kubernetes list form [{name, value}] as well as a mapping.
+        if isinstance(value, list):
+            out: dict[str, str] = {}
+            for item in value:
+                if not isinstance(item, dict):
+                    raise ValueError("env list items must be {name: ..., value: ...}")
+                var = EnvVar.model_validate(item)
+                out[var.name] = var.value
+            value = out
+        if not isinstance(value, dict):
+            raise ValueError("env must be a mapping NAME: value or a list of {name, value}")
+        checked: dict[str, str] = {}
+        for key, val in value.items():
+            if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+                raise ValueError(f"env name {key!r} is invalid; use letters, digits and '_'")
+            if key.startswith("KUBETRAIN_"):
+                raise ValueError(f"env name {key!r} is reserved for kubetrain; pick another name")
+            if isinstance(val, bool) or not isinstance(val, (str, int, float)):
+                raise ValueError(f"env {key}: value must be a string, got {type(val).__name__}")
+            text = str(val)
+            if "\x00" in text:
+                raise ValueError(f"env {key}: value contains a NUL byte")
+            checked[key] = text
+        return checked
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > 1024:
+            raise ValueError("more than 1024 params")
+        for key in value:
+            if not PARAM_KEY_RE.match(key):
+                raise ValueError(
+                    f"param name {key!r} is invalid; start with a letter or '_', then letters, digits, '_', '.', '-'"
+                )
+        return value
+
+    @field_validator("selector", mode="before")
+    @classmethod
+    def _selector(cls, value: Any) -> str:
+        try:
+            if value is None:
+                return ""
+            if isinstance(value, dict):
+                return format_selector(selector_from_mapping(value))
+            if not isinstance(value, str):
+                raise ValueError("selector must be a string like 'gpu-type=a100' or a mapping")
+            return format_selector(parse_selector(value))
+        except SelectorError as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def requirements(self) -> tuple[Requirement, ...]:
+        return parse_selector(self.selector)
+
+    @property
+    def argv(self) -> list[str]:
+        return [*self.command, *self.args]
+
+
+class JobSpec(StrictModel):
+    """A whole Job document."""
+
+    api_version: Literal["kubetrain/v1"] = Field(default=API_VERSION, alias="apiVersion")
+    kind: Literal["Job"] = "Job"
+    metadata: Metadata = Field(default_factory=Metadata)
+    spec: JobBody
+
+    def with_name(self, name: str) -> "JobSpec":
+        return self.model_copy(update={"metadata": self.metadata.model_copy(update={"name": name})})
+
+    def to_document(self) -> dict[str, Any]:
+        """The JSON/YAML form users write (camelCase, defaults included)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def format_validation_error(exc: ValidationError, *, lines: dict[tuple, int] | None = None) -> SpecError:
+    """Turn pydantic's errors into one SpecError naming field, value and fix."""
+    messages = []
+    fields = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = _field_path(loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            text = f"unknown field {path!r}; remove it or check its spelling"
+        elif kind == "missing":
+            text = f"{path}: required field is missing"
+        elif kind == "literal_error":
+            text = f"{path}: got {err.get('input')!r}, {err['msg'].lower()}"
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            if kind in ("string_type", "int_type", "int_parsing", "list_type", "dict_type", "bool_type",
+                        "greater_than", "less_than_equal", "greater_than_equal", "too_short", "too_long"):
+                msg = f"got {err.get('input')!r}: {msg}"
+            text = f"{path}: {msg}"
+        line = (lines or {}).get(loc)
+        if line is not None:
+            text = f"line {line}: {text}"
+        messages.append(text)
+        fields.append(path)
+    return SpecError("; ".join(messages), details={"fields": fields})
+
+
+def validate_job(document: Any, *, lines: dict[tuple, int] | None = None) -> JobSpec:
+    """Validate a Job document (already parsed from YAML or JSON)."""
+    if not isinstance(document, dict):
+        raise SpecError(f"a Job document must be a mapping, got {type(document).__name__}")
+    try:
+        return JobSpec.model_validate(document)
+    except ValidationError as exc:
+        raise format_validation_error(exc, lines=lines) from None

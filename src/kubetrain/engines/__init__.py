@@ -1,0 +1,1 @@
+"""Engines run attempts.  Each sits behind :class:`kubetrain.engines.base.Engine`."""

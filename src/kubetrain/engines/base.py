@@ -1,0 +1,66 @@
+"""The engine interface: what the reconcile loop needs from whatever runs attempts.
+
+Small on purpose (launch, observe, cancel, logs, nodes).  ``cancel`` is
+idempotent: an attempt that no longer exists is simply stopped already.
+Every engine object carries the job name and attempt number so that a
+restarted master finds its own.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from kubetrain.core.planning import NodeCapacity
+from kubetrain.core.records import NodeRecord
+from kubetrain.store.store import ActiveAttempt, LaunchOrder, Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What an engine saw of one active attempt."""
+
+    job: str
+    number: int
+    #: "starting" (not confirmed yet), "running", "ended", or "relaunch" (never started; launch again)
+    phase: str
+    handle: dict[str, Any] = field(default_factory=dict)
+    started_at: float | None = None
+    outcome: Outcome | None = None
+    notes: tuple[str, ...] = ()
+
+
+class Engine(abc.ABC):
+    name: str = "engine"
+
+    def start(self) -> None:
+        """Prepare (start agents, connect); called once by the master."""
+
+    def stop(self) -> None:
+        """Release resources held by the master process; running attempts keep running."""
+
+    @abc.abstractmethod
+    def nodes(self) -> list[NodeCapacity]: ...
+
+    @abc.abstractmethod
+    def describe_nodes(self, active: list[ActiveAttempt]) -> list[NodeRecord]: ...
+
+    @abc.abstractmethod
+    def launch(self, order: LaunchOrder) -> dict[str, Any]:
+        """Start an attempt; return fast with a handle.  Must be safe to call twice."""
+
+    @abc.abstractmethod
+    def observe(self, active: list[ActiveAttempt]) -> list[Observation]: ...
+
+    @abc.abstractmethod
+    def cancel(self, attempt: ActiveAttempt) -> None:
+        """Stop an attempt's whole process tree.  Idempotent."""
+
+    @abc.abstractmethod
+    def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
+        """Log bytes of an attempt from ``offset``; returns (data, new offset)."""
+
+    def log_chunks(self, job: str, number: int, offset: int = 0) -> Iterator[bytes]:  # pragma: no cover
+        data, _ = self.read_log(job, number, offset)
+        yield data

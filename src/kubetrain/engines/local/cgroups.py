@@ -1,0 +1,231 @@
+"""Per-attempt cgroups: memory, CPU and pids limits, OOM and usage readings.
+
+Supports cgroup v1 (a mount per controller, as on this project's machines) and
+v2 (unified; used when ``/sys/fs/cgroup/cgroup.controllers`` exists and the
+controllers are delegated).  Imports only the standard library: the
+supervisor that uses it is forked per attempt and must stay cheap.
+
+Each attempt's group is created under the supervisor's own group, so that a
+delegated subtree (systemd user slice, container) works without root.  When a
+controller cannot be used, :func:`create` reports it instead of pretending.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+ROOT = "/sys/fs/cgroup"
+V1_CONTROLLERS = ("memory", "cpu", "pids", "cpuacct")
+
+
+def _own_path(controller: str) -> str | None:
+    """This process's group path for ``controller`` (v1) or the unified path (``""``)."""
+    try:
+        with open("/proc/self/cgroup") as fh:
+            for line in fh:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                names = controllers.split(",") if controllers else [""]
+                if controller in names:
+                    return path
+    except OSError:
+        return None
+    return None
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(value)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+class AttemptCgroup:
+    """The cgroup(s) of one attempt, created by the supervisor."""
+
+    def __init__(self, version: int, dirs: dict[str, str], notes: list[str]) -> None:
+        self.version = version
+        self.dirs = dirs  # controller -> directory ("unified" for v2)
+        self.notes = notes  # human sentences: what is and is not enforced
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "dirs": self.dirs, "notes": self.notes}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AttemptCgroup":
+        return cls(int(data.get("version", 0)), dict(data.get("dirs", {})), list(data.get("notes", [])))
+
+    # -- joining -------------------------------------------------------------
+    def join(self, pid: int = 0) -> None:
+        """Move ``pid`` (0: the caller) into every group; called in the child before exec."""
+        for directory in self.dirs.values():
+            _write(os.path.join(directory, "cgroup.procs"), str(pid or os.getpid()))
+
+    # -- readings -----------------------------------------------------------
+    def oom_killed(self) -> bool:
+        if self.version == 1 and "memory" in self.dirs:
+            text = _read(os.path.join(self.dirs["memory"], "memory.oom_control")) or ""
+            for line in text.splitlines():
+                if line.startswith("oom_kill ") and int(line.split()[1]) > 0:
+                    return True
+            return False
+        if self.version == 2 and "unified" in self.dirs:
+            text = _read(os.path.join(self.dirs["unified"], "memory.events")) or ""
+            for line in text.splitlines():
+                if line.startswith("oom_kill ") and int(line.split()[1]) > 0:
+                    return True
+        return False
+
+    def peak_memory(self) -> int | None:
+        if self.version == 1 and "memory" in self.dirs:
+            text = _read(os.path.join(self.dirs["memory"], "memory.max_usage_in_bytes"))
+        elif self.version == 2 and "unified" in self.dirs:
+            text = _read(os.path.join(self.dirs["unified"], "memory.peak"))
+        else:
+            text = None
+        return int(text) if text and text.strip().isdigit() else None
+
+    def cpu_seconds(self) -> float | None:
+        if self.version == 1 and "cpuacct" in self.dirs:
+            text = _read(os.path.join(self.dirs["cpuacct"], "cpuacct.usage"))
+            return int(text) / 1e9 if text and text.strip().isdigit() else None
+        if self.version == 2 and "unified" in self.dirs:
+            for line in (_read(os.path.join(self.dirs["unified"], "cpu.stat")) or "").splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+        return None
+
+    def pids(self) -> list[int]:
+        directory = self.dirs.get("pids") or self.dirs.get("memory") or self.dirs.get("unified")
+        if not directory:
+            return []
+        text = _read(os.path.join(directory, "cgroup.procs")) or ""
+        return [int(p) for p in text.split() if p.isdigit()]
+
+    # -- teardown -------------------------------------------------------------
+    def kill_all(self) -> None:
+        """SIGKILL everything left in the group (processes that escaped the process group)."""
+        if self.version == 2 and "unified" in self.dirs:
+            kill_file = os.path.join(self.dirs["unified"], "cgroup.kill")
+            if os.path.exists(kill_file):
+                try:
+                    _write(kill_file, "1")
+                    return
+                except OSError:
+                    pass
+        for _ in range(50):
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+
+    def remove(self) -> None:
+        for directory in self.dirs.values():
+            for _ in range(20):
+                try:
+                    os.rmdir(directory)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)
+
+
+def _v2_root() -> str | None:
+    if os.path.exists(os.path.join(ROOT, "cgroup.controllers")):
+        return ROOT
+    return None
+
+
+def create(name: str, *, cpu_millis: int, memory_bytes: int, pids_max: int) -> AttemptCgroup:
+    """Create this attempt's groups and set its limits; never raises for a missing controller."""
+    notes: list[str] = []
+    v2 = _v2_root()
+    if v2 is not None:
+        return _create_v2(v2, name, cpu_millis, memory_bytes, pids_max, notes)
+    dirs: dict[str, str] = {}
+    for controller in V1_CONTROLLERS:
+        base = _own_path(controller)
+        mount = os.path.join(ROOT, controller)
+        if base is None or not os.path.isdir(mount):
+            continue
+        directory = os.path.join(mount, base.lstrip("/"), "kubetrain", name)
+        try:
+            os.makedirs(directory, exist_ok=True)
+            dirs[controller] = directory
+        except OSError as exc:
+            notes.append(f"{controller} cgroup not available ({exc.strerror}); run the master as root or delegate cgroups")
+    if "memory" in dirs:
+        try:
+            _write(os.path.join(dirs["memory"], "memory.limit_in_bytes"), str(memory_bytes))
+            try:  # no swap: a limit that can spill into swap is not a limit
+                _write(os.path.join(dirs["memory"], "memory.swappiness"), "0")
+            except OSError:
+                pass
+            notes.append(f"memory limit {memory_bytes} bytes enforced (cgroup v1)")
+        except OSError as exc:
+            notes.append(f"memory limit NOT enforced: {exc.strerror}")
+    else:
+        notes.append("memory limit NOT enforced: no writable memory cgroup")
+    if "cpu" in dirs:
+        try:
+            _write(os.path.join(dirs["cpu"], "cpu.cfs_period_us"), "100000")
+            _write(os.path.join(dirs["cpu"], "cpu.cfs_quota_us"), str(max(cpu_millis * 100, 1000)))
+            notes.append(f"CPU quota {cpu_millis}m enforced (cgroup v1 CFS)")
+        except OSError as exc:
+            notes.append(f"CPU quota NOT enforced: {exc.strerror}")
+    else:
+        notes.append("CPU quota NOT enforced: no writable cpu cgroup")
+    if "pids" in dirs:
+        try:
+            _write(os.path.join(dirs["pids"], "pids.max"), str(pids_max))
+            notes.append(f"pids limit {pids_max} enforced (cgroup v1)")
+        except OSError as exc:
+            notes.append(f"pids limit NOT enforced: {exc.strerror}")
+    else:
+        notes.append("pids limit NOT enforced: no writable pids cgroup")
+    return AttemptCgroup(1, dirs, notes)
+
+
+def _create_v2(root: str, name: str, cpu_millis: int, memory_bytes: int, pids_max: int,
+               notes: list[str]) -> AttemptCgroup:
+    base = _own_path("") or "/"
+    parent = os.path.join(root, base.lstrip("/"), "kubetrain")
+    directory = os.path.join(parent, name)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        notes.append(f"no limits enforced: cannot create a cgroup v2 group ({exc.strerror}); delegate a subtree")
+        return AttemptCgroup(2, {}, notes)
+    enabled = set((_read(os.path.join(parent, "cgroup.controllers")) or "").split())
+    for controller, filename, value, label in (
+        ("memory", "memory.max", str(memory_bytes), f"memory limit {memory_bytes} bytes"),
+        ("cpu", "cpu.max", f"{max(cpu_millis * 100, 1000)} 100000", f"CPU quota {cpu_millis}m"),
+        ("pids", "pids.max", str(pids_max), f"pids limit {pids_max}"),
+    ):
+        if controller not in enabled:
+            notes.append(f"{label} NOT enforced: {controller} controller not delegated to {parent}")
+            continue
+        try:
+            _write(os.path.join(directory, filename), value)
+            notes.append(f"{label} enforced (cgroup v2)")
+        except OSError as exc:
+            notes.append(f"{label} NOT enforced: {exc.strerror}")
+    if "memory" in enabled:
+        try:
+            _write(os.path.join(directory, "memory.swap.max"), "0")
+        except OSError:
+            pass
+    return AttemptCgroup(2, {"unified": directory}, notes)

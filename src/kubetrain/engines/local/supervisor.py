@@ -1,0 +1,239 @@
+"""The per-attempt supervisor: starts the command under limits and records how it ended.
+
+Forked by the node agent (see :mod:`agent`), one per attempt, in its own
+session so the master can die and restart without touching it.  Everything it
+needs is in ``launch.json`` in the attempt folder; everything it learns goes
+back as files there, written atomically:
+
+* ``claim`` — created with O_EXCL before anything runs: the fence that makes a
+  second supervisor for the same attempt (a relaunch after a master crash)
+  exit at once, so an attempt never runs twice;
+* ``supervisor.json`` — pid and start time of supervisor and job, cgroup paths
+  and which limits the kernel enforces;
+* ``status.json`` — exit code or signal, reason, peak memory and CPU time;
+* ``output.log`` — the command's stdout and stderr.
+
+Cancel is SIGTERM to the supervisor; the deadline is a timer inside it.  Both
+stop the whole process tree: SIGTERM to the job's process group, then SIGKILL
+to the group and to everything in its cgroup after the grace period.
+
+Standard library only (plus the small cgroups module): it runs per attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+
+from kubetrain.core.quantities import format_memory
+from kubetrain.engines.local import cgroups
+
+CLAIM = "claim"
+LAUNCH = "launch.json"
+SUPERVISOR = "supervisor.json"
+STATUS = "status.json"
+CANCEL = "cancel"
+
+
+def process_start_time(pid: int) -> str | None:
+    """Kernel start time of ``pid`` (clock ticks since boot): with the pid, a unique identity."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    # Field 22, counted after the ")" that ends the command name.
+    fields = data[data.rindex(")") + 2:].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def notify(wake_socket: str | None) -> None:
+    """Poke the master's reconcile loop; harmless if no master is listening."""
+    if not wake_socket:
+        return
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.sendto(b"1", wake_socket)
+    except OSError:
+        pass
+
+
+class _Stopper:
+    """Signal-driven stop: SIGTERM (cancel) or SIGALRM (deadline), then SIGKILL after grace."""
+
+    def __init__(self, pgid: int, cgroup: cgroups.AttemptCgroup, grace: float) -> None:
+        self.pgid = pgid
+        self.cgroup = cgroup
+        self.grace = grace
+        self.reason: str | None = None
+        self.terminated_at: float | None = None
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        if self.terminated_at is not None:
+            return
+        self.terminated_at = time.time()
+        _killpg(self.pgid, signal.SIGTERM)
+        signal.signal(signal.SIGALRM, self._kill)
+        signal.setitimer(signal.ITIMER_REAL, max(self.grace, 0.01))
+
+    def _kill(self, _signum: int, _frame: object) -> None:
+        _killpg(self.pgid, signal.SIGKILL)
+        self.cgroup.kill_all()
+
+    def on_term(self, _signum: int, _frame: object) -> None:
+        self.stop("Cancelled")
+
+    def on_deadline(self, _signum: int, _frame: object) -> None:
+        self.stop("DeadlineExceeded")
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def supervise(attempt_dir: str) -> int:
+    """Run one attempt to its end.  Returns the supervisor's own exit code."""
+    try:
+        fd = os.open(os.path.join(attempt_dir, CLAIM), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return 0  # another supervisor owns this attempt: never run it twice
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        os.setsid()
+    except OSError:
+        pass
+    with open(os.path.join(attempt_dir, LAUNCH)) as fh:
+        launch = json.load(fh)
+    wake = launch.get("wake_socket")
+    cgroup = cgroups.create(
+        launch["cgroup_name"],
+        cpu_millis=int(launch["cpu_millis"]),
+        memory_bytes=int(launch["memory_bytes"]),
+        pids_max=int(launch["pids_max"]),
+    )
+    log_fd = os.open(launch["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    read_end, write_end = os.pipe()  # both close-on-exec: empty read == exec succeeded
+    started_at = time.time()
+    pid = os.fork()
+    if pid == 0:  # the job
+        try:
+            os.close(read_end)
+            os.setpgid(0, 0)
+            cgroup.join()
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            os.chdir(launch["cwd"])
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE):
+                signal.signal(sig, signal.SIG_DFL)
+            os.execvpe(launch["argv"][0], launch["argv"], launch["env"])
+        except BaseException as exc:  # noqa: BLE001 - report anything, then leave
+            try:
+                os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:4000])
+            finally:
+                os._exit(127)
+    os.close(write_end)
+    stopper = _Stopper(pid, cgroup, float(launch.get("grace_seconds", 10)))
+    signal.signal(signal.SIGTERM, stopper.on_term)
+    signal.signal(signal.SIGINT, stopper.on_term)
+    signal.signal(signal.SIGALRM, stopper.on_deadline)
+    write_json_atomic(
+        os.path.join(attempt_dir, SUPERVISOR),
+        {
+            "pid": os.getpid(),
+            "pid_start": process_start_time(os.getpid()),
+            "job_pid": pid,
+            "job_pid_start": process_start_time(pid),
+            "started_at": started_at,
+            "cgroup": cgroup.to_dict(),
+        },
+    )
+    exec_error = b""
+    while True:
+        try:
+            chunk = os.read(read_end, 4096)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        if not chunk:
+            break
+        exec_error += chunk
+    os.close(read_end)
+    if exec_error:
+        os.write(log_fd, b"kubetrain: cannot start " + launch["argv"][0].encode() + b": " + exec_error + b"\n")
+    else:
+        notify(wake)
+    # A cancel that arrived before the handlers were installed left a marker.
+    if os.path.exists(os.path.join(attempt_dir, CANCEL)):
+        stopper.stop("Cancelled")
+    deadline = launch.get("deadline_seconds")
+    if deadline and stopper.reason is None:
+        remaining = float(deadline) - (time.time() - float(launch.get("created_at", started_at)))
+        signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.01))
+    _, status, rusage = os.wait4(pid, 0)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    finished_at = time.time()
+    # Whatever the job left behind dies with it, as in a container.
+    _killpg(pid, signal.SIGKILL)
+    cgroup.kill_all()
+    exit_code = os.waitstatus_to_exitcode(status)
+    sig = -exit_code if exit_code < 0 else None
+    code = exit_code if exit_code >= 0 else None
+    peak = cgroup.peak_memory() or rusage.ru_maxrss * 1024
+    cpu = cgroup.cpu_seconds()
+    if cpu is None:
+        cpu = rusage.ru_utime + rusage.ru_stime
+    oom = cgroup.oom_killed()
+    if exec_error:
+        reason, message = "Error", f"could not start {launch['argv'][0]!r}: {exec_error.decode(errors='replace')}"
+    elif stopper.reason == "Cancelled":
+        reason, message = "Cancelled", "cancelled; the process tree was stopped"
+    elif stopper.reason == "DeadlineExceeded":
+        reason, message = "DeadlineExceeded", f"ran past activeDeadlineSeconds={deadline}; the process tree was stopped"
+    elif code == 0:
+        reason, message = "Completed", "exited 0"
+    elif oom:
+        reason = "OOMKilled"
+        message = (
+            f"killed by the kernel: memory reached its limit of {format_memory(int(launch['memory_bytes']))} "
+            f"(peak {format_memory(peak)}); raise resources.memory (--memory) or use less"
+        )
+    else:
+        reason, message = "Error", ""
+    cgroup.remove()
+    write_json_atomic(
+        os.path.join(attempt_dir, STATUS),
+        {
+            "reason": reason,
+            "message": message,
+            "exit_code": code,
+            "signal": sig,
+            "peak_memory_bytes": peak,
+            "cpu_seconds": round(cpu, 3),
+            "started_at": started_at,
+            "finished_at": finished_at,
+        },
+    )
+    os.close(log_fd)
+    notify(wake)
+    return 0

@@ -1,0 +1,49 @@
+"""Who submits what from where: user, host, directory and git state, captured at submit.
+
+Git is asked through its own CLI (argv, short timeout); a directory that is
+not a repository, or a machine without git, simply records no git info.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from kubetrain.core.records import GitInfo, Provenance
+
+
+def _git(directory: Path, *args: str) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def git_info(directory: Path) -> GitInfo | None:
+    commit = _git(directory, "rev-parse", "HEAD")
+    if not commit:
+        return None
+    status = _git(directory, "status", "--porcelain", "--untracked-files=no")
+    branch = _git(directory, "rev-parse", "--abbrev-ref", "HEAD")
+    return GitInfo(
+        commit=commit,
+        branch=None if branch in (None, "HEAD") else branch,
+        dirty=bool(status) if status is not None else None,
+        remote=_git(directory, "config", "--get", "remote.origin.url") or None,
+    )
+
+
+def capture(directory: Path | None = None) -> Provenance:
+    directory = (directory or Path.cwd()).absolute()
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return Provenance(submitter=user, hostname=socket.gethostname(), submit_dir=str(directory),
+                      git=git_info(directory))

@@ -1,0 +1,1 @@
+"""The master: HTTP API, services and the reconcile loop."""

@@ -1,0 +1,132 @@
+"""The HTTP API (FastAPI).  OpenAPI at ``/docs``; every route under ``/api/v1``.
+
+Errors leave as ``{"code", "message", "details"}`` with the status the error
+tree assigns; an unexpected failure is a 500 carrying a request id, never a
+traceback.  When a token is configured every route but ``/healthz`` needs it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict
+
+from kubetrain import __version__
+from kubetrain.core.errors import KubetrainError, SpecError, UnauthorizedError
+from kubetrain.core.records import JobRecord, NodeRecord, Provenance
+from kubetrain.core.selectors import SelectorError, parse_selector
+from kubetrain.core.specs import JobSpec
+from kubetrain.server.services import JobService
+from kubetrain.settings import Settings
+
+log = logging.getLogger("kubetrain.api")
+
+
+class SubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    spec: JobSpec
+    provenance: Provenance = Provenance()
+
+
+def create_app(settings: Settings, service: JobService) -> FastAPI:
+    app = FastAPI(title="kubetrain", version=__version__, description="One master for every training job.")
+
+    def authorize(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not settings.token:
+            return
+        expected = f"Bearer {settings.token}"
+        if authorization is None or not hmac.compare_digest(authorization.encode(), expected.encode()):
+            raise UnauthorizedError("missing or wrong token; set KUBETRAIN_TOKEN to the master's token")
+
+    @app.exception_handler(KubetrainError)
+    async def _kubetrain_error(_request: Request, exc: KubetrainError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Re-shape FastAPI's error list into one sentence that names each field.
+        errors = []
+        for err in exc.errors():
+            loc = tuple(err.get("loc", ()))
+            if loc and loc[0] == "body":
+                loc = loc[1:]
+            if loc and loc[0] == "spec":
+                loc = loc[1:]
+            errors.append({**err, "loc": loc})
+        parts = []
+        for err in errors:
+            path = ".".join(str(p) for p in err["loc"]) or "body"
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            if err.get("type") == "extra_forbidden":
+                msg = "unknown field; remove it or check its spelling"
+            parts.append(f"{path}: {msg}")
+        error = SpecError("; ".join(parts) or "invalid request", details={"fields": [p.split(":")[0] for p in parts]})
+        return JSONResponse(error.to_dict(), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        request_id = secrets.token_hex(6)
+        log.error("request %s failed", request_id, exc_info=exc)
+        return JSONResponse(
+            {"code": "internal", "message": f"internal error (request id {request_id}); see the master log",
+             "details": {"request_id": request_id}},
+            status_code=500,
+        )
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"ok": True, "version": __version__, "home": str(settings.home), "engine": service.engine.name}
+
+    api = [Depends(authorize)]
+
+    @app.post("/api/v1/jobs", status_code=201, dependencies=api)
+    def submit(body: SubmitRequest) -> JobRecord:
+        return service.submit(body.spec, body.provenance)
+
+    @app.get("/api/v1/jobs", dependencies=api)
+    def list_jobs(
+        state: Annotated[list[str] | None, Query(description="Queued, Running, Succeeded, Failed, Cancelled")] = None,
+        selector: Annotated[str, Query(description="label selector, kubectl syntax", max_length=4096)] = "",
+        limit: Annotated[int, Query(ge=1, le=10000)] = 500,
+    ) -> list[JobRecord]:
+        try:
+            requirements = parse_selector(selector) if selector else ()
+        except SelectorError as exc:
+            raise SpecError(f"selector: {exc}", details={"field": "selector", "value": selector}) from None
+        states = [s.capitalize() for s in state] if state else None
+        return service.store.list_jobs(states=states, selector=requirements, limit=limit)
+
+    @app.get("/api/v1/jobs/{name}", dependencies=api)
+    def get_job(name: str) -> JobRecord:
+        return service.store.get_job(name)
+
+    @app.post("/api/v1/jobs/{name}/cancel", dependencies=api)
+    def cancel_job(name: str) -> JobRecord:
+        return service.cancel(name)
+
+    @app.get("/api/v1/jobs/{name}/logs", dependencies=api)
+    def job_logs(
+        name: str,
+        attempt: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+        follow: bool = False,
+    ) -> StreamingResponse:
+        chunks = service.follow_logs(name, attempt=attempt, follow=follow)
+        first = next(chunks, b"")  # surfaces NotFound as a 404 before streaming starts
+
+        def body():
+            yield first
+            yield from chunks
+
+        return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
+
+    @app.get("/api/v1/nodes", dependencies=api)
+    def nodes() -> list[NodeRecord]:
+        return service.engine.describe_nodes(service.store.active_attempts())
+
+    return app

@@ -1,0 +1,190 @@
+"""The reconcile loop: make the running world match the store, one idempotent pass at a time.
+
+Each pass: observe active attempts through the engine and record the ended
+ones; stop attempts whose job was cancelled; plan the queue (pure
+:func:`~kubetrain.core.planning.plan`) and commit the decisions in one
+transaction *before* launching anything.
+
+Write ordering that makes a ``kill -9`` of the master safe at any line:
+
+1. a decision is committed (attempt row ``Starting`` + job ``Running``) before
+   the engine is asked to launch, so a launch is never forgotten;
+2. the engine's launch is idempotent: the supervisor claims the attempt folder
+   with O_EXCL before running anything, so a relaunch after a crash is a no-op
+   when the first launch got through;
+3. an attempt ends in the store only from the supervisor's ``status.json``
+   (written with fsync + rename) or from proof that the supervisor is gone;
+   recording an end twice is a no-op.
+
+A restarted master therefore re-attaches to what runs, launches what was
+decided but never started, and records every end exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Callable
+
+from kubetrain.core.planning import NodeCapacity, plan
+from kubetrain.core.states import AttemptState
+from kubetrain.engines.base import Engine
+from kubetrain.store.store import ActiveAttempt, LaunchOrder, Outcome, Store
+from kubetrain.core.states import Reason
+
+log = logging.getLogger("kubetrain.reconciler")
+
+
+def free_capacity(nodes: list[NodeCapacity], active: list[ActiveAttempt]) -> list[NodeCapacity]:
+    """Nodes with what active attempts hold taken off."""
+    out = []
+    for node in nodes:
+        mine = [a for a in active if a.node == node.name]
+        used_gpus = {g for a in mine for g in a.gpus}
+        out.append(
+            NodeCapacity(
+                name=node.name, cpu_millis=node.cpu_millis, memory_bytes=node.memory_bytes, gpus=node.gpus,
+                labels=node.labels, schedulable=node.schedulable,
+                free_cpu_millis=node.cpu_millis - sum(a.cpu_millis for a in mine),
+                free_memory_bytes=node.memory_bytes - sum(a.memory_bytes for a in mine),
+                free_gpus=tuple(g for g in node.gpus if g not in used_gpus),
+            )
+        )
+    return out
+
+
+class Reconciler:
+    def __init__(self, store: Store, engine: Engine, *, resync_seconds: float = 1.0,
+                 wake_socket: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.engine = engine
+        self.resync_seconds = resync_seconds
+        self.wake_socket = wake_socket
+        self.clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._launched: set[tuple[str, int]] = set()
+        self._cancelled: set[tuple[str, int]] = set()
+        self._threads: list[threading.Thread] = []
+        self.passes = 0
+
+    # -- control -------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        loop = threading.Thread(target=self._run, name="reconcile", daemon=True)
+        self._threads.append(loop)
+        if self.wake_socket:
+            listener = threading.Thread(target=self._listen, name="wake", daemon=True)
+            self._threads.append(listener)
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _listen(self) -> None:
+        """Supervisors send a datagram when an attempt starts or ends: react at once."""
+        path = self.wake_socket
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(path)
+            sock.settimeout(0.5)
+            while not self._stop.is_set():
+                try:
+                    sock.recv(64)
+                    self._wake.set()
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.reconcile_once()
+            except Exception:  # noqa: BLE001 - the loop must outlive any single failure
+                log.exception("reconcile pass failed; retrying")
+                self._stop.wait(0.5)
+            self._wake.wait(self.resync_seconds)
+
+    # -- one pass ------------------------------------------------------------
+    def reconcile_once(self) -> None:
+        self.passes += 1
+        active = self.store.active_attempts()
+        still_active = self._observe(active)
+        self._cancel(still_active)
+        self._schedule(still_active)
+
+    def _observe(self, active: list[ActiveAttempt]) -> list[ActiveAttempt]:
+        if not active:
+            return []
+        by_key = {(a.job, a.number): a for a in active}
+        ended: list[tuple[str, int, Outcome]] = []
+        now = self.clock()
+        for obs in self.engine.observe(active):
+            key = (obs.job, obs.number)
+            attempt = by_key[key]
+            if obs.phase == "ended" and obs.outcome is not None:
+                if attempt.state == AttemptState.STARTING.value and obs.started_at:
+                    self._record_start(attempt, obs.handle, obs.started_at, obs.notes)
+                ended.append((obs.job, obs.number, obs.outcome))
+            elif obs.phase == "running" and attempt.state == AttemptState.STARTING.value:
+                self._record_start(attempt, obs.handle, obs.started_at or now, obs.notes)
+            elif obs.phase == "relaunch" and key not in self._launched:
+                self._launch(LaunchOrder(attempt.job, attempt.number, attempt.token, attempt.spec,
+                                         attempt.node or "", attempt.gpus))
+        if ended:
+            self.store.finish_attempts(ended, now=now)
+            for job, number, _ in ended:
+                self._launched.discard((job, number))
+                self._cancelled.discard((job, number))
+        done = {(j, n) for j, n, _ in ended}
+        return [a for a in active if (a.job, a.number) not in done]
+
+    def _record_start(self, attempt: ActiveAttempt, handle: dict, started_at: float, notes: tuple[str, ...]) -> None:
+        self.store.mark_running(attempt.job, attempt.number, handle=handle, started_at=started_at)
+        if notes:
+            weak = [n for n in notes if "NOT enforced" in n]
+            self.store.add_event(attempt.job, "Limits", "; ".join(notes), now=started_at,
+                                 attempt=attempt.number, type="Warning" if weak else "Normal")
+
+    def _cancel(self, active: list[ActiveAttempt]) -> None:
+        for attempt in active:
+            key = (attempt.job, attempt.number)
+            if attempt.cancel_requested and key not in self._cancelled:
+                self.engine.cancel(attempt)
+                self._cancelled.add(key)
+
+    def _schedule(self, active: list[ActiveAttempt]) -> None:
+        queued = self.store.queued()
+        if not queued:
+            return
+        previous = {req.key: reason for req, reason in queued}
+        decisions = plan([req for req, _ in queued], free_capacity(self.engine.nodes(), active))
+        orders = self.store.commit_plan(decisions, previous, now=self.clock())
+        for order in orders:
+            self._launch(order)
+
+    def _launch(self, order: LaunchOrder) -> None:
+        key = (order.job, order.number)
+        self._launched.add(key)
+        try:
+            self.engine.launch(order)
+        except Exception as exc:  # noqa: BLE001 - a failed launch ends the attempt, visibly
+            log.exception("launch of %s attempt %s failed", order.job, order.number)
+            self.store.finish_attempts(
+                [(order.job, order.number, Outcome(Reason.LAUNCH_FAILED, f"could not launch: {exc}"))],
+                now=self.clock(),
+            )

@@ -1,0 +1,140 @@
+"""One typed settings object, built once at start-up and passed down.
+
+Sources, later wins: defaults < ``$KUBETRAIN_HOME/config.yaml`` < environment
+variables < explicit arguments.  Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from kubetrain.core.errors import ConfigError
+from kubetrain.core.quantities import QuantityError, parse_cpu, parse_memory
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """How the embedded engine describes this machine to the planner."""
+
+    name: str = ""  # empty: the host name
+    labels: dict[str, str] = field(default_factory=dict)
+    #: GPU device indices to offer; None means "discover through NVML".
+    gpus: tuple[int, ...] | None = None
+    #: Kept back for the OS and the master itself, so jobs cannot starve them.
+    reserved_cpu_millis: int = 0
+    reserved_memory_bytes: int = 256 * 2**20
+    #: Declared capacity overrides (None: measured with psutil).
+    cpu_millis: int | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Limits applied to every attempt on top of its resources."""
+
+    #: Tasks (processes + threads) per attempt; stops fork bombs, leaves room for DataLoader workers.
+    pids: int = 4096
+    #: Seconds between SIGTERM and SIGKILL on cancel / deadline (Kubernetes' default is 30).
+    grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    home: Path
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port, recorded under home/run/master.json
+    token: str | None = None
+    url: str | None = None  # KUBETRAIN_URL: talk to this master, never auto-start
+    #: Seconds between reconcile passes when nothing wakes the loop earlier.
+    resync_seconds: float = 1.0
+    node: NodeSettings = field(default_factory=NodeSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def attempts_dir(self) -> Path:
+        return self.home / "attempts"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.home / "outputs"
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _node_settings(raw: Mapping[str, Any]) -> NodeSettings:
+    known = {"name", "labels", "gpus", "reservedCpu", "reservedMemory", "cpu", "memory"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"config.yaml node: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+    try:
+        gpus = raw.get("gpus")
+        if isinstance(gpus, int):
+            gpus = tuple(range(gpus))
+        elif gpus is not None:
+            gpus = tuple(int(g) for g in gpus)
+        return NodeSettings(
+            name=str(raw.get("name", "")),
+            labels={str(k): str(v) for k, v in (raw.get("labels") or {}).items()},
+            gpus=gpus,
+            reserved_cpu_millis=parse_cpu(raw.get("reservedCpu", 0)),
+            reserved_memory_bytes=parse_memory(raw.get("reservedMemory", "256Mi")),
+            cpu_millis=parse_cpu(raw["cpu"]) if "cpu" in raw else None,
+            memory_bytes=parse_memory(raw["memory"]) if "memory" in raw else None,
+        )
+    except (QuantityError, TypeError, ValueError) as exc:
+        raise ConfigError(f"config.yaml node: {exc}") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from config file and environment (``os.environ`` by default)."""
+    env = os.environ if env is None else env
+    home = Path(env.get("KUBETRAIN_HOME") or Path.home() / ".kubetrain").expanduser().absolute()
+    config: dict[str, Any] = {}
+    config_file = home / "config.yaml"
+    if config_file.is_file():
+        try:
+            config = yaml.safe_load(config_file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{config_file}: malformed YAML: {exc}") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"{config_file}: must be a mapping")
+    node = _node_settings(config.get("node") or {})
+    if env.get("KUBETRAIN_NODE_LABELS"):
+        labels = dict(node.labels)
+        for pair in env["KUBETRAIN_NODE_LABELS"].split(","):
+            key, _, value = pair.partition("=")
+            labels[key.strip()] = value.strip()
+        node = replace(node, labels=labels)
+    if env.get("KUBETRAIN_GPUS") is not None and env.get("KUBETRAIN_GPUS") != "":
+        text = env["KUBETRAIN_GPUS"]
+        node = replace(node, gpus=tuple(range(int(text))) if text.isdigit() else tuple(int(x) for x in text.split(",")))
+    limits_raw = config.get("limits") or {}
+    default_limits = LimitSettings()
+    limits = LimitSettings(
+        pids=int(limits_raw.get("pids", default_limits.pids)),
+        grace_seconds=float(
+            env.get("KUBETRAIN_GRACE_SECONDS") or limits_raw.get("graceSeconds", default_limits.grace_seconds)
+        ),
+    )
+    settings = Settings(
+        home=home,
+        database_url=env.get("KUBETRAIN_DATABASE_URL") or config.get("databaseUrl") or f"sqlite:///{home / 'kubetrain.db'}",
+        host=env.get("KUBETRAIN_HOST") or config.get("host") or "127.0.0.1",
+        port=int(env.get("KUBETRAIN_PORT") or config.get("port") or 0),
+        token=env.get("KUBETRAIN_TOKEN") or config.get("token"),
+        url=env.get("KUBETRAIN_URL") or None,
+        node=node,
+        limits=limits,
+    )
+    return settings.with_overrides(**overrides)

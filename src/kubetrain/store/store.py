@@ -1,0 +1,437 @@
+"""The Store: every read and write of jobs, attempts and events.
+
+One class, one SQL implementation, two dialects (SQLite in WAL mode, and
+PostgreSQL).  The reconcile loop commits each planning pass in one
+transaction (:meth:`Store.commit_plan`), so a master killed at any line either
+recorded a decision completely or not at all.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Iterable
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from kubetrain.core.errors import ConflictError, NotFoundError
+from kubetrain.core.planning import JobRequest, Plan
+from kubetrain.core.records import AttemptRecord, EventRecord, JobRecord, Provenance
+from kubetrain.core.selectors import Requirement, matches
+from kubetrain.core.specs import JobSpec
+from kubetrain.core.states import AttemptState, JobState, Reason, check_transition
+from kubetrain.store.models import AttemptRow, EventRow, JobRow
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchOrder:
+    """An attempt the store has committed and the engine must now start."""
+
+    job: str
+    number: int
+    token: str
+    spec: dict[str, Any]
+    node: str
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveAttempt:
+    """A non-terminal attempt, as the reconcile loop needs it."""
+
+    job: str
+    number: int
+    state: str
+    node: str | None
+    gpus: tuple[int, ...]
+    cpu_millis: int
+    memory_bytes: int
+    token: str
+    spec: dict[str, Any]
+    handle: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended, as an engine observed it."""
+
+    reason: Reason
+    message: str
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
+    started_at: float | None = None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    # -- lifecycle -------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent)."""
+        config = Config()
+        config.set_main_option(
+            "script_location", str(resources.files("kubetrain.store") / "migrations")
+        )
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return self._session()
+
+    # -- jobs ------------------------------------------------------------
+    def create_job(self, spec: JobSpec, provenance: Provenance, *, now: float) -> JobRecord:
+        name = spec.metadata.name
+        row = JobRow(
+            name=name,
+            state=JobState.QUEUED.value,
+            priority=spec.spec.priority,
+            labels=dict(spec.metadata.labels),
+            spec=spec.to_document(),
+            provenance=provenance.model_dump(mode="json", exclude_none=True),
+            created_at=now,
+        )
+        with self.session() as s:
+            s.add(row)
+            try:
+                s.flush()
+            except IntegrityError:
+                s.rollback()
+                raise ConflictError(
+                    f"a job named {name!r} already exists; pick another name or omit it to get a generated one",
+                    details={"field": "metadata.name", "value": name},
+                ) from None
+            s.add(EventRow(job_id=row.id, time=now, reason="Queued", message="job submitted and queued"))
+            s.commit()
+            return self._job_record(s, row, with_events=True)
+
+    def job_exists(self, name: str) -> bool:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(JobRow).where(JobRow.name == name)) > 0
+
+    def get_job(self, name: str, *, with_events: bool = True) -> JobRecord:
+        with self.session() as s:
+            row = s.scalar(select(JobRow).where(JobRow.name == name))
+            if row is None:
+                raise NotFoundError(f"job {name!r} not found; list jobs with `kubetrain get jobs`")
+            return self._job_record(s, row, with_events=with_events)
+
+    def list_jobs(
+        self,
+        *,
+        states: Iterable[str] | None = None,
+        selector: tuple[Requirement, ...] = (),
+        limit: int = 500,
+    ) -> list[JobRecord]:
+        with self.session() as s:
+            query = select(JobRow).order_by(JobRow.id.desc())
+            if states:
+                query = query.where(JobRow.state.in_(list(states)))
+            rows = s.scalars(query).all()
+            out = []
+            for row in rows:
+                if selector and not matches(selector, row.labels or {}):
+                    continue
+                out.append(row)
+                if len(out) >= limit:
+                    break
+            attempts = self._attempts_by_job(s, [r.id for r in out])
+            return [self._job_record(s, r, attempts=attempts.get(r.id, [])) for r in out]
+
+    def request_cancel(self, name: str, *, now: float) -> JobRecord:
+        """Cancel: a queued job ends at once; a running one is stopped by the loop."""
+        with self.session() as s:
+            row = s.scalar(select(JobRow).where(JobRow.name == name).with_for_update())
+            if row is None:
+                raise NotFoundError(f"job {name!r} not found; list jobs with `kubetrain get jobs`")
+            if JobState(row.state).is_terminal():
+                raise ConflictError(f"job {name!r} already ended ({row.state}); nothing to cancel")
+            if row.state == JobState.QUEUED.value:
+                self._finish_job(s, row, JobState.CANCELLED, Reason.CANCELLED, "cancelled while queued", now)
+            elif not row.cancel_requested:
+                row.cancel_requested = True
+                s.add(EventRow(job_id=row.id, time=now, reason="Cancelling", message="cancel requested; stopping the attempt"))
+            s.commit()
+            return self._job_record(s, row, with_events=True)
+
+    # -- reconcile-loop reads ---------------------------------------------
+    def queued(self) -> list[tuple[JobRequest, str | None]]:
+        """Planner inputs for every queued job, with the wait reason last recorded."""
+        with self.session() as s:
+            rows = s.execute(
+                select(JobRow.id, JobRow.name, JobRow.priority, JobRow.spec, JobRow.wait_reason)
+                .where(JobRow.state == JobState.QUEUED.value)
+                .order_by(JobRow.id)
+            ).all()
+        out = []
+        for job_id, name, priority, spec, wait_reason in rows:
+            body = JobSpec.model_validate(spec).spec
+            out.append(
+                (
+                    JobRequest(
+                        key=name,
+                        seq=job_id,
+                        cpu_millis=body.resources.cpu_millis,
+                        memory_bytes=body.resources.memory_bytes,
+                        gpu=body.resources.gpu,
+                        priority=priority,
+                        selector=body.requirements,
+                    ),
+                    wait_reason,
+                )
+            )
+        return out
+
+    def active_attempts(self) -> list[ActiveAttempt]:
+        with self.session() as s:
+            rows = s.execute(
+                select(AttemptRow, JobRow.name, JobRow.spec, JobRow.cancel_requested)
+                .join(JobRow, JobRow.id == AttemptRow.job_id)
+                .where(AttemptRow.state.in_([AttemptState.STARTING.value, AttemptState.RUNNING.value]))
+                .order_by(AttemptRow.id)
+            ).all()
+        return [
+            ActiveAttempt(
+                job=name,
+                number=a.number,
+                state=a.state,
+                node=a.node,
+                gpus=tuple(a.gpus or ()),
+                cpu_millis=a.cpu_millis,
+                memory_bytes=a.memory_bytes,
+                token=a.token,
+                spec=spec,
+                handle=dict(a.handle or {}),
+                created_at=a.created_at,
+                started_at=a.started_at,
+                cancel_requested=cancel,
+            )
+            for a, name, spec, cancel in rows
+        ]
+
+    # -- reconcile-loop writes --------------------------------------------
+    def commit_plan(self, plan: Plan, previous_waits: dict[str, str | None], *, now: float) -> list[LaunchOrder]:
+        """Record one planning pass in one transaction; return the attempts to launch."""
+        orders: list[LaunchOrder] = []
+        with self.session() as s:
+            names = [p.key for p in plan.placements] + [u.key for u in plan.unschedulable] + [
+                w.key for w in plan.waiting if previous_waits.get(w.key) != w.reason
+            ]
+            rows = {r.name: r for r in s.scalars(select(JobRow).where(JobRow.name.in_(names)))} if names else {}
+            for placement in plan.placements:
+                row = rows.get(placement.key)
+                if row is None or row.state != JobState.QUEUED.value:
+                    continue  # cancelled meanwhile
+                spec = JobSpec.model_validate(row.spec).spec
+                number = row.attempt_count + 1
+                token = secrets.token_hex(16)
+                check_transition("job", row.name, row.state, JobState.RUNNING.value)
+                row.state = JobState.RUNNING.value
+                row.attempt_count = number
+                row.wait_reason = None
+                s.add(
+                    AttemptRow(
+                        job_id=row.id,
+                        number=number,
+                        state=AttemptState.STARTING.value,
+                        node=placement.node,
+                        gpus=list(placement.gpus),
+                        cpu_millis=spec.resources.cpu_millis,
+                        memory_bytes=spec.resources.memory_bytes,
+                        token=token,
+                        created_at=now,
+                        handle={},
+                    )
+                )
+                gpu_text = f" GPUs {','.join(map(str, placement.gpus))}" if placement.gpus else ""
+                s.add(
+                    EventRow(
+                        job_id=row.id, attempt=number, time=now, reason="Scheduled",
+                        message=f"attempt {number} assigned to node {placement.node}{gpu_text}",
+                    )
+                )
+                orders.append(LaunchOrder(row.name, number, token, row.spec, placement.node, placement.gpus))
+            for wait in plan.waiting:
+                row = rows.get(wait.key)
+                if row is None or row.state != JobState.QUEUED.value:
+                    continue
+                row.wait_reason = wait.reason
+                s.add(EventRow(job_id=row.id, time=now, type="Normal", reason="Waiting", message=wait.reason))
+            for never in plan.unschedulable:
+                row = rows.get(never.key)
+                if row is None or row.state != JobState.QUEUED.value:
+                    continue
+                self._finish_job(s, row, JobState.FAILED, Reason.UNSCHEDULABLE, never.reason, now, event_type="Warning")
+            s.commit()
+        return orders
+
+    def mark_running(self, job: str, number: int, *, handle: dict[str, Any], started_at: float) -> None:
+        with self.session() as s:
+            attempt, job_row = self._attempt(s, job, number)
+            if attempt.state != AttemptState.STARTING.value:
+                return
+            attempt.state = AttemptState.RUNNING.value
+            attempt.handle = handle
+            attempt.started_at = started_at
+            if job_row.started_at is None:
+                job_row.started_at = started_at
+            s.add(EventRow(job_id=job_row.id, attempt=number, time=started_at, reason="Started",
+                           message=f"attempt {number} started on node {attempt.node}"))
+            s.commit()
+
+    def set_handle(self, job: str, number: int, handle: dict[str, Any]) -> None:
+        with self.session() as s:
+            attempt, _ = self._attempt(s, job, number)
+            attempt.handle = handle
+            s.commit()
+
+    def finish_attempts(self, finished: list[tuple[str, int, Outcome]], *, now: float) -> int:
+        """Record ended attempts and their jobs in one transaction; idempotent per attempt."""
+        done = 0
+        with self.session() as s:
+            for job, number, outcome in finished:
+                attempt, job_row = self._attempt(s, job, number)
+                if AttemptState(attempt.state).is_terminal():
+                    continue  # recorded already (e.g. before a master restart)
+                ok = outcome.reason == Reason.COMPLETED
+                target = AttemptState.SUCCEEDED if ok else AttemptState.FAILED
+                check_transition("attempt", f"{job}#{number}", attempt.state, target.value)
+                attempt.state = target.value
+                attempt.reason = outcome.reason.value
+                attempt.message = outcome.message
+                attempt.exit_code = outcome.exit_code
+                attempt.signal = outcome.signal
+                attempt.peak_memory_bytes = outcome.peak_memory_bytes
+                attempt.cpu_seconds = outcome.cpu_seconds
+                attempt.finished_at = now
+                if attempt.started_at is None:
+                    attempt.started_at = outcome.started_at or now
+                if job_row.started_at is None:
+                    job_row.started_at = attempt.started_at
+                if outcome.reason == Reason.CANCELLED:
+                    job_state = JobState.CANCELLED
+                else:
+                    job_state = JobState.SUCCEEDED if ok else JobState.FAILED
+                self._finish_job(s, job_row, job_state, outcome.reason, outcome.message, now,
+                                 attempt=number, event_type="Normal" if ok else "Warning")
+                done += 1
+            s.commit()
+        return done
+
+    def add_event(self, job: str, reason: str, message: str, *, now: float,
+                  attempt: int | None = None, type: str = "Normal") -> None:
+        with self.session() as s:
+            job_id = s.scalar(select(JobRow.id).where(JobRow.name == job))
+            if job_id is None:
+                return
+            s.add(EventRow(job_id=job_id, attempt=attempt, time=now, type=type, reason=reason, message=message))
+            s.commit()
+
+    def count_attempts(self, job: str) -> int:
+        with self.session() as s:
+            return s.scalar(
+                select(func.count()).select_from(AttemptRow).join(JobRow).where(JobRow.name == job)
+            )
+
+    # -- helpers -----------------------------------------------------------
+    def _attempt(self, s: Session, job: str, number: int) -> tuple[AttemptRow, JobRow]:
+        row = s.execute(
+            select(AttemptRow, JobRow)
+            .join(JobRow, JobRow.id == AttemptRow.job_id)
+            .where(JobRow.name == job, AttemptRow.number == number)
+        ).first()
+        if row is None:
+            raise NotFoundError(f"attempt {number} of job {job!r} not found")
+        return row[0], row[1]
+
+    def _finish_job(self, s: Session, row: JobRow, state: JobState, reason: Reason, message: str,
+                    now: float, *, attempt: int | None = None, event_type: str = "Normal") -> None:
+        check_transition("job", row.name, row.state, state.value)
+        row.state = state.value
+        row.reason = reason.value
+        row.message = message
+        row.finished_at = now
+        row.wait_reason = None
+        s.add(EventRow(job_id=row.id, attempt=attempt, time=now, type=event_type, reason=reason.value, message=message))
+
+    def _attempts_by_job(self, s: Session, job_ids: list[int]) -> dict[int, list[AttemptRow]]:
+        out: dict[int, list[AttemptRow]] = {}
+        if not job_ids:
+            return out
+        for chunk_start in range(0, len(job_ids), 500):
+            chunk = job_ids[chunk_start:chunk_start + 500]
+            for a in s.scalars(select(AttemptRow).where(AttemptRow.job_id.in_(chunk)).order_by(AttemptRow.number)):
+                out.setdefault(a.job_id, []).append(a)
+        return out
+
+    def _job_record(self, s: Session, row: JobRow, *, with_events: bool = False,
+                    attempts: list[AttemptRow] | None = None) -> JobRecord:
+        if attempts is None:
+            attempts = list(s.scalars(select(AttemptRow).where(AttemptRow.job_id == row.id).order_by(AttemptRow.number)))
+        events = []
+        if with_events:
+            events = [
+                EventRecord(time=e.time, type=e.type, reason=e.reason, message=e.message, attempt=e.attempt)
+                for e in s.scalars(select(EventRow).where(EventRow.job_id == row.id).order_by(EventRow.id))
+            ]
+        last = attempts[-1] if attempts else None
+        return JobRecord(
+            name=row.name,
+            state=row.state,
+            reason=row.reason,
+            message=row.message if row.message else row.wait_reason,
+            priority=row.priority,
+            labels=row.labels or {},
+            spec=row.spec,
+            provenance=Provenance.model_validate(row.provenance or {}),
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            node=last.node if last else None,
+            exit_code=last.exit_code if last else None,
+            attempts=[
+                AttemptRecord(
+                    number=a.number, state=a.state, reason=a.reason, message=a.message, node=a.node,
+                    gpus=list(a.gpus or []), created_at=a.created_at, started_at=a.started_at,
+                    finished_at=a.finished_at, exit_code=a.exit_code, signal=a.signal,
+                    peak_memory_bytes=a.peak_memory_bytes, cpu_seconds=a.cpu_seconds,
+                    log_path=(a.handle or {}).get("log_path"), attempt_dir=(a.handle or {}).get("attempt_dir"),
+                )
+                for a in attempts
+            ],
+            events=events,
+        )
+
