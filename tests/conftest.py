@@ -1,0 +1,107 @@
+"""Shared fixtures: a real master on a free loopback port, in a home of its own.
+
+Every test that needs a master gets its own ``KUBETRAIN_HOME`` so tests never
+collide, and its own processes (master, node agent, supervisors), stopped at
+teardown.  Waiting is always "until a condition holds, or a deadline".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from kubetrain.sdk.client import Client
+from kubetrain.server.daemon import read_master, start_background, stop_master
+from kubetrain.settings import load_settings
+
+PYTHON = sys.executable
+KUBETRAIN = str(Path(sys.executable).with_name("kubetrain"))
+
+
+def wait_until(condition: Callable[[], object], *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+@dataclass
+class Master:
+    home: Path
+    env: dict[str, str]
+    client: Client
+
+    @property
+    def url(self) -> str:
+        return self.client.url
+
+    def cli(self, *args: str, check: bool = False, timeout: float = 120, input: str | None = None,
+            cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([KUBETRAIN, *args], env=self.env, capture_output=True, text=True,
+                                timeout=timeout, input=input, cwd=cwd)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubetrain {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    def wait_state(self, name: str, *states: str, timeout: float = 60.0):
+        wanted = states or ("Succeeded", "Failed", "Cancelled")
+        return wait_until(lambda: (j := self.client.get_job(name)).state in wanted and j,
+                          timeout=timeout, what=f"job {name} to reach {wanted}")
+
+    def master_pid(self) -> int:
+        info = read_master(load_settings(self.env))
+        assert info, "no master.json"
+        return int(info["pid"])
+
+
+def make_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
+    env.update({"KUBETRAIN_HOME": str(home), "KUBETRAIN_GRACE_SECONDS": "2"}, **extra)
+    env["PATH"] = f"{Path(PYTHON).parent}:{env.get('PATH', '')}"
+    return env
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def master_factory(home: Path):
+    started: list[dict[str, str]] = []
+
+    def start(**extra: str) -> Master:
+        env = make_env(home, **extra)
+        settings = load_settings(env)
+        old = dict(os.environ)
+        os.environ.update(env)
+        try:
+            url = start_background(settings)
+        finally:
+            os.environ.clear()
+            os.environ.update(old)
+        started.append(env)
+        return Master(home=home, env=env, client=Client(url))
+
+    yield start
+    for env in started:
+        stop_master(load_settings(env))
+
+
+@pytest.fixture
+def master(master_factory) -> Master:
+    return master_factory()
