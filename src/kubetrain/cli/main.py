@@ -272,7 +272,9 @@ def server_status() -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except KubetrainError as exc:
         _say(f"error: {exc.message}")
         sys.exit(2 if exc.code == "invalid_spec" else 1)

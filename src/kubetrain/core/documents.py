@@ -59,7 +59,10 @@ def load_yaml_documents(text: str, *, source: str = "<input>") -> list[tuple[Any
                     continue
                 lines: dict[tuple, int] = {}
                 _walk(node, (), lines, 0)
-                results.append((loader.construct_document(node), lines))
+                data = loader.construct_document(node)
+                if data is None:
+                    continue  # an empty document (a stray or trailing ---): skipped, as kubectl does
+                results.append((data, lines))
         finally:
             loader.dispose()
     except SpecError:

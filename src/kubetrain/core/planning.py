@@ -24,7 +24,9 @@ it may still start there, but only on what the reserved job would not need
 (backfill), and anywhere else freely.  So a stream of small jobs can never push
 back a big job at the head of the queue: each resource the big job needs is,
 once released by a finished attempt, held for it rather than re-offered to
-the stream.  The cost is some idle capacity while the big job waits, the same
+the stream.  The reservation is sticky: the caller feeds back the node
+it sat on (``Waiting.reserved_node`` -> ``JobRequest.reserved_node``), so it
+does not wander to whichever node looks closer next pass.  The cost is some idle capacity while the big job waits, the same
 trade Slurm's and Kueue's strict-FIFO modes make.
 """
 
@@ -48,6 +50,8 @@ class JobRequest:
     gpu: int = 0
     priority: int = 0
     selector: tuple[Requirement, ...] = ()
+    #: The node this job's reservation sat on in the previous pass (sticky reservations).
+    reserved_node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,8 @@ class Placement:
 class Waiting:
     key: str
     reason: str
+    #: Where its request is held; feed it back as ``JobRequest.reserved_node`` next pass.
+    reserved_node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +106,16 @@ class _Free:
     reserved_gpus: int = 0
     reserved_by: str | None = None
 
+    def unreserved_gpus(self) -> int:
+        # A reservation can exceed what is free now; never below 0, or a job that
+        # needs no GPU could not backfill the node's spare CPU and memory.
+        return max(len(self.gpus) - self.reserved_gpus, 0)
+
     def shortfall(self, job: JobRequest) -> list[str]:
         """What is missing for ``job`` here, in words; empty when it fits."""
         short = []
-        if job.gpu > len(self.gpus) - self.reserved_gpus:
-            free = max(len(self.gpus) - self.reserved_gpus, 0)
+        free = self.unreserved_gpus()
+        if job.gpu > free:
             short.append(f"needs {job.gpu} GPU{'s' if job.gpu != 1 else ''}, {free} free")
         if job.cpu_millis > self.cpu:
             short.append(f"needs {format_cpu(job.cpu_millis)} CPU, {format_cpu(max(self.cpu, 0))} free")
@@ -189,8 +200,9 @@ def plan(jobs: list[JobRequest], nodes: list[NodeCapacity]) -> Plan:
             chosen.memory -= job.memory_bytes
             result.placements.append(Placement(job.key, chosen.node.name, take))
             continue
-        result.waiting.append(Waiting(job.key, _wait_reason(job, eligible)))
-        _reserve(job, eligible)
+        reason = _wait_reason(job, eligible)
+        held = _reserve(job, eligible)
+        result.waiting.append(Waiting(job.key, reason, held))
     return result
 
 
@@ -198,7 +210,7 @@ def _fits(job: JobRequest, slot: _Free) -> bool:
     return (
         job.cpu_millis <= slot.cpu
         and job.memory_bytes <= slot.memory
-        and job.gpu <= len(slot.gpus) - slot.reserved_gpus
+        and job.gpu <= slot.unreserved_gpus()
     )
 
 
@@ -236,12 +248,18 @@ def _wait_reason(job: JobRequest, eligible: list[_Free]) -> str:
     )
 
 
-def _reserve(job: JobRequest, eligible: list[_Free]) -> None:
-    """Hold ``job``'s request on the eligible node closest to fitting it."""
+def _reserve(job: JobRequest, eligible: list[_Free]) -> str | None:
+    """Hold ``job``'s request on one eligible node; return that node's name.
+
+    The node is the one held last pass when it still qualifies (so what was
+    held stays held, and a reservation never wanders between draining nodes
+    while the stream eats what it left), else the node closest to fitting.
+    """
     candidates = [s for s in eligible if _capacity_fits(job, s)]
     if not candidates:
-        return
-    slot = min(
+        return None
+    sticky = [s for s in candidates if s.node.name == job.reserved_node]
+    slot = sticky[0] if sticky else min(
         candidates,
         key=lambda s: (
             max(job.gpu - (len(s.gpus) - s.reserved_gpus), 0),
@@ -254,3 +272,4 @@ def _reserve(job: JobRequest, eligible: list[_Free]) -> None:
     slot.reserved_gpus += job.gpu
     if slot.reserved_by is None:
         slot.reserved_by = job.key
+    return slot.node.name

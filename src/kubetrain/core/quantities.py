@@ -44,6 +44,8 @@ def parse_memory(value: str | int | float) -> int:
         number, suffix = Decimal(str(value)), ""
     else:
         number, suffix = _split(str(value))
+    if not number.is_finite():
+        raise QuantityError(f"{value!r} is not a finite number; use e.g. 512Mi or 4Gi")
     if suffix in _BINARY:
         scale = _BINARY[suffix]
     elif suffix in _DECIMAL:
@@ -70,6 +72,8 @@ def parse_cpu(value: str | int | float) -> int:
         number, suffix = Decimal(str(value)), ""
     else:
         number, suffix = _split(str(value))
+    if not number.is_finite():
+        raise QuantityError(f"{value!r} is not a finite number; use cores (2, 0.5) or millicores (500m)")
     if suffix == "m":
         millis = number
     elif suffix == "":

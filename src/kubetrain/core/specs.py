@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -62,6 +63,15 @@ class Resources(StrictModel):
     cpu: str | int | float = Field(default="1", description="cores (2, 0.5) or millicores (500m)")
     memory: str | int = Field(default="2Gi", description="bytes or a quantity (512Mi, 4Gi)")
     gpu: int = Field(default=0, description="whole GPUs, placed by device index")
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML reads yes/no/on/true as booleans, which pydantic would coerce to 1.
+        if isinstance(value, bool):
+            example = "500m or 2" if info.field_name == "cpu" else "512Mi or 4Gi"
+            raise ValueError(f"{value!r} is not a quantity; use e.g. {example}")
+        return value
 
     @field_validator("cpu")
     @classmethod
@@ -115,12 +125,26 @@ class EnvVar(StrictModel):
 
 class Metadata(StrictModel):
     name: str | None = None
+    #: Kubernetes' generateName: a prefix; the master appends a random suffix.
+    generate_name: str | None = Field(default=None, alias="generateName")
     labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
         return None if value is None else check_name(value)
+
+    @field_validator("generate_name")
+    @classmethod
+    def _generate_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if len(value) > 52 or not re.match(r"^[a-z0-9]([-a-z0-9]*)$", value):
+            raise ValueError(
+                f"{value!r} is not a valid generateName prefix: up to 52 lowercase letters, digits and '-', "
+                "e.g. digits-"
+            )
+        return value
 
     @field_validator("labels")
     @classmethod
@@ -272,7 +296,8 @@ def format_validation_error(exc: ValidationError, *, lines: dict[tuple, int] | N
         elif kind == "missing":
             text = f"{path}: required field is missing"
         elif kind == "literal_error":
-            text = f"{path}: got {err.get('input')!r}, {err['msg'].lower()}"
+            # Lower only the first letter: the expected literal ('Job') is case-sensitive.
+            text = f"{path}: got {err.get('input')!r}, {err['msg'][:1].lower()}{err['msg'][1:]}"
         else:
             msg = err["msg"]
             if msg.startswith("Value error, "):

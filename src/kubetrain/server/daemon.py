@@ -127,6 +127,12 @@ def _start_time(pid: int) -> str | None:
     return process_start_time(pid)
 
 
+def _alive(pid: int, start: str | None = None) -> bool:
+    from kubetrain.engines.local.supervisor import process_alive
+
+    return process_alive(pid, start)
+
+
 def start_background(settings: Settings, *, timeout: float = 30.0) -> str:
     """Start a master detached from this process; return its URL once it answers."""
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -177,13 +183,15 @@ def stop_master(settings: Settings, *, timeout: float = 20.0) -> bool:
     """Stop this home's master (and its idle node agent).  Running jobs keep running."""
     stopped = False
     info = read_master(settings)
-    if info and _start_time(int(info["pid"])) == info.get("pid_start"):
+    if info and _alive(int(info["pid"]), info.get("pid_start")):
         stopped = _terminate(int(info["pid"]), timeout)
     master_file(settings).unlink(missing_ok=True)
     agent_pid_file = settings.run_dir / "agent.pid"
     try:
         agent_pid = int(agent_pid_file.read_text())
-        _terminate(agent_pid, 5)
+        with open(f"/proc/{agent_pid}/cmdline", "rb") as fh:
+            if b"kubetrain.engines.local.agent" in fh.read():
+                _terminate(agent_pid, 5)
     except (OSError, ValueError):
         pass
     return stopped
@@ -196,7 +204,7 @@ def _terminate(pid: int, timeout: float) -> bool:
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _start_time(pid) is None:
+        if not _alive(pid):
             return True
         time.sleep(0.05)
     try:

@@ -27,6 +27,7 @@ import os
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import Callable
 
 from kubetrain.core.planning import NodeCapacity, plan
@@ -68,6 +69,8 @@ class Reconciler:
         self._stop = threading.Event()
         self._launched: set[tuple[str, int]] = set()
         self._cancelled: set[tuple[str, int]] = set()
+        #: Sticky reservations (job -> node) carried between planning passes.
+        self._reservations: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
         self.passes = 0
 
@@ -172,7 +175,9 @@ class Reconciler:
         if not queued:
             return
         previous = {req.key: reason for req, reason in queued}
-        decisions = plan([req for req, _ in queued], free_capacity(self.engine.nodes(), active))
+        requests = [replace(req, reserved_node=self._reservations.get(req.key)) for req, _ in queued]
+        decisions = plan(requests, free_capacity(self.engine.nodes(), active))
+        self._reservations = {w.key: w.reserved_node for w in decisions.waiting if w.reserved_node}
         orders = self.store.commit_plan(decisions, previous, now=self.clock())
         for order in orders:
             self._launch(order)

@@ -23,7 +23,11 @@ _SUFFIX_ALPHABET = "bcdfghjkmnpqrstvwxz23456789"
 
 
 def generate_name(spec: JobSpec) -> str:
-    """A readable name from the command: ``python train.py`` -> ``train-x7k2m``."""
+    """``metadata.generateName`` plus a suffix, else a readable name from the command
+    (``python train.py`` -> ``train-x7k2m``)."""
+    suffix = "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(5))
+    if spec.metadata.generate_name:
+        return f"{spec.metadata.generate_name}{suffix}"
     argv = spec.spec.argv
     stem = ""
     for item in reversed(argv):
@@ -34,7 +38,6 @@ def generate_name(spec: JobSpec) -> str:
     if not stem:
         stem = argv[0].rsplit("/", 1)[-1]
     stem = re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-")[:40].strip("-") or "job"
-    suffix = "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(5))
     return f"{stem}-{suffix}"
 
 

@@ -34,6 +34,12 @@ def _own_path(controller: str) -> str | None:
     return None
 
 
+def _mem(num: int) -> str:
+    from kubetrain.core.quantities import format_memory
+
+    return format_memory(num)
+
+
 def _write(path: str, value: str) -> None:
     with open(path, "w") as fh:
         fh.write(value)
@@ -174,7 +180,7 @@ def create(name: str, *, cpu_millis: int, memory_bytes: int, pids_max: int) -> A
                 _write(os.path.join(dirs["memory"], "memory.swappiness"), "0")
             except OSError:
                 pass
-            notes.append(f"memory limit {memory_bytes} bytes enforced (cgroup v1)")
+            notes.append(f"memory limit {_mem(memory_bytes)} enforced (cgroup v1)")
         except OSError as exc:
             notes.append(f"memory limit NOT enforced: {exc.strerror}")
     else:
@@ -211,7 +217,7 @@ def _create_v2(root: str, name: str, cpu_millis: int, memory_bytes: int, pids_ma
         return AttemptCgroup(2, {}, notes)
     enabled = set((_read(os.path.join(parent, "cgroup.controllers")) or "").split())
     for controller, filename, value, label in (
-        ("memory", "memory.max", str(memory_bytes), f"memory limit {memory_bytes} bytes"),
+        ("memory", "memory.max", str(memory_bytes), f"memory limit {_mem(memory_bytes)}"),
         ("cpu", "cpu.max", f"{max(cpu_millis * 100, 1000)} 100000", f"CPU quota {cpu_millis}m"),
         ("pids", "pids.max", str(pids_max), f"pids limit {pids_max}"),
     ):

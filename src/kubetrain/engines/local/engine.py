@@ -41,19 +41,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _alive(pid: int | None, start: str | None) -> bool:
-    """True if ``pid`` is running and is the same process (not a reused pid)."""
-    if not pid:
-        return False
-    current = sv.process_start_time(pid)
-    if current is None or (start is not None and current != start):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
+_alive = sv.process_alive
 
 
 class LocalEngine(Engine):

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The demo: train the digits example through a kubetrain master on the embedded engine.
+# Creates its own virtual environment (.venv) and its own KUBETRAIN_HOME (.kubetrain-demo/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
+.venv/bin/python -m pip install --quiet -e '.[examples]'
+export KUBETRAIN_HOME=${KUBETRAIN_HOME:-$PWD/.kubetrain-demo}
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== kubetrain nodes"
+kubetrain nodes
+echo
+echo "== kubetrain submit -f examples/digits/job.yaml"
+name=$(kubetrain submit -f examples/digits/job.yaml -o json | python -c 'import json,sys; print(json.load(sys.stdin)[0]["name"])')
+echo "submitted job/$name"
+echo
+echo "== kubetrain logs -f $name"
+kubetrain logs -f "$name"
+echo
+echo "== kubetrain describe $name"
+kubetrain describe "$name"
+state=$(kubetrain describe "$name" -o json | python -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+echo
+echo "job $name: $state"
+echo "model:   $KUBETRAIN_HOME/outputs/$name/model.pkl"
+echo "metrics: $KUBETRAIN_HOME/outputs/$name/metrics.json"
+echo "(the master keeps running in the background; stop it with: KUBETRAIN_HOME=$KUBETRAIN_HOME .venv/bin/kubetrain server stop)"
+[ "$state" = Succeeded ]
