@@ -1,18 +1,18 @@
 """Train a small classifier on scikit-learn's bundled digits data (no download).
 
 Runs the same inside kubetrain or by hand:
-* hyperparameters come from ``KUBETRAIN_PARAMS`` (JSON) when set, else defaults;
-* the model and ``metrics.json`` go to ``KUBETRAIN_OUTPUT_DIR`` (else ``./outputs``);
-* progress is printed once per epoch, so ``kubetrain logs -f`` shows it live.
+* hyperparameters come from ``kubetrain.params()`` (``KUBETRAIN_PARAMS``), over defaults;
+* each epoch's validation accuracy goes to the master with ``kubetrain.report()``
+  (to ``metrics.jsonl`` when there is no master) and is printed for ``logs -f``;
+* in a sweep, ``kubetrain.should_stop()`` ends a trial its early-stopping rule pruned;
+* the model and ``metrics.json`` go to ``kubetrain.output_dir()``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import time
-from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -20,19 +20,18 @@ from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
+import kubetrain
+
 DEFAULTS = {"lr": 0.01, "hidden": 64, "epochs": 15, "batch_size": 64, "seed": 0}
 
 
 def load_params() -> dict:
-    params = dict(DEFAULTS)
-    params.update(json.loads(os.environ.get("KUBETRAIN_PARAMS") or "{}"))
-    return params
+    return {**DEFAULTS, **kubetrain.params()}
 
 
 def main() -> None:
     params = load_params()
-    out = Path(os.environ.get("KUBETRAIN_OUTPUT_DIR") or "outputs")
-    out.mkdir(parents=True, exist_ok=True)
+    out = kubetrain.output_dir()
     print(f"params: {json.dumps(params)}", flush=True)
 
     digits = load_digits()
@@ -58,6 +57,10 @@ def main() -> None:
         val_acc = float(model.score(x_val, y_val))
         history.append({"epoch": epoch, "loss": float(model.loss_), "val_accuracy": val_acc})
         print(f"epoch {epoch:3d}  loss {model.loss_:.4f}  val_accuracy {val_acc:.4f}", flush=True)
+        kubetrain.report(step=epoch, val_accuracy=val_acc, loss=float(model.loss_))
+        if kubetrain.should_stop():
+            print(f"stopped early at epoch {epoch} by the experiment's early-stopping rule", flush=True)
+            break
 
     metrics = {
         "val_accuracy": history[-1]["val_accuracy"],

@@ -10,6 +10,7 @@ import yaml
 
 from kubetrain.core.documents import load_yaml_documents
 from kubetrain.core.errors import SpecError
+from kubetrain.core.experiments import ExperimentSpec, validate_experiment
 from kubetrain.core.specs import JobSpec, validate_job
 
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)?$")
@@ -77,8 +78,15 @@ def spec_from_flags(
     return validate_job(document)
 
 
-def specs_from_file(path: str, *, overrides: dict[str, Any] | None = None) -> list[JobSpec]:
-    """Read and validate every Job document in a YAML file; nothing is submitted if one is bad."""
+def _resolve_working_dir(body: dict[str, Any], base: Path) -> None:
+    # A relative workingDir means "relative to this file", like kubectl -k paths.
+    working = body.get("workingDir")
+    if working is None or (isinstance(working, str) and not working.startswith("/")):
+        body["workingDir"] = str((base / (working or ".")).resolve())
+
+
+def specs_from_file(path: str) -> list[JobSpec | ExperimentSpec]:
+    """Read and validate every Job/Experiment document in a YAML file; nothing is submitted if one is bad."""
     file = Path(path)
     try:
         text = file.read_text()
@@ -88,14 +96,17 @@ def specs_from_file(path: str, *, overrides: dict[str, Any] | None = None) -> li
         raise SpecError(f"{path}: cannot read: {exc}") from None
     specs = []
     for index, (document, lines) in enumerate(load_yaml_documents(text, source=path)):
-        if isinstance(document, dict) and isinstance(document.get("spec"), dict):
-            # A relative workingDir means "relative to this file", like kubectl -k paths.
-            body = document["spec"]
-            working = body.get("workingDir")
-            if working is None or (isinstance(working, str) and not working.startswith("/")):
-                body["workingDir"] = str((file.parent / (working or ".")).resolve())
+        kind = document.get("kind") if isinstance(document, dict) else None
+        body = document.get("spec") if isinstance(document, dict) else None
+        if kind == "Experiment" and isinstance(body, dict) and isinstance(body.get("template"), dict):
+            _resolve_working_dir(body["template"], file.parent)
+        elif isinstance(body, dict):
+            _resolve_working_dir(body, file.parent)
         try:
-            specs.append(validate_job(document, lines=lines))
+            if kind == "Experiment":
+                specs.append(validate_experiment(document, lines=lines))
+            else:
+                specs.append(validate_job(document, lines=lines))
         except SpecError as exc:
             where = f"{path}" + (f" (document {index + 1})" if index else "")
             raise SpecError(f"{where}: {exc.message}", details=exc.details) from None

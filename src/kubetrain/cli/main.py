@@ -13,7 +13,9 @@ from typing import Annotated, Optional
 import typer
 
 from kubetrain.cli import render
+from kubetrain.cli.experiments import progress_line, register, show_compare
 from kubetrain.cli.flags import spec_from_flags, specs_from_file
+from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.errors import KubetrainError, MasterUnavailableError
 from kubetrain.core.records import JobRecord
 from kubetrain.sdk.client import Client
@@ -126,8 +128,15 @@ def submit(
     _check_output(output)
     specs = specs_from_file(file)
     with _client() as client:
-        records = [client.submit(spec, capture()) for spec in specs]
-        _after_submit(client, records, output, follow, wait)
+        records = []
+        for spec in specs:
+            if isinstance(spec, ExperimentSpec):
+                experiment = client.submit_experiment(spec, capture())
+                typer.echo(f"experiment/{experiment.name} submitted (watch it: kubetrain watch {experiment.name})")
+            else:
+                records.append(client.submit(spec, capture()))
+        if records:
+            _after_submit(client, records, output, follow, wait)
 
 
 # -- read -----------------------------------------------------------------------
@@ -169,11 +178,20 @@ def describe(
     second: Annotated[Optional[str], typer.Argument(hidden=True)] = None,
     output: Output = None,
 ) -> None:
-    """Show a job: spec, params, provenance, attempts and events."""
+    """Show a job (or `experiment NAME`): spec, params, provenance, attempts and events."""
     _check_output(output)
     if second is not None:
+        if name in ("experiment", "experiments", "exp"):
+            with _client() as client:
+                record = client.get_experiment(second)
+            if output:
+                render.dump(record.model_dump(mode="json"), output)
+            else:
+                show_compare(record, None)
+                typer.echo(progress_line(record))
+            return
         if name not in ("job", "jobs"):
-            raise KubetrainError(f"cannot describe {name!r}; use `kubetrain describe JOB`")
+            raise KubetrainError(f"cannot describe {name!r}; use `kubetrain describe JOB` or `describe experiment NAME`")
         name = second
     with _client() as client:
         job = client.get_job(name)
@@ -268,6 +286,9 @@ def server_status() -> None:
     else:
         typer.echo(f"not running (data in {settings.home})")
         raise typer.Exit(3)
+
+
+register(app, _client, capture)
 
 
 def main() -> None:

@@ -74,6 +74,8 @@ class JobRecord(Record):
     exit_code: int | None = None
     attempts: list[AttemptRecord] = Field(default_factory=list)
     events: list[EventRecord] = Field(default_factory=list)
+    experiment: str | None = None
+    trial: int | None = None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -93,3 +95,38 @@ class NodeRecord(Record):
     free_gpus: list[int] = Field(default_factory=list)
     running: int = 0
     limits: dict[str, str] = Field(default_factory=dict)
+
+
+class MetricPoint(Record):
+    step: int
+    name: str
+    value: float
+    time: float | None = None
+    attempt: int | None = None
+
+
+class TrialRecord(Record):
+    """One trial of an experiment, as ``kubetrain compare`` shows it."""
+
+    trial: int
+    job: str
+    state: str
+    reason: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    objective: float | None = None
+    best: float | None = None
+    steps: int = 0
+    last_step: int | None = None
+    duration: float | None = None
+
+
+class ExperimentRecord(Record):
+    name: str
+    state: str
+    message: str | None = None
+    spec: dict[str, Any]
+    created_at: float
+    finished_at: float | None = None
+    best_trial: int | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    trials: list[TrialRecord] = Field(default_factory=list)

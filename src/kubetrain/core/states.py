@@ -50,6 +50,18 @@ class Reason(StrEnum):
     LOST = "Lost"
     UNSCHEDULABLE = "Unschedulable"
     LAUNCH_FAILED = "LaunchFailed"
+    #: A trial its experiment's early-stopping rule (median, ASHA) stopped: not a failure.
+    EARLY_STOPPED = "EarlyStopped"
+
+
+class ExperimentState(StrEnum):
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    def is_terminal(self) -> bool:
+        return self is not ExperimentState.RUNNING
 
 
 _JOB_MOVES: dict[JobState, frozenset[JobState]] = {

@@ -1,5 +1,17 @@
-"""The Python SDK: :class:`Client` talks to a master over HTTP."""
+"""The Python SDK: :class:`Client` talks to a master over HTTP; :mod:`.tracking` runs inside jobs.
 
-from kubetrain.sdk.client import Client
+``Client`` is imported lazily so that training code importing the in-job
+helpers does not pay for httpx and pydantic.
+"""
+
+from typing import Any
 
 __all__ = ["Client"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Client":
+        from kubetrain.sdk.client import Client
+
+        return Client
+    raise AttributeError(name)

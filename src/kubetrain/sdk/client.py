@@ -11,7 +11,8 @@ from typing import Any, Iterator
 import httpx
 
 from kubetrain.core.errors import KubetrainError, MasterUnavailableError, error_from_dict
-from kubetrain.core.records import JobRecord, NodeRecord, Provenance
+from kubetrain.core.experiments import ExperimentSpec
+from kubetrain.core.records import ExperimentRecord, JobRecord, NodeRecord, Provenance
 from kubetrain.core.specs import JobSpec
 
 
@@ -85,6 +86,28 @@ class Client:
                 yield from response.iter_raw()
         except httpx.TransportError as exc:
             raise MasterUnavailableError(f"lost the master at {self.url}: {exc}") from None
+
+    # -- experiments and metrics ----------------------------------------------
+    def submit_experiment(self, spec: ExperimentSpec | dict[str, Any],
+                          provenance: Provenance | None = None) -> ExperimentRecord:
+        document = spec.to_document() if isinstance(spec, ExperimentSpec) else spec
+        body = {"spec": document, "provenance": (provenance or Provenance()).model_dump(mode="json", exclude_none=True)}
+        return ExperimentRecord.model_validate(self._call("POST", "/api/v1/experiments", json=body))
+
+    def list_experiments(self) -> list[ExperimentRecord]:
+        return [ExperimentRecord.model_validate(e) for e in self._call("GET", "/api/v1/experiments")]
+
+    def get_experiment(self, name: str) -> ExperimentRecord:
+        return ExperimentRecord.model_validate(self._call("GET", f"/api/v1/experiments/{name}"))
+
+    def cancel_experiment(self, name: str) -> ExperimentRecord:
+        return ExperimentRecord.model_validate(self._call("POST", f"/api/v1/experiments/{name}/cancel"))
+
+    def metrics(self, job: str, *, names: list[str] | None = None, after: int = 0) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"after": after}
+        if names:
+            params["metric"] = names
+        return self._call("GET", f"/api/v1/jobs/{job}/metrics", params=params)
 
     def wait(self, name: str, *, timeout: float = 600.0, poll: float = 0.2) -> JobRecord:
         """Block until the job reaches a terminal state (or raise after ``timeout``)."""

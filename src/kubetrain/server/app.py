@@ -22,6 +22,7 @@ from kubetrain.core.errors import KubetrainError, SpecError, UnauthorizedError
 from kubetrain.core.records import JobRecord, NodeRecord, Provenance
 from kubetrain.core.selectors import SelectorError, parse_selector
 from kubetrain.core.specs import JobSpec
+from kubetrain.server.experiment_routes import add_experiment_routes
 from kubetrain.server.services import JobService
 from kubetrain.settings import Settings
 
@@ -124,6 +125,8 @@ def create_app(settings: Settings, service: JobService) -> FastAPI:
             yield from chunks
 
         return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
+
+    add_experiment_routes(app, settings, service, authorize)
 
     @app.get("/api/v1/nodes", dependencies=api)
     def nodes() -> list[NodeRecord]:

@@ -66,6 +66,7 @@ def run_master(settings: Settings) -> None:
     from kubetrain.server.app import create_app
     from kubetrain.server.reconciler import Reconciler
     from kubetrain.server.services import JobService
+    from kubetrain.server.sweeps import SweepController
     from kubetrain.store.store import Store
 
     if not _is_loopback(settings.host) and not settings.token:
@@ -101,7 +102,10 @@ def run_master(settings: Settings) -> None:
     engine.start()
     reconciler = Reconciler(store, engine, resync_seconds=settings.resync_seconds,
                             wake_socket=str(settings.run_dir / "wake.sock"))
-    app = create_app(settings, JobService(store, engine, reconciler))
+    service = JobService(store, engine, reconciler)
+    service.sweeps = SweepController(store, settings.home, cancel_job=service.cancel)
+    reconciler.controllers.append(service.sweeps)
+    app = create_app(settings, service)
     reconciler.start()
     pid_start = _start_time(os.getpid())
     master_file(settings).write_text(json.dumps({"url": url, "pid": os.getpid(), "pid_start": pid_start,

@@ -38,6 +38,9 @@ from kubetrain.core.states import Reason
 
 log = logging.getLogger("kubetrain.reconciler")
 
+#: Seconds a trial marked for early stopping gets to notice ``should_stop()`` and exit by itself.
+EARLY_STOP_GRACE_SECONDS = 5.0
+
 
 def free_capacity(nodes: list[NodeCapacity], active: list[ActiveAttempt]) -> list[NodeCapacity]:
     """Nodes with what active attempts hold taken off."""
@@ -59,9 +62,12 @@ def free_capacity(nodes: list[NodeCapacity], active: list[ActiveAttempt]) -> lis
 
 class Reconciler:
     def __init__(self, store: Store, engine: Engine, *, resync_seconds: float = 1.0,
-                 wake_socket: str | None = None, clock: Callable[[], float] = time.time) -> None:
+                 wake_socket: str | None = None, clock: Callable[[], float] = time.time,
+                 controllers: list | None = None) -> None:
         self.store = store
         self.engine = engine
+        #: Higher-level controllers (experiments) run each pass, before planning.
+        self.controllers = controllers or []
         self.resync_seconds = resync_seconds
         self.wake_socket = wake_socket
         self.clock = clock
@@ -128,6 +134,8 @@ class Reconciler:
         active = self.store.active_attempts()
         still_active = self._observe(active)
         self._cancel(still_active)
+        for controller in self.controllers:
+            controller.reconcile()
         self._schedule(still_active)
 
     def _observe(self, active: list[ActiveAttempt]) -> list[ActiveAttempt]:
@@ -164,9 +172,11 @@ class Reconciler:
                                  attempt=attempt.number, type="Warning" if weak else "Normal")
 
     def _cancel(self, active: list[ActiveAttempt]) -> None:
+        now = self.clock()
         for attempt in active:
             key = (attempt.job, attempt.number)
-            if attempt.cancel_requested and key not in self._cancelled:
+            overdue = attempt.stop_requested_at is not None and now - attempt.stop_requested_at >= EARLY_STOP_GRACE_SECONDS
+            if (attempt.cancel_requested or overdue) and key not in self._cancelled:
                 self.engine.cancel(attempt)
                 self._cancelled.add(key)
 

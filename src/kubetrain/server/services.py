@@ -10,22 +10,28 @@ import secrets
 import time
 from typing import Iterator
 
-from kubetrain.core.errors import NotFoundError
-from kubetrain.core.records import JobRecord, Provenance
+from kubetrain.core.errors import ConflictError, KubetrainError, NotFoundError
+from kubetrain.core.experiments import ExperimentSpec
+from kubetrain.core.records import ExperimentRecord, JobRecord, MetricPoint, Provenance
 from kubetrain.core.specs import JobSpec
 from kubetrain.core.states import JobState
 from kubetrain.engines.base import Engine
 from kubetrain.server.reconciler import Reconciler
+from kubetrain.server.sweeps import SweepController
 from kubetrain.store.store import Store
 
 #: Letters and digits that cannot be mistaken for one another (no 0/o, 1/l/i).
 _SUFFIX_ALPHABET = "bcdfghjkmnpqrstvwxz23456789"
 
 
+def _suffix() -> str:
+    return "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(5))
+
+
 def generate_name(spec: JobSpec) -> str:
     """``metadata.generateName`` plus a suffix, else a readable name from the command
     (``python train.py`` -> ``train-x7k2m``)."""
-    suffix = "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(5))
+    suffix = _suffix()
     if spec.metadata.generate_name:
         return f"{spec.metadata.generate_name}{suffix}"
     argv = spec.spec.argv
@@ -42,10 +48,12 @@ def generate_name(spec: JobSpec) -> str:
 
 
 class JobService:
-    def __init__(self, store: Store, engine: Engine, reconciler: Reconciler | None) -> None:
+    def __init__(self, store: Store, engine: Engine, reconciler: Reconciler | None,
+                 sweeps: SweepController | None = None) -> None:
         self.store = store
         self.engine = engine
         self.reconciler = reconciler
+        self.sweeps = sweeps
 
     def _wake(self) -> None:
         if self.reconciler is not None:
@@ -61,6 +69,42 @@ class JobService:
         record = self.store.create_job(spec, provenance, now=time.time())
         self._wake()
         return record
+
+    def submit_experiment(self, spec: ExperimentSpec, provenance: Provenance) -> ExperimentRecord:
+        if self.sweeps is None:
+            raise KubetrainError("this master does not run experiments")
+        if spec.metadata.name is None:
+            prefix = spec.metadata.generate_name or "sweep-"
+            for _ in range(10):
+                name = f"{prefix}{_suffix()}"
+                if not self.store.experiment_exists(name):
+                    spec = spec.model_copy(update={"metadata": spec.metadata.model_copy(update={"name": name})})
+                    break
+        self.sweeps.create(spec, provenance)
+        self._wake()
+        return self.sweeps.describe(spec.metadata.name or "")
+
+    def cancel_experiment(self, name: str) -> ExperimentRecord:
+        if self.sweeps is None:
+            raise KubetrainError("this master does not run experiments")
+        for job in self.store.request_experiment_cancel(name):
+            try:
+                self.store.request_cancel(job, now=time.time())
+            except ConflictError:
+                pass  # ended meanwhile
+        self._wake()
+        return self.sweeps.describe(name)
+
+    def report_metrics(self, job: str, attempt: int | None, points: list[MetricPoint]) -> dict[str, bool]:
+        """Store a batch of points; answer whether the job should stop (pruned trial)."""
+        job_id, experiment_id, trial, attempts, state = self.store.job_ref(job)
+        self.store.add_metrics(job_id, attempt or max(attempts, 1), points, now=time.time())
+        stop = False
+        if experiment_id is not None and trial is not None and self.sweeps is not None and state == "Running":
+            stop = self.sweeps.on_metrics(job, experiment_id, trial, points)
+        if not stop and experiment_id is not None:
+            stop = self.store.stop_requested(job)
+        return {"stop": stop}
 
     def cancel(self, name: str) -> JobRecord:
         record = self.store.request_cancel(name, now=time.time())

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,7 +26,9 @@ from kubetrain.core.records import AttemptRecord, EventRecord, JobRecord, Proven
 from kubetrain.core.selectors import Requirement, matches
 from kubetrain.core.specs import JobSpec
 from kubetrain.core.states import AttemptState, JobState, Reason, check_transition
-from kubetrain.store.models import AttemptRow, EventRow, JobRow
+from kubetrain.store.experiments import ExperimentStore
+from kubetrain.store.metrics import MetricStore
+from kubetrain.store.models import AttemptRow, EventRow, ExperimentRow, JobRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class ActiveAttempt:
     created_at: float
     started_at: float | None
     cancel_requested: bool
+    stop_requested_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class Store:
+class Store(ExperimentStore, MetricStore):
     def __init__(self, url: str) -> None:
         self.url = url
         kwargs: dict[str, Any] = {}
@@ -113,7 +116,8 @@ class Store:
         return self._session()
 
     # -- jobs ------------------------------------------------------------
-    def create_job(self, spec: JobSpec, provenance: Provenance, *, now: float) -> JobRecord:
+    def create_job(self, spec: JobSpec, provenance: Provenance, *, now: float,
+                   experiment_id: int | None = None, trial: int | None = None) -> JobRecord:
         name = spec.metadata.name
         row = JobRow(
             name=name,
@@ -123,6 +127,8 @@ class Store:
             spec=spec.to_document(),
             provenance=provenance.model_dump(mode="json", exclude_none=True),
             created_at=now,
+            experiment_id=experiment_id,
+            trial=trial,
         )
         with self.session() as s:
             s.add(row)
@@ -174,6 +180,7 @@ class Store:
     def request_cancel(self, name: str, *, now: float) -> JobRecord:
         """Cancel: a queued job ends at once; a running one is stopped by the loop."""
         with self.session() as s:
+            self._lock_for_write(s)
             row = s.scalar(select(JobRow).where(JobRow.name == name).with_for_update())
             if row is None:
                 raise NotFoundError(f"job {name!r} not found; list jobs with `kubetrain get jobs`")
@@ -218,7 +225,7 @@ class Store:
     def active_attempts(self) -> list[ActiveAttempt]:
         with self.session() as s:
             rows = s.execute(
-                select(AttemptRow, JobRow.name, JobRow.spec, JobRow.cancel_requested)
+                select(AttemptRow, JobRow.name, JobRow.spec, JobRow.cancel_requested, JobRow.stop_requested_at)
                 .join(JobRow, JobRow.id == AttemptRow.job_id)
                 .where(AttemptRow.state.in_([AttemptState.STARTING.value, AttemptState.RUNNING.value]))
                 .order_by(AttemptRow.id)
@@ -238,8 +245,9 @@ class Store:
                 created_at=a.created_at,
                 started_at=a.started_at,
                 cancel_requested=cancel,
+                stop_requested_at=stop_at,
             )
-            for a, name, spec, cancel in rows
+            for a, name, spec, cancel, stop_at in rows
         ]
 
     # -- reconcile-loop writes --------------------------------------------
@@ -250,7 +258,12 @@ class Store:
             names = [p.key for p in plan.placements] + [u.key for u in plan.unschedulable] + [
                 w.key for w in plan.waiting if previous_waits.get(w.key) != w.reason
             ]
-            rows = {r.name: r for r in s.scalars(select(JobRow).where(JobRow.name.in_(names)))} if names else {}
+            rows: dict[str, JobRow] = {}
+            if names:
+                # Locked until commit, so a cancel from the API cannot slip in between read and write.
+                self._lock_for_write(s)
+                query = select(JobRow).where(JobRow.name.in_(names)).order_by(JobRow.id).with_for_update()
+                rows = {r.name: r for r in s.scalars(query)}
             for placement in plan.placements:
                 row = rows.get(placement.key)
                 if row is None or row.state != JobState.QUEUED.value:
@@ -341,15 +354,48 @@ class Store:
                     attempt.started_at = outcome.started_at or now
                 if job_row.started_at is None:
                     job_row.started_at = attempt.started_at
-                if outcome.reason == Reason.CANCELLED:
+                reason, message = outcome.reason, outcome.message
+                if job_row.stop_reason == Reason.EARLY_STOPPED.value and outcome.reason not in (
+                    Reason.OOM_KILLED, Reason.LOST
+                ):
+                    # Stopped by its experiment's rule: a result, not a failure.
+                    job_state, reason = JobState.SUCCEEDED, Reason.EARLY_STOPPED
+                    message = f"stopped early by the experiment's early-stopping rule ({outcome.message})"
+                    ok = True
+                elif outcome.reason == Reason.CANCELLED:
                     job_state = JobState.CANCELLED
                 else:
                     job_state = JobState.SUCCEEDED if ok else JobState.FAILED
-                self._finish_job(s, job_row, job_state, outcome.reason, outcome.message, now,
+                self._finish_job(s, job_row, job_state, reason, message, now,
                                  attempt=number, event_type="Normal" if ok else "Warning")
                 done += 1
             s.commit()
         return done
+
+    def request_early_stop(self, job: str, *, now: float, message: str) -> bool:
+        """Mark a running trial to stop early; the loop stops it after a grace period."""
+        with self.session() as s:
+            row = s.scalar(select(JobRow).where(JobRow.name == job))
+            if row is None or JobState(row.state).is_terminal() or row.stop_reason:
+                return False
+            row.stop_reason = Reason.EARLY_STOPPED.value
+            row.stop_requested_at = now
+            if row.state == JobState.QUEUED.value:
+                self._finish_job(s, row, JobState.SUCCEEDED, Reason.EARLY_STOPPED, message, now)
+            else:
+                s.add(EventRow(job_id=row.id, time=now, reason="EarlyStopping", message=message))
+            s.commit()
+            return True
+
+    def stop_requested(self, job: str) -> bool:
+        with self.session() as s:
+            return bool(s.scalar(select(JobRow.stop_reason).where(JobRow.name == job)))
+
+    def job_token_valid(self, job: str, token: str) -> bool:
+        """True if ``token`` is the fencing token of one of ``job``'s attempts (the SDK's credential)."""
+        with self.session() as s:
+            tokens = s.scalars(select(AttemptRow.token).join(JobRow).where(JobRow.name == job)).all()
+        return any(secrets.compare_digest(t, token) for t in tokens)
 
     def add_event(self, job: str, reason: str, message: str, *, now: float,
                   attempt: int | None = None, type: str = "Normal") -> None:
@@ -367,6 +413,17 @@ class Store:
             )
 
     # -- helpers -----------------------------------------------------------
+    def _lock_for_write(self, s: Session) -> None:
+        """Make the session's read-modify-write transaction exclusive among writers.
+
+        PostgreSQL: callers read the rows they change with ``SELECT ... FOR UPDATE``.
+        SQLite has no row locks and its driver runs SELECTs outside any
+        transaction, so take the database's write lock before the first read.
+        Must be the session's first statement.
+        """
+        if self.engine.dialect.name == "sqlite":
+            s.execute(text("BEGIN IMMEDIATE"))
+
     def _attempt(self, s: Session, job: str, number: int) -> tuple[AttemptRow, JobRow]:
         row = s.execute(
             select(AttemptRow, JobRow)
@@ -408,7 +465,12 @@ class Store:
                 for e in s.scalars(select(EventRow).where(EventRow.job_id == row.id).order_by(EventRow.id))
             ]
         last = attempts[-1] if attempts else None
+        experiment = None
+        if row.experiment_id is not None:
+            experiment = s.scalar(select(ExperimentRow.name).where(ExperimentRow.id == row.experiment_id))
         return JobRecord(
+            experiment=experiment,
+            trial=row.trial,
             name=row.name,
             state=row.state,
             reason=row.reason,

@@ -120,11 +120,14 @@ class LocalEngine(Engine):
 
     def _environment(self, order: LaunchOrder, spec: JobSpec, attempt_dir: Path, output_dir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
+        # `python` in a job is the master's interpreter: one pinned environment for every job.
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "/usr/bin:/bin")])
         env.update(spec.spec.env)
         params = spec.spec.params
         env.update(
             {
                 "KUBETRAIN_JOB": order.job,
+                "KUBETRAIN_JOB_TOKEN": order.token,
                 "KUBETRAIN_ATTEMPT": str(order.number),
                 "KUBETRAIN_NODE": order.node,
                 "KUBETRAIN_PARAMS": json.dumps(params),

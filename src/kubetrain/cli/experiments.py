@@ -1,0 +1,198 @@
+"""CLI for experiments and metrics: sweep, experiments, compare, metrics, watch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from typing import Annotated, Any, Optional
+
+import typer
+
+from kubetrain.cli import render
+from kubetrain.core.errors import KubetrainError
+from kubetrain.core.experiments import ExperimentSpec
+from kubetrain.core.records import ExperimentRecord, TrialRecord
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    if not values:
+        return ""
+    if len(values) > width:  # sample evenly, always keeping the last point
+        step = len(values) / width
+        values = [values[min(int(i * step), len(values) - 1)] for i in range(width - 1)] + [values[-1]]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(SPARK[min(int((v - low) / span * (len(SPARK) - 1)), len(SPARK) - 1)] for v in values)
+
+
+def check_output(output: str | None, allowed: tuple[str, ...] = ("json", "yaml")) -> None:
+    if output not in (None, *allowed):
+        raise KubetrainError(f"--output {output!r}: use {' or '.join(allowed)}")
+
+
+def sorted_trials(record: ExperimentRecord) -> list[TrialRecord]:
+    """Best first by the objective; trials without a value last, by number."""
+    goal = record.spec.get("spec", {}).get("objective", {}).get("goal", "maximize")
+    sign = -1 if goal == "maximize" else 1
+    return sorted(record.trials, key=lambda t: (t.objective is None, sign * (t.objective or 0), t.trial))
+
+
+def progress_line(record: ExperimentRecord) -> str:
+    c = record.counts
+    budget = record.spec.get("spec", {}).get("maxTrials", "?")
+    return (f"{record.name}: {record.state} — {c.get('done', 0)}/{budget} done, {c.get('running', 0)} running, "
+            f"{c.get('queued', 0)} queued, {c.get('pruned', 0)} stopped early, {c.get('failed', 0)} failed")
+
+
+def show_compare(record: ExperimentRecord, output: str | None) -> None:
+    trials = sorted_trials(record)
+    metric = record.spec.get("spec", {}).get("objective", {}).get("metric", "objective")
+    names = [p["name"] for p in record.spec.get("spec", {}).get("parameters", [])]
+    if output == "json":
+        render.dump({"experiment": record.name, "state": record.state, "objective": metric,
+                     "best_trial": record.best_trial,
+                     "trials": [t.model_dump(mode="json") | {"best": t.trial == record.best_trial} for t in trials]},
+                    "json")
+        return
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["trial", "job", "state", "reason", *names, metric, "steps", "best"])
+        for t in trials:
+            writer.writerow([t.trial, t.job, t.state, t.reason or "", *[t.params.get(n) for n in names],
+                             "" if t.objective is None else t.objective, t.steps, t.trial == record.best_trial])
+        sys.stdout.write(buffer.getvalue())
+        return
+    rows = []
+    for t in trials:
+        mark = "★" if t.trial == record.best_trial else ""
+        rows.append([mark + str(t.trial), t.job, t.state, t.reason or "", *[_fmt(t.params.get(n)) for n in names],
+                     "-" if t.objective is None else f"{t.objective:.4g}", str(t.last_step if t.last_step is not None else "-")])
+    render.table(["TRIAL", "JOB", "STATE", "REASON", *[n.upper() for n in names], metric.upper(), "LAST STEP"], rows,
+                 styles={2: render.STATE_STYLE})
+    typer.echo(record.message or "", err=False)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def register(app: typer.Typer, client_factory, capture) -> None:
+    experiments_app = typer.Typer(help="List or cancel experiments.", invoke_without_command=True)
+    app.add_typer(experiments_app, name="experiments")
+
+    @experiments_app.callback()
+    def experiments(ctx: typer.Context,
+                    output: Annotated[Optional[str], typer.Option("--output", "-o", help="json or yaml")] = None) -> None:
+        """List experiments with their progress and best trial."""
+        if ctx.invoked_subcommand is not None:
+            return
+        check_output(output)
+        with client_factory() as client:
+            records = client.list_experiments()
+        if output:
+            render.dump([r.model_dump(mode="json", exclude={"trials"}) for r in records], output)
+            return
+        render.table(["NAME", "STATE", "TRIALS", "RUNNING", "STOPPED EARLY", "FAILED", "BEST", "AGE"], [
+            [r.name, r.state, f"{r.counts.get('done', 0)}/{r.spec.get('spec', {}).get('maxTrials')}",
+             str(r.counts.get("running", 0)), str(r.counts.get("pruned", 0)), str(r.counts.get("failed", 0)),
+             "-" if r.best_trial is None else f"{r.name}-{r.best_trial}", render.age(r.created_at)]
+            for r in records
+        ], styles={1: render.STATE_STYLE})
+
+    @experiments_app.command("cancel")
+    def cancel_experiment(name: str) -> None:
+        """Cancel an experiment: no new trials; running ones are stopped."""
+        with client_factory() as client:
+            record = client.cancel_experiment(name)
+        typer.echo(f"experiment/{record.name} cancelling")
+
+    @app.command()
+    def sweep(
+        file: Annotated[str, typer.Argument(help="YAML with an Experiment document")],
+        watch_: Annotated[bool, typer.Option("--watch", "-w", help="show live progress until it ends")] = False,
+    ) -> None:
+        """Start a hyperparameter sweep (same as `submit -f` for an Experiment)."""
+        from kubetrain.cli.flags import specs_from_file
+
+        specs = specs_from_file(file)
+        if not all(isinstance(s, ExperimentSpec) for s in specs):
+            raise KubetrainError(f"{file}: `sweep` takes Experiment documents; use `submit -f` for Jobs")
+        with client_factory() as client:
+            for spec in specs:
+                record = client.submit_experiment(spec, capture())
+                typer.echo(f"experiment/{record.name} submitted")
+                if watch_:
+                    watch_experiment(client, record.name)
+
+    @app.command()
+    def compare(
+        name: Annotated[str, typer.Argument(help="experiment name")],
+        output: Annotated[Optional[str], typer.Option("--output", "-o", help="json or csv")] = None,
+    ) -> None:
+        """Trials of an experiment sorted by the objective, best marked ★."""
+        check_output(output, ("json", "csv"))
+        with client_factory() as client:
+            show_compare(client.get_experiment(name), output)
+
+    @app.command()
+    def watch(name: Annotated[str, typer.Argument(help="experiment name")]) -> None:
+        """Live progress of an experiment until it ends."""
+        with client_factory() as client:
+            watch_experiment(client, name)
+
+    @app.command()
+    def metrics(
+        job: Annotated[str, typer.Argument(help="job name")],
+        metric: Annotated[list[str], typer.Option("--metric", "-m", help="only these metrics")] = [],
+        output: Annotated[Optional[str], typer.Option("--output", "-o", help="json or csv")] = None,
+    ) -> None:
+        """A job's reported metrics: a table per metric with a sparkline, or every point as json/csv."""
+        check_output(output, ("json", "csv"))
+        with client_factory() as client:
+            points = client.metrics(job, names=metric or None)
+        if output == "json":
+            sys.stdout.write(json.dumps(points, indent=2) + "\n")
+            return
+        if output == "csv":
+            writer = csv.writer(sys.stdout)
+            writer.writerow(["attempt", "step", "name", "value", "time"])
+            for p in points:
+                writer.writerow([p["attempt"], p["step"], p["name"], p["value"], p["time"]])
+            return
+        series: dict[str, list[dict[str, Any]]] = {}
+        for p in points:
+            series.setdefault(p["name"], []).append(p)
+        if not series:
+            typer.echo(f"job/{job} has reported no metrics (use kubetrain.report(step=..., name=value))")
+            return
+        rows = []
+        for name, pts in series.items():
+            values = [p["value"] for p in pts]
+            rows.append([name, str(len(pts)), str(pts[-1]["step"]), f"{values[-1]:.4g}", f"{min(values):.4g}",
+                         f"{max(values):.4g}", sparkline(values)])
+        render.table(["METRIC", "POINTS", "LAST STEP", "LAST", "MIN", "MAX", "TREND"], rows)
+
+
+def watch_experiment(client, name: str, *, interval: float = 1.0) -> ExperimentRecord:
+    """Redraw the progress line until the experiment ends; then print the comparison."""
+    tty = sys.stderr.isatty()
+    last = ""
+    while True:
+        record = client.get_experiment(name)
+        line = progress_line(record)
+        if line != last:
+            sys.stderr.write(("\r\x1b[2K" if tty else "") + line + ("" if tty else "\n"))
+            sys.stderr.flush()
+            last = line
+        if record.state != "Running":
+            if tty:
+                sys.stderr.write("\n")
+            show_compare(record, None)
+            return record
+        time.sleep(interval)

@@ -1,0 +1,76 @@
+"""API routes for experiments and metrics (thin: parse, authorize, call the service)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any, Callable
+
+from fastapi import Depends, FastAPI, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from kubetrain.core.errors import UnauthorizedError
+from kubetrain.core.experiments import ExperimentSpec
+from kubetrain.core.records import ExperimentRecord, MetricPoint, Provenance
+from kubetrain.server.services import JobService
+from kubetrain.settings import Settings
+
+
+class ExperimentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    spec: ExperimentSpec
+    provenance: Provenance = Provenance()
+
+
+class MetricBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    attempt: int | None = Field(default=None, ge=1)
+    points: list[MetricPoint] = Field(max_length=100_000)
+
+
+def add_experiment_routes(app: FastAPI, settings: Settings, service: JobService, authorize: Callable) -> None:
+    api = [Depends(authorize)]
+
+    def authorize_job(
+        name: str,
+        authorization: Annotated[str | None, Header()] = None,
+        x_kubetrain_job_token: Annotated[str | None, Header()] = None,
+    ) -> None:
+        """The master's token, or the job's own token (what the in-job SDK holds)."""
+        if not settings.token:
+            return
+        if authorization and hmac.compare_digest(authorization.encode(), f"Bearer {settings.token}".encode()):
+            return
+        if x_kubetrain_job_token and service.store.job_token_valid(name, x_kubetrain_job_token):
+            return
+        raise UnauthorizedError("missing or wrong token for this job")
+
+    @app.post("/api/v1/experiments", status_code=201, dependencies=api)
+    def submit_experiment(body: ExperimentRequest) -> ExperimentRecord:
+        return service.submit_experiment(body.spec, body.provenance)
+
+    @app.get("/api/v1/experiments", dependencies=api)
+    def list_experiments(limit: Annotated[int, Query(ge=1, le=10000)] = 200) -> list[ExperimentRecord]:
+        rows = service.store.list_experiment_rows(limit=limit)
+        return [service.sweeps.describe(r.name, row=r) for r in rows] if service.sweeps else []
+
+    @app.get("/api/v1/experiments/{name}", dependencies=api)
+    def get_experiment(name: str) -> ExperimentRecord:
+        return service.sweeps.describe(name)
+
+    @app.post("/api/v1/experiments/{name}/cancel", dependencies=api)
+    def cancel_experiment(name: str) -> ExperimentRecord:
+        return service.cancel_experiment(name)
+
+    @app.post("/api/v1/jobs/{name}/metrics", dependencies=[Depends(authorize_job)])
+    def report_metrics(name: str, batch: MetricBatch) -> dict[str, bool]:
+        return service.report_metrics(name, batch.attempt, batch.points)
+
+    @app.get("/api/v1/jobs/{name}/metrics", dependencies=api)
+    def get_metrics(
+        name: str,
+        metric: Annotated[list[str] | None, Query(description="only these metric names")] = None,
+        after: Annotated[int, Query(ge=0, description="only points with an id above this (for polling)")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1_000_000)] = 100_000,
+    ) -> list[dict[str, Any]]:
+        job_id = service.store.job_ref(name)[0]
+        return service.store.metric_series(job_id, names=metric, after_id=after, limit=limit)

@@ -1,0 +1,282 @@
+"""Experiments: sample trials with Optuna, run each as a Job, prune, and summarise.
+
+Optuna does the mathematics (grid / random / TPE samplers, median / ASHA
+pruners); this module is the glue between an Optuna study and kubetrain's
+jobs.  Each experiment's study lives in an append-only journal file under
+``$KUBETRAIN_HOME/experiments/<name>/`` (Optuna's JournalStorage: crash-safe,
+and no table names shared with our own database).
+
+Restart safety: trial ``n`` of experiment ``E`` is the job named ``E-n``.  A
+trial asked from Optuna but whose job was never created (the master died in
+between) is found on the next pass and its job created then; a job name
+cannot be created twice, so no trial runs twice.  Samplers are re-seeded per
+trial (``seed + n``), so a seeded sweep draws the same trials whether or not
+the master restarted in the middle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from kubetrain.core.errors import ConflictError
+from kubetrain.core.experiments import ExperimentSpec
+from kubetrain.core.records import ExperimentRecord, MetricPoint, Provenance, TrialRecord
+from kubetrain.core.specs import JobSpec
+from kubetrain.core.states import ExperimentState, JobState
+from kubetrain.store.store import Store
+
+log = logging.getLogger("kubetrain.sweeps")
+
+EXPERIMENT_LABEL = "kubetrain.io/experiment"
+TRIAL_LABEL = "kubetrain.io/trial"
+
+
+def _optuna():
+    import optuna  # imported lazily: only a master running experiments pays for it
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def distributions(spec: ExperimentSpec) -> dict[str, Any]:
+    dist = _optuna().distributions
+    out: dict[str, Any] = {}
+    for p in spec.spec.parameters:
+        if p.type == "categorical":
+            out[p.name] = dist.CategoricalDistribution(list(p.values or []))
+        elif p.type == "int":
+            out[p.name] = dist.IntDistribution(int(p.min), int(p.max), log=p.scale == "log", step=int(p.step or 1))
+        else:
+            out[p.name] = dist.FloatDistribution(float(p.min), float(p.max), log=p.scale == "log", step=p.step)
+    return out
+
+
+def base_seed(spec: ExperimentSpec) -> int:
+    if spec.spec.algorithm.seed is not None:
+        return spec.spec.algorithm.seed
+    digest = hashlib.sha256((spec.metadata.name or "").encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def make_sampler(spec: ExperimentSpec, trial_number: int):
+    """The sampler for trial ``trial_number``: seeded so that replays draw the same values."""
+    optuna = _optuna()
+    seed = (base_seed(spec) + trial_number) & 0x7FFFFFFF
+    name = spec.spec.algorithm.name
+    if name == "grid":
+        space = {p.name: p.grid_values() for p in spec.spec.parameters}
+        return optuna.samplers.GridSampler(space, seed=base_seed(spec))
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(spec.spec.max_trials // 3, 2)))
+
+
+def make_pruner(spec: ExperimentSpec):
+    optuna = _optuna()
+    rule = spec.spec.early_stopping
+    if rule is None:
+        return optuna.pruners.NopPruner()
+    if rule.algorithm == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=rule.startup_trials, n_warmup_steps=rule.warmup_steps)
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=rule.min_resource,
+                                                  reduction_factor=rule.reduction_factor)
+
+
+class SweepController:
+    """Called by the reconcile loop (``reconcile``) and by metric ingestion (``on_metrics``)."""
+
+    def __init__(self, store: Store, home: Path, *, cancel_job: Callable[[str], Any],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.home = home
+        self.cancel_job = cancel_job
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._storages: dict[str, Any] = {}
+
+    # -- studies -------------------------------------------------------------
+    def _storage(self, name: str):
+        storage = self._storages.get(name)
+        if storage is None:
+            optuna = _optuna()
+            folder = self.home / "experiments" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            backend = optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal"))
+            storage = optuna.storages.JournalStorage(backend)
+            self._storages[name] = storage
+        return storage
+
+    def _study(self, spec: ExperimentSpec, *, trial_number: int = 0):
+        optuna = _optuna()
+        return optuna.create_study(
+            storage=self._storage(spec.metadata.name), study_name=spec.metadata.name, load_if_exists=True,
+            direction=spec.spec.objective.goal, sampler=make_sampler(spec, trial_number), pruner=make_pruner(spec),
+        )
+
+    # -- submit --------------------------------------------------------------
+    def create(self, spec: ExperimentSpec, provenance: Provenance) -> None:
+        row = self.store.create_experiment(spec, provenance, now=self.clock())
+        with self._lock:
+            self._study(spec)
+        del row
+
+    # -- the loop ------------------------------------------------------------
+    def reconcile(self) -> None:
+        for row in self.store.list_experiment_rows(running_only=True):
+            try:
+                with self._lock:
+                    self._reconcile_one(row)
+            except Exception:  # noqa: BLE001 - one broken experiment must not stop the others
+                log.exception("experiment %s: reconcile failed", row.name)
+
+    def _reconcile_one(self, row) -> None:
+        optuna = _optuna()
+        TrialState = optuna.trial.TrialState
+        spec = ExperimentSpec.model_validate(row.spec)
+        study = self._study(spec)
+        trials = {t["trial"]: t for t in self.store.trials(row.id)}
+        objective = spec.spec.objective
+        summary = self.store.objective_summary([t["job_id"] for t in trials.values()], objective.metric, objective.goal)
+        frozen_trials = study.get_trials(deepcopy=False)
+        for frozen in frozen_trials:
+            if frozen.state != TrialState.RUNNING:
+                continue
+            job = trials.get(frozen.number)
+            if job is None:
+                if not row.cancel_requested:
+                    self._create_trial_job(row.id, spec, frozen.number, frozen.params)
+                else:
+                    study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+                continue
+            if not JobState(job["state"]).is_terminal():
+                continue
+            value = summary.get(job["job_id"], {}).get("last")
+            if job["reason"] == "EarlyStopped":
+                study.tell(frozen.number, state=TrialState.PRUNED, skip_if_finished=True)
+            elif job["state"] == JobState.SUCCEEDED.value and value is not None:
+                study.tell(frozen.number, value, skip_if_finished=True)
+            else:
+                study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+        budget = spec.spec.trial_budget()
+        count = len(frozen_trials)
+        active = sum(1 for t in trials.values() if not JobState(t["state"]).is_terminal())
+        while not row.cancel_requested and count < budget and active < spec.spec.parallelism:
+            study = self._study(spec, trial_number=count)
+            trial = study.ask(fixed_distributions=distributions(spec))
+            self._create_trial_job(row.id, spec, trial.number, trial.params)
+            count += 1
+            active += 1
+        self._summarise(row, spec, budget)
+
+    def _create_trial_job(self, experiment_id: int, spec: ExperimentSpec, number: int, params: dict[str, Any]) -> None:
+        template = spec.spec.template
+        name = f"{spec.metadata.name}-{number}"
+        labels = {**spec.metadata.labels, EXPERIMENT_LABEL: spec.metadata.name, TRIAL_LABEL: str(number)}
+        body = template.model_copy(update={"params": {**template.params, **params}})
+        job = JobSpec(metadata={"name": name, "labels": labels}, spec=body)
+        try:
+            self.store.create_job(JobSpec.model_validate(job.to_document()), Provenance(submitter="experiment"),
+                                  now=self.clock(), experiment_id=experiment_id, trial=number)
+        except ConflictError:
+            pass  # created before a restart: never twice
+
+    def _summarise(self, row, spec: ExperimentSpec, budget: int) -> None:
+        record = self.describe(row.name, spec=spec, row=row)
+        counts = record.counts
+        done = counts.get("done", 0)
+        best = record.best_trial
+        best_text = ""
+        if best is not None:
+            trial = next(t for t in record.trials if t.trial == best)
+            best_text = (f"; best trial {trial.trial} ({trial.job}): {spec.spec.objective.metric}="
+                         f"{trial.objective:g} with {trial.params}")
+        unfinished = len(record.trials) - done
+        if row.cancel_requested and unfinished == 0:
+            self.store.finish_experiment(row.name, ExperimentState.CANCELLED,
+                                         f"cancelled after {done} trials{best_text}", now=self.clock(), best_trial=best)
+        elif len(record.trials) >= budget and unfinished == 0:
+            if best is None:
+                self.store.finish_experiment(row.name, ExperimentState.FAILED,
+                                             f"all {done} trials ended without reporting {spec.spec.objective.metric}",
+                                             now=self.clock(), best_trial=None)
+            else:
+                self.store.finish_experiment(
+                    row.name, ExperimentState.SUCCEEDED,
+                    f"{done} trials ({counts.get('succeeded', 0)} succeeded, {counts.get('pruned', 0)} stopped early, "
+                    f"{counts.get('failed', 0)} failed){best_text}", now=self.clock(), best_trial=best)
+        else:
+            self.store.set_experiment_progress(row.name, f"{done} of {budget} trials done{best_text}", best)
+
+    # -- reads ---------------------------------------------------------------
+    def describe(self, name: str, *, spec: ExperimentSpec | None = None, row=None) -> ExperimentRecord:
+        row = row or self.store.get_experiment_row(name)
+        spec = spec or ExperimentSpec.model_validate(row.spec)
+        objective = spec.spec.objective
+        trials = self.store.trials(row.id)
+        summary = self.store.objective_summary([t["job_id"] for t in trials], objective.metric, objective.goal)
+        records = []
+        for t in trials:
+            stats = summary.get(t["job_id"], {})
+            duration = (t["finished_at"] - t["started_at"]) if t["started_at"] and t["finished_at"] else None
+            records.append(TrialRecord(
+                trial=t["trial"], job=t["job"], state=t["state"], reason=t["reason"],
+                params={p.name: t["params"].get(p.name) for p in spec.spec.parameters},
+                objective=stats.get("last"), best=stats.get("best"), steps=stats.get("points", 0),
+                last_step=stats.get("last_step"), duration=duration,
+            ))
+        counts = {"trials": len(records), "queued": 0, "running": 0, "succeeded": 0, "pruned": 0, "failed": 0, "done": 0}
+        for r in records:
+            if r.reason == "EarlyStopped":
+                counts["pruned"] += 1
+            elif r.state == JobState.SUCCEEDED.value:
+                counts["succeeded"] += 1
+            elif JobState(r.state).is_terminal():
+                counts["failed"] += 1
+            else:
+                counts[r.state.lower()] = counts.get(r.state.lower(), 0) + 1
+            counts["done"] += JobState(r.state).is_terminal()
+        scored = [r for r in records if r.objective is not None and r.state == JobState.SUCCEEDED.value
+                  and r.reason != "EarlyStopped"]
+        best = None
+        if scored:
+            pick = max if objective.goal == "maximize" else min
+            best = pick(scored, key=lambda r: r.objective).trial
+        return ExperimentRecord(name=row.name, state=row.state, message=row.message, spec=row.spec,
+                                created_at=row.created_at, finished_at=row.finished_at, best_trial=best,
+                                counts=counts, trials=records)
+
+    # -- metrics -------------------------------------------------------------
+    def on_metrics(self, job: str, experiment_id: int, trial: int, points: list[MetricPoint]) -> bool:
+        """Feed the objective to Optuna and ask the pruner; True if the trial should stop."""
+        rows = [r for r in self.store.list_experiment_rows(running_only=True) if r.id == experiment_id]
+        if not rows:
+            return False
+        spec = ExperimentSpec.model_validate(rows[0].spec)
+        metric = spec.spec.objective.metric
+        mine = [p for p in points if p.name == metric]
+        if not mine or spec.spec.early_stopping is None:
+            return False
+        optuna = _optuna()
+        with self._lock:
+            study = self._study(spec)
+            storage = study._storage
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial)
+            frozen = storage.get_trial(trial_id)
+            if frozen.state != optuna.trial.TrialState.RUNNING:
+                return False
+            for point in mine:
+                storage.set_trial_intermediate_value(trial_id, point.step, point.value)
+            frozen = storage.get_trial(trial_id)
+            if not study.pruner.prune(study, frozen):
+                return False
+        last = mine[-1]
+        rule = spec.spec.early_stopping.algorithm
+        return self.store.request_early_stop(
+            job, now=self.clock(),
+            message=f"{rule} early stopping: {metric}={last.value:g} at step {last.step} trails the other trials",
+        )
