@@ -9,6 +9,7 @@ the fix.  Stored specs are read back with the same model.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal, Union
 
@@ -40,6 +41,20 @@ LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Z
 LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 MAX_DEADLINE_SECONDS = 366 * 24 * 3600
 ParamValue = Union[str, int, float, bool, None, list[Any], dict[str, Any]]
+
+
+def _check_finite(value: Any, path: str, depth: int = 0) -> None:
+    """NaN and infinities are not JSON: refuse them instead of storing what PostgreSQL rejects."""
+    if depth > 32:
+        raise ValueError(f"{path} nests deeper than 32 levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path} is {value!r}; params must be finite numbers, strings, lists or mappings")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{path}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{path}[{index}]", depth + 1)
 
 
 class StrictModel(BaseModel):
@@ -227,6 +242,7 @@ class JobBody(StrictModel):
     def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
         if len(value) > 1024:
             raise ValueError("more than 1024 params")
+        _check_finite(value, "params")
         for key in value:
             if not PARAM_KEY_RE.match(key):
                 raise ValueError(

@@ -10,7 +10,7 @@ Restart safety: trial ``n`` of experiment ``E`` is the job named ``E-n``.  A
 trial asked from Optuna but whose job was never created (the master died in
 between) is found on the next pass and its job created then; a job name
 cannot be created twice, so no trial runs twice.  Samplers are re-seeded per
-trial (``seed + n``), so a seeded sweep draws the same trials whether or not
+trial (from a hash of the seed and ``n``), so a seeded sweep draws the same trials whether or not
 the master restarted in the middle.
 """
 
@@ -66,7 +66,9 @@ def base_seed(spec: ExperimentSpec) -> int:
 def make_sampler(spec: ExperimentSpec, trial_number: int):
     """The sampler for trial ``trial_number``: seeded so that replays draw the same values."""
     optuna = _optuna()
-    seed = (base_seed(spec) + trial_number) & 0x7FFFFFFF
+    # A hash, not seed + n: experiments with neighbouring seeds must not share draws.
+    digest = hashlib.sha256(f"{base_seed(spec)}:{trial_number}".encode()).digest()
+    seed = int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
     name = spec.spec.algorithm.name
     if name == "grid":
         space = {p.name: p.grid_values() for p in spec.spec.parameters}

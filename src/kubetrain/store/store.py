@@ -375,8 +375,10 @@ class Store(ExperimentStore, MetricStore):
     def request_early_stop(self, job: str, *, now: float, message: str) -> bool:
         """Mark a running trial to stop early; the loop stops it after a grace period."""
         with self.session() as s:
-            row = s.scalar(select(JobRow).where(JobRow.name == job))
+            self._lock_for_write(s)
+            row = s.scalar(select(JobRow).where(JobRow.name == job).with_for_update())
             if row is None or JobState(row.state).is_terminal() or row.stop_reason:
+                s.rollback()
                 return False
             row.stop_reason = Reason.EARLY_STOPPED.value
             row.stop_requested_at = now
