@@ -5,6 +5,8 @@ Runs the same inside kubetrain or by hand:
 * each epoch's validation accuracy goes to the master with ``kubetrain.report()``
   (to ``metrics.jsonl`` when there is no master) and is printed for ``logs -f``;
 * in a sweep, ``kubetrain.should_stop()`` ends a trial its early-stopping rule pruned;
+* every epoch is checkpointed with ``kubetrain.save_checkpoint()``; a retried
+  attempt (crash, lost node) resumes from ``kubetrain.latest_checkpoint()``;
 * the model and ``metrics.json`` go to ``kubetrain.output_dir()``.
 """
 
@@ -22,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 import kubetrain
 
-DEFAULTS = {"lr": 0.01, "hidden": 64, "epochs": 15, "batch_size": 64, "seed": 0}
+DEFAULTS = {"lr": 0.01, "hidden": 64, "epochs": 15, "batch_size": 64, "seed": 0, "epoch_pause": 0.0}
 
 
 def load_params() -> dict:
@@ -49,15 +51,24 @@ def main() -> None:
     )
     classes = np.unique(digits.target)
     rng = np.random.default_rng(int(params["seed"]))
-    history = []
+    history: list[dict] = []
+    first_epoch = 1
+    checkpoint = kubetrain.latest_checkpoint()
+    if checkpoint is not None:
+        state = checkpoint.load()
+        model, history, rng = state["model"], state["history"], state["rng"]
+        first_epoch = checkpoint.step + 1
+        print(f"resumed from the checkpoint of epoch {checkpoint.step}", flush=True)
     start = time.time()
-    for epoch in range(1, int(params["epochs"]) + 1):
+    for epoch in range(first_epoch, int(params["epochs"]) + 1):
         order = rng.permutation(len(x_train))
         model.partial_fit(x_train[order], y_train[order], classes=classes)
         val_acc = float(model.score(x_val, y_val))
         history.append({"epoch": epoch, "loss": float(model.loss_), "val_accuracy": val_acc})
         print(f"epoch {epoch:3d}  loss {model.loss_:.4f}  val_accuracy {val_acc:.4f}", flush=True)
         kubetrain.report(step=epoch, val_accuracy=val_acc, loss=float(model.loss_))
+        kubetrain.save_checkpoint({"model": model, "history": history, "rng": rng}, step=epoch)
+        time.sleep(float(params["epoch_pause"]))
         if kubetrain.should_stop():
             print(f"stopped early at epoch {epoch} by the experiment's early-stopping rule", flush=True)
             break

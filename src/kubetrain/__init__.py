@@ -40,3 +40,17 @@ def flush() -> None:
     from kubetrain.sdk.tracking import flush as _flush
 
     _flush()
+
+
+def save_checkpoint(obj_or_path, step: int, *, keep: int = 3):
+    """Atomically save a checkpoint that later attempts of this job can resume from."""
+    from kubetrain.sdk.checkpoints import save_checkpoint as _save
+
+    return _save(obj_or_path, step, keep=keep)
+
+
+def latest_checkpoint():
+    """The newest complete checkpoint (``.step``, ``.path``, ``.load()``), or None."""
+    from kubetrain.sdk.checkpoints import latest_checkpoint as _latest
+
+    return _latest()

@@ -382,9 +382,8 @@ def test_finish_the_same_attempt_twice_in_one_batch(store: Store) -> None:
         (Outcome(Reason.OOM_KILLED, "killed: out of memory", signal=9), JobState.FAILED, AttemptState.FAILED),
         (Outcome(Reason.DEADLINE_EXCEEDED, "ran past 60s"), JobState.FAILED, AttemptState.FAILED),
         (Outcome(Reason.CANCELLED, "cancelled by alice", signal=15), JobState.CANCELLED, AttemptState.FAILED),
-        (Outcome(Reason.LAUNCH_FAILED, "no such file"), JobState.FAILED, AttemptState.FAILED),
     ],
-    ids=["oom", "deadline", "cancelled", "launch-failed"],
+    ids=["oom", "deadline", "cancelled"],
 )
 def test_finish_attempts_maps_reasons_to_states(store: Store, outcome: Outcome, job_state: JobState,
                                                 attempt_state: AttemptState) -> None:
@@ -394,6 +393,17 @@ def test_finish_attempts_maps_reasons_to_states(store: Store, outcome: Outcome, 
     job = store.get_job("job")
     assert (job.state, job.reason, job.attempts[0].state, job.attempts[0].signal) == (
         job_state, outcome.reason, attempt_state, outcome.signal)
+
+
+def test_launch_failure_is_an_infrastructure_failure_and_is_requeued(store: Store) -> None:
+    submit(store, "job")
+    place(store, "job")
+    store.finish_attempts([("job", 1, Outcome(Reason.LAUNCH_FAILED, "agent down"))], now=NOW + 5)
+    job = store.get_job("job")
+    assert job.state == JobState.QUEUED and job.attempts[0].reason == Reason.LAUNCH_FAILED
+    assert "Retrying" in reasons(store, "job")
+    assert store.queued(now=NOW + 5) == []  # backing off
+    assert [r.key for r, _ in store.queued(now=NOW + 10)] == ["job"]
 
 
 def test_finish_attempts_unknown_attempt_raises_not_found(store: Store) -> None:

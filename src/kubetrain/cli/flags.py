@@ -47,7 +47,7 @@ def parse_duration(text: str) -> int:
 def spec_from_flags(
     *, command: list[str], name: str | None, cpu: str | None, memory: str | None, gpu: int | None,
     params: list[str], env: list[str], labels: list[str], selector: str | None, priority: int | None,
-    deadline: str | None, workdir: str | None, shell: bool,
+    deadline: str | None, workdir: str | None, shell: bool, retries: int | None = None,
 ) -> JobSpec:
     if not command:
         raise SpecError("no command given; put it after --, e.g. kubetrain run -- python train.py")
@@ -72,6 +72,8 @@ def spec_from_flags(
         body["priority"] = priority
     if deadline:
         body["activeDeadlineSeconds"] = parse_duration(deadline)
+    if retries is not None:
+        body["retryPolicy"] = {"maxRetries": retries}
     document = {"apiVersion": "kubetrain/v1", "kind": "Job",
                 "metadata": {"labels": parse_pairs(labels, "--label"), **({"name": name} if name else {})},
                 "spec": body}

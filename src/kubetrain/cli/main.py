@@ -103,6 +103,7 @@ def run(
     deadline: Annotated[Optional[str], typer.Option(help="activeDeadlineSeconds: 3600, 30m, 2h")] = None,
     workdir: Annotated[Optional[str], typer.Option("--workdir", "-w", help="working directory (default: here)")] = None,
     shell: Annotated[bool, typer.Option(help="run the command through /bin/sh -c")] = False,
+    retries: Annotated[Optional[int], typer.Option(help="retryPolicy.maxRetries: re-runs after code failures")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="stream the logs until the job ends")] = False,
     wait: Annotated[bool, typer.Option(help="wait for the job to end; exit 1 unless it succeeded")] = False,
     output: Output = None,
@@ -111,7 +112,7 @@ def run(
     _check_output(output)
     spec = spec_from_flags(command=command, name=name, cpu=cpu, memory=memory, gpu=gpu, params=param, env=env,
                            labels=label, selector=selector, priority=priority, deadline=deadline,
-                           workdir=workdir, shell=shell)
+                           workdir=workdir, shell=shell, retries=retries)
     with _client() as client:
         record = client.submit(spec, capture())
         _after_submit(client, [record], output, follow, wait)

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal, Union
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from kubetrain.core.errors import SpecError
+from kubetrain.core.retries import RetryPolicy
+from kubetrain.core.strict import StrictModel
 from kubetrain.core.quantities import QuantityError, format_cpu, parse_cpu, parse_memory
 from kubetrain.core.selectors import (
     Requirement,
@@ -55,12 +54,6 @@ def _check_finite(value: Any, path: str, depth: int = 0) -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_finite(item, f"{path}[{index}]", depth + 1)
-
-
-class StrictModel(BaseModel):
-    """Rejects unknown fields; accepts camelCase (YAML) and snake_case (Python)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
 def check_name(value: str, field: str = "metadata.name") -> str:
@@ -189,6 +182,7 @@ class JobBody(StrictModel):
         default=None, alias="activeDeadlineSeconds", gt=0, le=MAX_DEADLINE_SECONDS
     )
     shell: bool = Field(default=False, description="run command through /bin/sh -c (off: argv)")
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy, alias="retryPolicy")
 
     @field_validator("command", "args")
     @classmethod

@@ -181,7 +181,7 @@ class Reconciler:
                 self._cancelled.add(key)
 
     def _schedule(self, active: list[ActiveAttempt]) -> None:
-        queued = self.store.queued()
+        queued = self.store.queued(now=self.clock())
         if not queued:
             return
         previous = {req.key: reason for req, reason in queued}

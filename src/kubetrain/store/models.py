@@ -39,6 +39,10 @@ class JobRow(Base):
     #: Why the master asked the job to stop early (EarlyStopped), and since when.
     stop_reason: Mapped[str | None] = mapped_column(String(32))
     stop_requested_at: Mapped[float | None] = mapped_column(Float)
+    #: Counted failures per retry budget, and when a retry may start (backoff).
+    code_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    infra_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    not_before: Mapped[float | None] = mapped_column(Float)
 
 
 class ExperimentRow(Base):

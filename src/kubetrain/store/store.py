@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kubetrain.core.errors import ConflictError, NotFoundError
 from kubetrain.core.planning import JobRequest, Plan
+from kubetrain.core.retries import decide
 from kubetrain.core.records import AttemptRecord, EventRecord, JobRecord, Provenance
 from kubetrain.core.selectors import Requirement, matches
 from kubetrain.core.specs import JobSpec
@@ -195,14 +196,14 @@ class Store(ExperimentStore, MetricStore):
             return self._job_record(s, row, with_events=True)
 
     # -- reconcile-loop reads ---------------------------------------------
-    def queued(self) -> list[tuple[JobRequest, str | None]]:
-        """Planner inputs for every queued job, with the wait reason last recorded."""
+    def queued(self, *, now: float | None = None) -> list[tuple[JobRequest, str | None]]:
+        """Planner inputs for every queued job ready to start (backoff over), with its last wait reason."""
         with self.session() as s:
-            rows = s.execute(
-                select(JobRow.id, JobRow.name, JobRow.priority, JobRow.spec, JobRow.wait_reason)
-                .where(JobRow.state == JobState.QUEUED.value)
-                .order_by(JobRow.id)
-            ).all()
+            query = (select(JobRow.id, JobRow.name, JobRow.priority, JobRow.spec, JobRow.wait_reason)
+                     .where(JobRow.state == JobState.QUEUED.value).order_by(JobRow.id))
+            if now is not None:
+                query = query.where((JobRow.not_before.is_(None)) | (JobRow.not_before <= now))
+            rows = s.execute(query).all()
         out = []
         for job_id, name, priority, spec, wait_reason in rows:
             body = JobSpec.model_validate(spec).spec
@@ -362,10 +363,16 @@ class Store(ExperimentStore, MetricStore):
                     job_state, reason = JobState.SUCCEEDED, Reason.EARLY_STOPPED
                     message = f"stopped early by the experiment's early-stopping rule ({outcome.message})"
                     ok = True
-                elif outcome.reason == Reason.CANCELLED:
+                elif outcome.reason == Reason.CANCELLED or job_row.cancel_requested:
                     job_state = JobState.CANCELLED
+                    reason = Reason.CANCELLED
+                elif ok:
+                    job_state = JobState.SUCCEEDED
                 else:
-                    job_state = JobState.SUCCEEDED if ok else JobState.FAILED
+                    job_state = JobState.FAILED
+                    if self._maybe_retry(s, job_row, number, outcome, now):
+                        done += 1
+                        continue
                 self._finish_job(s, job_row, job_state, reason, message, now,
                                  attempt=number, event_type="Normal" if ok else "Warning")
                 done += 1
@@ -425,6 +432,29 @@ class Store(ExperimentStore, MetricStore):
         """
         if self.engine.dialect.name == "sqlite":
             s.execute(text("BEGIN IMMEDIATE"))
+
+    def _maybe_retry(self, s: Session, row: JobRow, number: int, outcome: Outcome, now: float) -> bool:
+        """Requeue the job if its retry policy allows; record why either way.  True if requeued."""
+        policy = JobSpec.model_validate(row.spec).spec.retry_policy
+        decision = decide(policy, reason=outcome.reason.value, exit_code=outcome.exit_code,
+                          code_failures=row.code_failures, infra_failures=row.infra_failures)
+        if decision.counted and decision.budget == "code":
+            row.code_failures += 1
+        elif decision.counted and decision.budget == "infra":
+            row.infra_failures += 1
+        what = f"attempt {number} failed ({outcome.reason.value}: {outcome.message})"
+        if not decision.retry:
+            if decision.budget is not None and (policy.max_retries or policy.max_infra_retries):
+                s.add(EventRow(job_id=row.id, attempt=number, time=now, type="Warning", reason="NotRetried",
+                               message=f"{what}; not retried: {decision.message}"))
+            return False
+        check_transition("job", row.name, row.state, JobState.QUEUED.value)
+        row.state = JobState.QUEUED.value
+        row.not_before = now + decision.delay
+        row.wait_reason = None
+        s.add(EventRow(job_id=row.id, attempt=number, time=now, type="Warning", reason="Retrying",
+                       message=f"{what}; {decision.message}"))
+        return True
 
     def _attempt(self, s: Session, job: str, number: int) -> tuple[AttemptRow, JobRow]:
         row = s.execute(

@@ -27,7 +27,7 @@ import socket
 import sys
 import time
 
-from kubetrain.engines.local.supervisor import supervise
+from kubetrain.engines.local.supervisor import notify, supervise
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -39,20 +39,26 @@ def _become_subreaper() -> None:
         pass
 
 
-def _reap(children: set[int]) -> None:
+def _reap(children: set[int], wake_socket: str) -> None:
+    """Reap ended children; poke the master when a supervisor ends, so a lost one is seen at once."""
+    ended = False
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            break
         if pid == 0:
-            return
+            break
+        ended = ended or pid in children
         children.discard(pid)
+    if ended:
+        notify(wake_socket)
 
 
 def serve(run_dir: str, *, idle_seconds: float = 600.0) -> None:
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "agent.sock")
+    wake_socket = os.path.join(run_dir, "wake.sock")
     _become_subreaper()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.{os.getpid()}"
@@ -62,13 +68,13 @@ def serve(run_dir: str, *, idle_seconds: float = 600.0) -> None:
     os.replace(tmp, path)  # atomic: clients never see a half-bound socket
     with open(os.path.join(run_dir, "agent.pid"), "w") as fh:
         fh.write(str(os.getpid()))
-    listener.settimeout(0.5)
+    listener.settimeout(0.1)  # also the reaping interval: how fast a dead supervisor is noticed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     children: set[int] = set()
     last_activity = time.monotonic()
     try:
         while True:
-            _reap(children)
+            _reap(children, wake_socket)
             try:
                 conn, _ = listener.accept()
             except socket.timeout:

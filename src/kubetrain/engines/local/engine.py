@@ -133,6 +133,7 @@ class LocalEngine(Engine):
                 "KUBETRAIN_PARAMS": json.dumps(params),
                 "KUBETRAIN_ATTEMPT_DIR": str(attempt_dir),
                 "KUBETRAIN_OUTPUT_DIR": str(output_dir),
+                "KUBETRAIN_CHECKPOINT_DIR": str(output_dir / "checkpoints"),
                 # Hide every GPU not granted; "" hides all (NVIDIA_ too, for containers).
                 "CUDA_VISIBLE_DEVICES": ",".join(map(str, order.gpus)),
                 "NVIDIA_VISIBLE_DEVICES": ",".join(map(str, order.gpus)) or "void",
