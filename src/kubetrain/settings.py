@@ -41,6 +41,8 @@ class LimitSettings:
     pids: int = 4096
     #: Seconds between SIGTERM and SIGKILL on cancel / deadline (Kubernetes' default is 30).
     grace_seconds: float = 10.0
+    #: An attempt's log rotates at this size; the disk holds at most twice it per attempt.
+    log_bytes: int = 64 * 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +124,11 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     limits_raw = config.get("limits") or {}
     default_limits = LimitSettings()
     limits = LimitSettings(
-        pids=int(limits_raw.get("pids", default_limits.pids)),
+        pids=int(env.get("KUBETRAIN_PIDS_MAX") or limits_raw.get("pids", default_limits.pids)),
         grace_seconds=float(
             env.get("KUBETRAIN_GRACE_SECONDS") or limits_raw.get("graceSeconds", default_limits.grace_seconds)
         ),
+        log_bytes=parse_memory(env.get("KUBETRAIN_LOG_MAX") or limits_raw.get("logMax", default_limits.log_bytes)),
     )
     settings = Settings(
         home=home,

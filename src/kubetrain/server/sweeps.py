@@ -271,12 +271,17 @@ class SweepController:
             frozen = storage.get_trial(trial_id)
             if frozen.state != optuna.trial.TrialState.RUNNING:
                 return False
-            for point in mine:
+            # One step at a time, as trial.report + should_prune would: successive halving decides
+            # at rung boundaries, and a batch of steps must not skip them.
+            pruned_at = None
+            for point in sorted(mine, key=lambda p: p.step):
                 storage.set_trial_intermediate_value(trial_id, point.step, point.value)
-            frozen = storage.get_trial(trial_id)
-            if not study.pruner.prune(study, frozen):
+                if study.pruner.prune(study, storage.get_trial(trial_id)):
+                    pruned_at = point
+                    break
+            if pruned_at is None:
                 return False
-        last = mine[-1]
+        last = pruned_at
         rule = spec.spec.early_stopping.algorithm
         return self.store.request_early_stop(
             job, now=self.clock(),

@@ -75,5 +75,6 @@ class MetricStore:
                     last_ids, and_(MetricRow.id == last_ids.c.mid)
                 )
             ):
-                out[job_id]["last"] = value
+                # setdefault: points may land between the two queries
+                out.setdefault(job_id, {"best": value, "points": 1, "last_step": None})["last"] = value
         return out

@@ -108,6 +108,15 @@ class AttemptCgroup:
                     return int(line.split()[1]) / 1e6
         return None
 
+    def pids_limit_hits(self) -> int:
+        """How many forks the pids limit refused (``pids.events``: ``max N``)."""
+        directory = self.dirs.get("pids") or self.dirs.get("unified")
+        text = (_read(os.path.join(directory, "pids.events")) if directory else None) or ""
+        for line in text.splitlines():
+            if line.startswith("max "):
+                return int(line.split()[1])
+        return 0
+
     def pids(self) -> list[int]:
         directory = self.dirs.get("pids") or self.dirs.get("memory") or self.dirs.get("unified")
         if not directory:

@@ -173,6 +173,7 @@ class LocalEngine(Engine):
                 "cpu_millis": body.resources.cpu_millis,
                 "memory_bytes": body.resources.memory_bytes,
                 "pids_max": self.settings.limits.pids,
+                "log_max_bytes": self.settings.limits.log_bytes,
                 "grace_seconds": self.settings.limits.grace_seconds,
                 "deadline_seconds": body.active_deadline_seconds,
                 "created_at": time.time(),
@@ -259,13 +260,17 @@ class LocalEngine(Engine):
 
     def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
         path = self.attempt_dir(job, number) / "output.log"
+        prefix = b""
         try:
             with open(path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size < offset:
+                    # Rotated under a follower: go on from the start of the new file.
+                    prefix, offset = b"[kubetrain: log rotated; the previous part is in output.log.1]\n", 0
                 fh.seek(offset)
                 data = fh.read(1 << 20)
         except FileNotFoundError:
             return b"", offset
-        return data, offset + len(data)
+        return prefix + data, offset + len(data)
 
 
 def _outcome(status: dict[str, Any]) -> Outcome:

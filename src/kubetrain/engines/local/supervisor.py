@@ -26,9 +26,11 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 
 from kubetrain.core.quantities import format_memory
+from kubetrain.core.states import explain_exit
 from kubetrain.engines.local import cgroups
 
 CLAIM = "claim"
@@ -117,6 +119,52 @@ class _Stopper:
         self.stop("DeadlineExceeded")
 
 
+class LogPump:
+    """Copies the job's output from a pipe into ``output.log``, rotating at ``max_bytes``.
+
+    The job writes into a pipe, never the file: a log flood is held back by
+    the pipe (the writer blocks) and the disk holds at most two files of
+    ``max_bytes`` — the newest output in ``output.log``, the previous chunk in
+    ``output.log.1``.  Runs on a thread of the supervisor.
+    """
+
+    def __init__(self, read_fd: int, path: str, max_bytes: int) -> None:
+        self.read_fd = read_fd
+        self.path = path
+        self.max_bytes = max(int(max_bytes), 4096)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.size = os.fstat(self.fd).st_size
+        self.rotations = 0
+        self.thread = threading.Thread(target=self._run, name="log-pump", daemon=True)
+
+    def write(self, data: bytes) -> None:
+        if self.size + len(data) > self.max_bytes and self.size > 0:
+            os.close(self.fd)
+            os.replace(self.path, self.path + ".1")
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self.size = 0
+            self.rotations += 1
+        os.write(self.fd, data)
+        self.size += len(data)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 1 << 16)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.write(chunk)
+        os.close(self.read_fd)
+
+    def finish(self, timeout: float = 5.0) -> None:
+        self.thread.join(timeout)
+        os.close(self.fd)
+
+
 def _killpg(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -145,19 +193,21 @@ def supervise(attempt_dir: str) -> int:
         memory_bytes=int(launch["memory_bytes"]),
         pids_max=int(launch["pids_max"]),
     )
-    log_fd = os.open(launch["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log_read, log_write = os.pipe()
+    pump = LogPump(log_read, launch["log_path"], int(launch.get("log_max_bytes") or 64 * 2**20))
     read_end, write_end = os.pipe()  # both close-on-exec: empty read == exec succeeded
     started_at = time.time()
     pid = os.fork()
     if pid == 0:  # the job
         try:
             os.close(read_end)
+            os.close(log_read)
             os.setpgid(0, 0)
             cgroup.join()
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
-            os.dup2(log_fd, 1)
-            os.dup2(log_fd, 2)
+            os.dup2(log_write, 1)
+            os.dup2(log_write, 2)
             os.chdir(launch["cwd"])
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE):
                 signal.signal(sig, signal.SIG_DFL)
@@ -168,6 +218,8 @@ def supervise(attempt_dir: str) -> int:
             finally:
                 os._exit(127)
     os.close(write_end)
+    os.close(log_write)
+    pump.thread.start()
     stopper = _Stopper(pid, cgroup, float(launch.get("grace_seconds", 10)))
     signal.signal(signal.SIGTERM, stopper.on_term)
     signal.signal(signal.SIGINT, stopper.on_term)
@@ -194,7 +246,7 @@ def supervise(attempt_dir: str) -> int:
         exec_error += chunk
     os.close(read_end)
     if exec_error:
-        os.write(log_fd, b"kubetrain: cannot start " + launch["argv"][0].encode() + b": " + exec_error + b"\n")
+        pump.write(b"kubetrain: cannot start " + launch["argv"][0].encode() + b": " + exec_error + b"\n")
     else:
         notify(wake)
     # A cancel that arrived before the handlers were installed left a marker.
@@ -219,6 +271,7 @@ def supervise(attempt_dir: str) -> int:
     if cpu is None:
         cpu = rusage.ru_utime + rusage.ru_stime
     oom = cgroup.oom_killed()
+    refused_forks = cgroup.pids_limit_hits()
     if exec_error:
         reason, message = "Error", f"could not start {launch['argv'][0]!r}: {exec_error.decode(errors='replace')}"
     elif stopper.reason == "Cancelled":
@@ -234,7 +287,14 @@ def supervise(attempt_dir: str) -> int:
             f"(peak {format_memory(peak)}); raise resources.memory (--memory) or use less"
         )
     else:
-        reason, message = "Error", ""
+        reason, message = "Error", explain_exit(code, sig)
+    pump.finish()
+    if refused_forks:
+        message = (message + "; " if message else "") + (
+            f"the pids limit ({launch['pids_max']}) refused {refused_forks} fork(s)")
+    if pump.rotations:
+        message = (message + "; " if message else "") + (
+            f"log rotated {pump.rotations} time(s) at {format_memory(pump.max_bytes)}: older output was dropped")
     cgroup.remove()
     write_json_atomic(
         os.path.join(attempt_dir, STATUS),
@@ -249,6 +309,5 @@ def supervise(attempt_dir: str) -> int:
             "finished_at": finished_at,
         },
     )
-    os.close(log_fd)
     notify(wake)
     return 0
