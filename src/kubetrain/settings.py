@@ -67,8 +67,16 @@ class Settings:
         return self.home / "attempts"
 
     @property
-    def outputs_dir(self) -> Path:
-        return self.home / "outputs"
+    def volumes_dir(self) -> Path:
+        return self.home / "volumes"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.home / "snapshots"
+
+    @property
+    def envs_dir(self) -> Path:
+        return self.home / "envs"
 
     def with_overrides(self, **changes: Any) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

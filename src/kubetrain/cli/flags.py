@@ -37,6 +37,14 @@ def parse_param_value(text: str) -> Any:
     return text
 
 
+def parse_volume(text: str) -> dict[str, Any]:
+    """``NAME:MOUNTPATH[:ro]`` -> a volumes entry."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise SpecError(f"--volume {text!r}: use NAME:MOUNTPATH or NAME:MOUNTPATH:ro, e.g. --volume shared:/data:ro")
+    return {"name": parts[0], "mountPath": parts[1], "readOnly": len(parts) == 3 and parts[2] == "ro"}
+
+
 def parse_duration(text: str) -> int:
     match = _DURATION.match(text.strip())
     if not match:
@@ -48,6 +56,7 @@ def spec_from_flags(
     *, command: list[str], name: str | None, cpu: str | None, memory: str | None, gpu: int | None,
     params: list[str], env: list[str], labels: list[str], selector: str | None, priority: int | None,
     deadline: str | None, workdir: str | None, shell: bool, retries: int | None = None,
+    volumes: list[str] = (),
 ) -> JobSpec:
     if not command:
         raise SpecError("no command given; put it after --, e.g. kubetrain run -- python train.py")
@@ -74,6 +83,8 @@ def spec_from_flags(
         body["activeDeadlineSeconds"] = parse_duration(deadline)
     if retries is not None:
         body["retryPolicy"] = {"maxRetries": retries}
+    if volumes:
+        body["volumes"] = [parse_volume(v) for v in volumes]
     document = {"apiVersion": "kubetrain/v1", "kind": "Job",
                 "metadata": {"labels": parse_pairs(labels, "--label"), **({"name": name} if name else {})},
                 "spec": body}

@@ -8,12 +8,15 @@ a user error prints one line and exits non-zero, never a traceback.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from kubetrain.cli import render
 from kubetrain.cli.experiments import progress_line, register, show_compare
+from kubetrain.cli.files import attach_snapshot
+from kubetrain.cli.files import register as register_files
 from kubetrain.cli.flags import spec_from_flags, specs_from_file
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.errors import KubetrainError, MasterUnavailableError
@@ -104,6 +107,8 @@ def run(
     workdir: Annotated[Optional[str], typer.Option("--workdir", "-w", help="working directory (default: here)")] = None,
     shell: Annotated[bool, typer.Option(help="run the command through /bin/sh -c")] = False,
     retries: Annotated[Optional[int], typer.Option(help="retryPolicy.maxRetries: re-runs after code failures")] = None,
+    volume: Annotated[list[str], typer.Option("--volume", "-v", help="NAME:MOUNTPATH[:ro] (repeat)")] = [],
+    snapshot: Annotated[bool, typer.Option(help="send the working directory as a code snapshot")] = True,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="stream the logs until the job ends")] = False,
     wait: Annotated[bool, typer.Option(help="wait for the job to end; exit 1 unless it succeeded")] = False,
     output: Output = None,
@@ -112,9 +117,11 @@ def run(
     _check_output(output)
     spec = spec_from_flags(command=command, name=name, cpu=cpu, memory=memory, gpu=gpu, params=param, env=env,
                            labels=label, selector=selector, priority=priority, deadline=deadline,
-                           workdir=workdir, shell=shell, retries=retries)
+                           workdir=workdir, shell=shell, retries=retries, volumes=volume)
     with _client() as client:
-        record = client.submit(spec, capture())
+        if snapshot:
+            spec = attach_snapshot(client, spec, home=_settings().home, say=_say)
+        record = client.submit(spec, capture(Path(spec_dir(spec) or ".")))
         _after_submit(client, [record], output, follow, wait)
 
 
@@ -123,6 +130,7 @@ def submit(
     file: Annotated[str, typer.Option("--file", "-f", help="YAML with one or more Job documents")],
     follow: Annotated[bool, typer.Option("--follow", help="stream the logs until each job ends")] = False,
     wait: Annotated[bool, typer.Option(help="wait for the jobs to end; exit 1 unless all succeeded")] = False,
+    snapshot: Annotated[bool, typer.Option(help="send each workingDir as a code snapshot")] = True,
     output: Output = None,
 ) -> None:
     """Submit jobs from a YAML file (all are validated before any is submitted)."""
@@ -131,11 +139,14 @@ def submit(
     with _client() as client:
         records = []
         for spec in specs:
+            where = Path(spec_dir(spec) or ".")
+            if snapshot:
+                spec = attach_snapshot(client, spec, home=_settings().home, say=_say)
             if isinstance(spec, ExperimentSpec):
-                experiment = client.submit_experiment(spec, capture())
+                experiment = client.submit_experiment(spec, capture(where))
                 typer.echo(f"experiment/{experiment.name} submitted (watch it: kubetrain watch {experiment.name})")
             else:
-                records.append(client.submit(spec, capture()))
+                records.append(client.submit(spec, capture(where)))
         if records:
             _after_submit(client, records, output, follow, wait)
 
@@ -290,6 +301,12 @@ def server_status() -> None:
 
 
 register(app, _client, capture)
+register_files(app, _client)
+
+
+def spec_dir(spec) -> str | None:
+    body = spec.spec.template if isinstance(spec, ExperimentSpec) else spec.spec
+    return body.working_dir if body.working_dir and body.working_dir.startswith("/") else None
 
 
 def main() -> None:

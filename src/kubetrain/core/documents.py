@@ -29,6 +29,20 @@ class _NoAliasLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
+    def construct_object(self, node, deep=False):  # type: ignore[override]
+        # PyYAML's constructors let Python's own errors through: an impossible date
+        # (2001-02-30), an integer of more than 4300 digits, ``!!int`` on a word or on nothing...
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, ArithmeticError, LookupError, TypeError) as exc:
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            shown = node.value if isinstance(node.value, str) else ""
+            shown = shown if len(shown) <= 40 else shown[:40] + "..."
+            raise SpecError(
+                f"{getattr(self, 'source', '<input>')}: line {node.start_mark.line + 1}: "
+                f"cannot read {shown!r} as {kind}: {exc}"
+            ) from None
+
 
 def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], depth: int) -> None:
     if depth > MAX_DEPTH:
@@ -51,6 +65,7 @@ def load_yaml_documents(text: str, *, source: str = "<input>") -> list[tuple[Any
         raise SpecError(f"{source}: larger than {MAX_DOCUMENT_BYTES // 1024} KiB; a spec should be small")
     try:
         loader = _NoAliasLoader(text)
+        loader.source = source
         try:
             results = []
             while loader.check_node():

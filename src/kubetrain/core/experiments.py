@@ -35,6 +35,11 @@ from kubetrain.core.specs import PARAM_KEY_RE, JobBody, Metadata, StrictModel, f
 #: Trials are named ``<experiment>-<n>``; keep room for the suffix inside 63 characters.
 MAX_EXPERIMENT_NAME = 52
 MAX_GRID = 100_000
+#: Labels and params every trial job gets on top of the experiment's (see server/sweeps.py);
+#: the job's own limits (64 labels, 1024 params) must leave room for them.
+TRIAL_LABELS = ("kubetrain.io/experiment", "kubetrain.io/trial")
+MAX_LABELS = 64
+MAX_PARAMS = 1024
 
 
 class Parameter(StrictModel):
@@ -73,7 +78,23 @@ class Parameter(StrictModel):
             raise ValueError(f"parameter {self.name!r}: int bounds must be whole numbers")
         if self.step is not None and (self.step <= 0 or self.scale == "log"):
             raise ValueError(f"parameter {self.name!r}: step must be > 0 and needs a linear scale")
+        if self.type == "int" and self.step is not None and self.step < 1:
+            raise ValueError(f"parameter {self.name!r}: an int step must be 1 or more, got {self.step}")
         return self
+
+    def grid_count(self) -> int:
+        """How many values :meth:`grid_values` yields, counted without building them
+        (``max: 1e12`` must be refused, not enumerated)."""
+        if self.type == "categorical":
+            return len(self.values or [])
+        if self.type == "int":
+            return (int(self.max) - int(self.min)) // int(self.step or 1) + 1
+        if self.step is None:
+            self.grid_values()  # raises the "needs a step" error
+        span = (self.max - self.min) / self.step
+        if not math.isfinite(span) or span >= 2**62:
+            return 2**62
+        return int(math.floor(span + 1e-9)) + 1
 
     def grid_values(self) -> list[Any]:
         """Every value a grid visits; floats need a step to be enumerable."""
@@ -131,16 +152,18 @@ class ExperimentBody(StrictModel):
         duplicate = {n for n in names if names.count(n) > 1}
         if duplicate:
             raise ValueError(f"parameter names must be unique; repeated: {sorted(duplicate)}")
+        if len(set(self.template.params) | set(names)) > MAX_PARAMS:
+            raise ValueError(f"template params and parameters together exceed {MAX_PARAMS} params per trial")
         if self.algorithm.name == "grid":
             size = 1
             for parameter in self.parameters:
-                size *= len(parameter.grid_values())
+                size *= parameter.grid_count()
                 if size > MAX_GRID:
                     raise ValueError(f"the grid has more than {MAX_GRID} points; narrow it or use random/tpe")
         return self
 
     def grid_size(self) -> int:
-        return math.prod(len(p.grid_values()) for p in self.parameters)
+        return math.prod(p.grid_count() for p in self.parameters)
 
     def trial_budget(self) -> int:
         """How many trials the experiment makes: maxTrials, or fewer if the grid is smaller."""
@@ -161,6 +184,11 @@ class ExperimentSpec(StrictModel):
 
     @model_validator(mode="after")
     def _name(self) -> "ExperimentSpec":
+        if len(set(self.metadata.labels) | set(TRIAL_LABELS)) > MAX_LABELS:
+            raise ValueError(
+                f"metadata.labels: at most {MAX_LABELS - len(TRIAL_LABELS)} labels; each trial job also gets "
+                f"{', '.join(TRIAL_LABELS)}"
+            )
         if self.metadata.name and len(self.metadata.name) > MAX_EXPERIMENT_NAME:
             raise ValueError(
                 f"metadata.name {self.metadata.name!r} is longer than {MAX_EXPERIMENT_NAME} characters "

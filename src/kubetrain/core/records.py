@@ -21,6 +21,7 @@ class GitInfo(Record):
     branch: str | None = None
     dirty: bool | None = None
     remote: str | None = None
+    diff: str | None = None  # the uncommitted changes, capped
 
 
 class Provenance(Record):
@@ -30,6 +31,7 @@ class Provenance(Record):
     hostname: str | None = None
     submit_dir: str | None = None
     git: GitInfo | None = None
+    rerun_of: str | None = None
 
 
 class AttemptRecord(Record):

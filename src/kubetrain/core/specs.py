@@ -18,6 +18,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from kubetrain.core.errors import SpecError
@@ -131,6 +132,74 @@ class EnvVar(StrictModel):
     value: str = ""
 
 
+SNAPSHOT_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def check_relative_path(value: str, field: str) -> str:
+    """A path inside a volume or snapshot: relative, normalised, never escaping upwards."""
+    if not isinstance(value, str) or "\x00" in value or value.startswith("/") or "\\" in value:
+        raise ValueError(f"{field} {value!r} must be a relative path like 'runs/exp1'")
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise ValueError(f"{field} {value!r} must not contain '..'; it would leave its volume")
+    return "/".join(parts)
+
+
+class VolumeMount(StrictModel):
+    """A named volume mounted into the job (a PersistentVolumeClaim on Kubernetes)."""
+
+    name: str
+    mount_path: str = Field(alias="mountPath")
+    read_only: bool = Field(default=False, alias="readOnly")
+    sub_path: str | None = Field(default=None, alias="subPath")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name(value, "volume name")
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path(cls, value: str) -> str:
+        if not value.startswith("/") or "\x00" in value or ".." in value.split("/") or len(value) > 1024:
+            raise ValueError(f"mountPath {value!r} must be an absolute path without '..', e.g. /data")
+        if value.rstrip("/") in ("", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/lib", "/sbin"):
+            raise ValueError(f"mountPath {value!r} would hide a system folder; use e.g. /data or /mnt/NAME")
+        return value.rstrip("/")
+
+    @field_validator("sub_path")
+    @classmethod
+    def _sub_path(cls, value: str | None) -> str | None:
+        return None if value is None else check_relative_path(value, "subPath")
+
+
+class Environment(StrictModel):
+    """A pinned Python environment, built once per content hash and shared by every job that asks."""
+
+    python: str | None = Field(default=None, pattern=r"^3\.\d{1,2}$")
+    requirements: list[str] = Field(default_factory=list, max_length=1000)
+    requirements_file: str | None = Field(default=None, alias="requirementsFile")
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.strip() or item.strip().startswith("-") or "\n" in item or len(item) > 512:
+                raise ValueError(f"requirement {item!r} is not a package spec like 'numpy==2.1.0' (no pip options)")
+        return value
+
+    @field_validator("requirements_file")
+    @classmethod
+    def _file(cls, value: str | None) -> str | None:
+        return None if value is None else check_relative_path(value, "requirementsFile")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Environment":
+        if self.requirements and self.requirements_file:
+            raise ValueError("give requirements or requirementsFile, not both")
+        return self
+
+
 class Metadata(StrictModel):
     name: str | None = None
     #: Kubernetes' generateName: a prefix; the master appends a random suffix.
@@ -172,6 +241,8 @@ class JobBody(StrictModel):
 
     command: list[str] = Field(min_length=1, max_length=4096)
     args: list[str] = Field(default_factory=list, max_length=4096)
+    #: The code snapshot (uploaded by the CLI) the job runs in; workingDir is then relative to it.
+    snapshot: str | None = None
     working_dir: str | None = Field(default=None, alias="workingDir")
     env: dict[str, str] = Field(default_factory=dict)
     params: dict[str, ParamValue] = Field(default_factory=dict)
@@ -183,6 +254,16 @@ class JobBody(StrictModel):
     )
     shell: bool = Field(default=False, description="run command through /bin/sh -c (off: argv)")
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy, alias="retryPolicy")
+    volumes: list[VolumeMount] = Field(default_factory=list, max_length=32)
+    environment: Environment | None = None
+    image: str | None = Field(default=None, max_length=512)
+
+    @model_validator(mode="after")
+    def _paths(self) -> "JobBody":
+        paths = [v.mount_path for v in self.volumes]
+        if len(set(paths)) != len(paths):
+            raise ValueError("volumes: two volumes share a mountPath")
+        return self
 
     @field_validator("command", "args")
     @classmethod
@@ -194,12 +275,25 @@ class JobBody(StrictModel):
                 raise ValueError("an argument is longer than 128 KiB")
         return value
 
+    @field_validator("snapshot")
+    @classmethod
+    def _snapshot(cls, value: str | None) -> str | None:
+        if value is not None and not SNAPSHOT_RE.match(value):
+            raise ValueError(f"{value!r} is not a snapshot id (sha256:<64 hex digits>)")
+        return value
+
     @field_validator("working_dir")
     @classmethod
-    def _working_dir(cls, value: str | None) -> str | None:
+    def _working_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        if not value.startswith("/") or "\x00" in value:
+        if "\x00" in value:
+            raise ValueError("workingDir contains a NUL byte")
+        if info.data.get("snapshot"):
+            if value.startswith("/"):
+                raise ValueError(f"{value!r}: with a code snapshot, workingDir is relative to the snapshot")
+            return check_relative_path(value, "workingDir") or "."
+        if not value.startswith("/"):
             raise ValueError(f"{value!r} is not an absolute path; the CLI resolves relative paths for you")
         return value
 

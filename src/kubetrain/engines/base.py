@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.records import NodeRecord
+from kubetrain.core.specs import JobSpec
 from kubetrain.store.store import ActiveAttempt, LaunchOrder, Outcome
 
 
@@ -39,6 +40,9 @@ class Engine(abc.ABC):
 
     def stop(self) -> None:
         """Release resources held by the master process; running attempts keep running."""
+
+    def validate(self, spec: JobSpec) -> None:
+        """Raise SpecError for what this engine cannot honour (checked at submit)."""
 
     @abc.abstractmethod
     def nodes(self) -> list[NodeCapacity]: ...

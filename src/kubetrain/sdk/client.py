@@ -109,6 +109,60 @@ class Client:
             params["metric"] = names
         return self._call("GET", f"/api/v1/jobs/{job}/metrics", params=params)
 
+    # -- files ----------------------------------------------------------------
+    def upload_snapshot(self, data: bytes, digest: str) -> bool:
+        """Upload a packed snapshot unless the master has it already; True if bytes were sent."""
+        try:
+            head = self._http.head(f"/api/v1/snapshots/{digest}")
+        except httpx.TransportError as exc:
+            raise MasterUnavailableError(f"cannot reach the master at {self.url}: {exc}") from None
+        if head.status_code == 200:
+            return False
+        self._call("PUT", f"/api/v1/snapshots/{digest}", content=data,
+                   headers={"Content-Type": "application/octet-stream"})
+        return True
+
+    def create_volume(self, name: str, size: str | None = None) -> dict[str, Any]:
+        return self._call("POST", "/api/v1/volumes", json={"name": name, "size": size})
+
+    def list_volumes(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/v1/volumes")
+
+    def delete_volume(self, name: str) -> None:
+        try:
+            response = self._http.delete(f"/api/v1/volumes/{name}")
+        except httpx.TransportError as exc:
+            raise MasterUnavailableError(f"cannot reach the master at {self.url}: {exc}") from None
+        self._raise_for(response)
+
+    def artifacts(self, job: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/api/v1/jobs/{job}/artifacts")
+
+    def rerun(self, job: str, params: dict[str, Any] | None = None) -> JobRecord:
+        return JobRecord.model_validate(self._call("POST", f"/api/v1/jobs/{job}/rerun", json={"params": params or {}}))
+
+    def download(self, url_path: str, destination: str) -> int:
+        """Stream a file to ``destination``, resuming a partial ``.part`` file by HTTP range."""
+        import os
+
+        part = destination + ".part"
+        offset = os.path.getsize(part) if os.path.exists(part) else 0
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            with self._http.stream("GET", url_path, headers=headers, timeout=None) as response:
+                if response.status_code >= 400 and response.status_code != 416:
+                    response.read()
+                    self._raise_for(response)
+                mode = "ab" if response.status_code == 206 else "wb"
+                if response.status_code != 416:
+                    with open(part, mode) as fh:
+                        for chunk in response.iter_bytes(1 << 20):
+                            fh.write(chunk)
+        except httpx.TransportError as exc:
+            raise MasterUnavailableError(f"lost the master at {self.url}: {exc}") from None
+        os.replace(part, destination)
+        return os.path.getsize(destination)
+
     def wait(self, name: str, *, timeout: float = 600.0, poll: float = 0.2) -> JobRecord:
         """Block until the job reaches a terminal state (or raise after ``timeout``)."""
         import time

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from kubetrain.core.records import GitInfo, Provenance
 
+MAX_DIFF = 256 * 1024
+
 
 def _git(directory: Path, *args: str) -> str | None:
     try:
@@ -31,7 +33,9 @@ def git_info(directory: Path) -> GitInfo | None:
         return None
     status = _git(directory, "status", "--porcelain", "--untracked-files=no")
     branch = _git(directory, "rev-parse", "--abbrev-ref", "HEAD")
+    diff = _git(directory, "diff", "HEAD", "--no-color", "--", ".")
     return GitInfo(
+        diff=(diff[:MAX_DIFF] + "\n[... diff cut at 256 KiB]") if diff and len(diff) > MAX_DIFF else (diff or None),
         commit=commit,
         branch=None if branch in (None, "HEAD") else branch,
         dirty=bool(status) if status is not None else None,

@@ -23,6 +23,7 @@ from kubetrain.core.records import JobRecord, NodeRecord, Provenance
 from kubetrain.core.selectors import SelectorError, parse_selector
 from kubetrain.core.specs import JobSpec
 from kubetrain.server.experiment_routes import add_experiment_routes
+from kubetrain.server.file_routes import add_file_routes
 from kubetrain.server.services import JobService
 from kubetrain.settings import Settings
 
@@ -127,6 +128,8 @@ def create_app(settings: Settings, service: JobService) -> FastAPI:
         return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
 
     add_experiment_routes(app, settings, service, authorize)
+    if service.files is not None:
+        add_file_routes(app, service, service.files, authorize)
 
     @app.get("/api/v1/nodes", dependencies=api)
     def nodes() -> list[NodeRecord]:

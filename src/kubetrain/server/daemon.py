@@ -66,6 +66,7 @@ def run_master(settings: Settings) -> None:
     from kubetrain.server.app import create_app
     from kubetrain.server.reconciler import Reconciler
     from kubetrain.server.services import JobService
+    from kubetrain.server.files import FileService
     from kubetrain.server.sweeps import SweepController
     from kubetrain.store.store import Store
 
@@ -104,6 +105,7 @@ def run_master(settings: Settings) -> None:
                             wake_socket=str(settings.run_dir / "wake.sock"))
     service = JobService(store, engine, reconciler)
     service.sweeps = SweepController(store, settings.home, cancel_job=service.cancel)
+    service.files = FileService(store, engine)
     reconciler.controllers.append(service.sweeps)
     app = create_app(settings, service)
     reconciler.start()

@@ -13,7 +13,7 @@ from typing import Iterator
 from kubetrain.core.errors import ConflictError, KubetrainError, NotFoundError
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import ExperimentRecord, JobRecord, MetricPoint, Provenance
-from kubetrain.core.specs import JobSpec
+from kubetrain.core.specs import JobSpec, validate_job
 from kubetrain.core.states import JobState
 from kubetrain.engines.base import Engine
 from kubetrain.server.reconciler import Reconciler
@@ -54,12 +54,30 @@ class JobService:
         self.engine = engine
         self.reconciler = reconciler
         self.sweeps = sweeps
+        self.files = None  # FileService, set by the master
+
+    def rerun(self, name: str, overrides: dict) -> JobRecord:
+        """The same code snapshot, environment and params (with overrides), linked to the original."""
+        original = self.store.get_job(name, with_events=False)
+        document = dict(original.spec)
+        body = dict(document["spec"])
+        body["params"] = {**body.get("params", {}), **overrides}
+        labels = {k: v for k, v in document.get("metadata", {}).get("labels", {}).items()
+                  if not k.startswith("kubetrain.io/")}
+        document = {**document, "spec": body,
+                    "metadata": {"generateName": f"{name[:46].rstrip('-')}-", "labels": labels}}
+        spec = validate_job(document)
+        provenance = original.provenance.model_copy(update={"rerun_of": name})
+        return self.submit(spec, provenance)
 
     def _wake(self) -> None:
         if self.reconciler is not None:
             self.reconciler.wake()
 
     def submit(self, spec: JobSpec, provenance: Provenance) -> JobRecord:
+        if self.files is not None:
+            self.files.check_job(spec)
+            self.files.ensure_volume("results")
         if spec.metadata.name is None:
             for _ in range(10):
                 candidate = spec.with_name(generate_name(spec))
@@ -73,6 +91,8 @@ class JobService:
     def submit_experiment(self, spec: ExperimentSpec, provenance: Provenance) -> ExperimentRecord:
         if self.sweeps is None:
             raise KubetrainError("this master does not run experiments")
+        if self.files is not None:
+            self.files.check_job(JobSpec(spec=spec.spec.template))
         if spec.metadata.name is None:
             prefix = spec.metadata.generate_name or "sweep-"
             for _ in range(10):

@@ -112,3 +112,12 @@ class EventRow(Base):
     type: Mapped[str] = mapped_column(String(16), nullable=False, default="Normal")
     reason: Mapped[str] = mapped_column(String(64), nullable=False)
     message: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class VolumeRow(Base):
+    __tablename__ = "volumes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True, nullable=False)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)

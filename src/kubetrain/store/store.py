@@ -29,6 +29,7 @@ from kubetrain.core.specs import JobSpec
 from kubetrain.core.states import AttemptState, JobState, Reason, check_transition
 from kubetrain.store.experiments import ExperimentStore
 from kubetrain.store.metrics import MetricStore
+from kubetrain.store.volumes import VolumeStore
 from kubetrain.store.models import AttemptRow, EventRow, ExperimentRow, JobRow
 
 
@@ -86,7 +87,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class Store(ExperimentStore, MetricStore):
+class Store(ExperimentStore, MetricStore, VolumeStore):
     def __init__(self, url: str) -> None:
         self.url = url
         kwargs: dict[str, Any] = {}

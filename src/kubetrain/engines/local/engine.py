@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubetrain.core.errors import EngineError
+from kubetrain.core.errors import EngineError, SpecError
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.records import NodeRecord
 from kubetrain.core.specs import JobSpec
@@ -27,8 +27,12 @@ from kubetrain.engines.base import Engine, Observation
 from kubetrain.engines.local import supervisor as sv
 from kubetrain.engines.local.cgroups import AttemptCgroup
 from kubetrain.engines.local.inventory import Inventory
+from kubetrain.engines.local.workspace import can_mount
 from kubetrain.settings import Settings
 from kubetrain.store.store import ActiveAttempt, LaunchOrder, Outcome
+
+#: Every job's output folder lives on this volume, created on first use.
+RESULTS_VOLUME = "results"
 
 #: A supervisor gets this long to claim its attempt before the launch is retried.
 CLAIM_TIMEOUT_SECONDS = 15.0
@@ -115,10 +119,44 @@ class LocalEngine(Engine):
     def attempt_dir(self, job: str, number: int) -> Path:
         return self.settings.attempts_dir / job / str(number)
 
-    def output_dir(self, job: str) -> Path:
-        return self.settings.outputs_dir / job
+    def volume_dir(self, name: str) -> Path:
+        return self.settings.volumes_dir / name
 
-    def _environment(self, order: LaunchOrder, spec: JobSpec, attempt_dir: Path, output_dir: Path) -> dict[str, str]:
+    def output_dir(self, job: str, spec: JobSpec | None = None) -> Path:
+        """On the ``results`` volume: ``<experiment>/<job>/`` for a trial, ``<job>/`` otherwise."""
+        group = (spec.metadata.labels.get("kubetrain.io/experiment") if spec else None) or job
+        return self.volume_dir(RESULTS_VOLUME) / (group if group == job else f"{group}/{job}")
+
+    def validate(self, spec: JobSpec) -> None:
+        """Refuse at submit what this engine cannot honour, instead of pretending later."""
+        body = spec.spec
+        if body.image:
+            raise SpecError(
+                f"spec.image {body.image!r}: the embedded engine runs no container images (it found no working "
+                "podman/docker engine); use spec.environment for a pinned Python environment, or a Kubernetes master"
+            )
+        if any(v.read_only for v in body.volumes) and not can_mount():
+            raise SpecError(
+                "spec.volumes: readOnly needs a mount namespace, which this master cannot create (run it as root); "
+                "refusing rather than mounting it writable"
+            )
+
+    def _mounts(self, body) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        mounts, env = [], {}
+        mountable = can_mount()
+        for volume in body.volumes:
+            source = self.volume_dir(volume.name) / (volume.sub_path or "")
+            source.mkdir(parents=True, exist_ok=True)
+            key = "KUBETRAIN_VOLUME_" + volume.name.upper().replace("-", "_")
+            if mountable:
+                mounts.append({"source": str(source), "target": volume.mount_path, "read_only": volume.read_only})
+                env[key] = volume.mount_path
+            else:
+                env[key] = str(source)
+        return mounts, env
+
+    def _environment(self, order: LaunchOrder, spec: JobSpec, attempt_dir: Path, output_dir: Path,
+                     volume_env: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
         # `python` in a job is the master's interpreter: one pinned environment for every job.
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "/usr/bin:/bin")])
@@ -140,6 +178,7 @@ class LocalEngine(Engine):
                 "PYTHONUNBUFFERED": env.get("PYTHONUNBUFFERED", "1"),
             }
         )
+        env.update(volume_env)
         if self.master_url:
             env["KUBETRAIN_MASTER_URL"] = self.master_url
         for key, value in params.items():
@@ -150,7 +189,7 @@ class LocalEngine(Engine):
     def launch(self, order: LaunchOrder) -> dict[str, Any]:
         spec = JobSpec.model_validate(order.spec)
         attempt_dir = self.attempt_dir(order.job, order.number)
-        output_dir = self.output_dir(order.job)
+        output_dir = self.output_dir(order.job, spec)
         attempt_dir.mkdir(parents=True, exist_ok=True)
         output_dir.mkdir(parents=True, exist_ok=True)
         log_path = attempt_dir / "output.log"
@@ -160,6 +199,16 @@ class LocalEngine(Engine):
         body = spec.spec
         argv = ["/bin/sh", "-c", " ".join(body.argv)] if body.shell else body.argv
         (attempt_dir / "params.json").write_text(json.dumps(body.params, indent=2))
+        mounts, volume_env = self._mounts(body)
+        code_dir = attempt_dir / "code"
+        if body.snapshot:
+            cwd = str(code_dir / (body.working_dir or "."))
+        else:
+            cwd = body.working_dir or str(output_dir)
+        environment = None
+        if body.environment is not None:
+            environment = {"python": body.environment.python, "requirements": body.environment.requirements,
+                           "requirements_file": body.environment.requirements_file}
         sv.write_json_atomic(
             str(attempt_dir / sv.LAUNCH),
             {
@@ -167,8 +216,13 @@ class LocalEngine(Engine):
                 "attempt": order.number,
                 "token": order.token,
                 "argv": argv,
-                "env": self._environment(order, spec, attempt_dir, output_dir),
-                "cwd": body.working_dir or str(output_dir),
+                "env": self._environment(order, spec, attempt_dir, output_dir, volume_env),
+                "cwd": cwd,
+                "mounts": mounts,
+                "snapshot": str(self.snapshot_path(body.snapshot)) if body.snapshot else None,
+                "code_dir": str(code_dir),
+                "environment": environment,
+                "envs_dir": str(self.settings.envs_dir),
                 "log_path": str(log_path),
                 "cpu_millis": body.resources.cpu_millis,
                 "memory_bytes": body.resources.memory_bytes,
@@ -257,6 +311,9 @@ class LocalEngine(Engine):
                 os.kill(info["pid"], signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+    def snapshot_path(self, snapshot: str) -> Path:
+        return self.settings.snapshots_dir / f"{snapshot.removeprefix('sha256:')}.tar.gz"
 
     def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
         path = self.attempt_dir(job, number) / "output.log"

@@ -172,6 +172,36 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
+def _prepare(launch: dict, attempt_dir: str, pump: "LogPump") -> tuple[str | None, dict]:
+    """Unpack the code snapshot and build the environment; returns (error, job environment)."""
+    env = dict(launch["env"])
+    if not (launch.get("snapshot") or launch.get("environment")):
+        return None, env
+    import tarfile
+
+    from kubetrain.engines.local import workspace
+
+    try:
+        if launch.get("snapshot"):
+            workspace.unpack_snapshot(launch["snapshot"], launch["code_dir"])
+        spec = launch.get("environment")
+        if spec:
+            requirements = list(spec.get("requirements") or [])
+            if spec.get("requirements_file"):
+                path = os.path.join(launch["cwd"], spec["requirements_file"])
+                with open(path) as fh:
+                    requirements = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
+            bin_dir, packages = workspace.ensure_environment(
+                launch["envs_dir"], spec.get("python"), requirements, lambda text: pump.write(text.encode()))
+            env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+            env["VIRTUAL_ENV"] = os.path.dirname(bin_dir)
+            with open(os.path.join(attempt_dir, "packages.txt"), "w") as fh:
+                fh.write(packages)
+    except (workspace.WorkspaceError, OSError, tarfile.TarError) as exc:
+        return f"could not prepare the workspace: {exc}", env
+    return None, env
+
+
 def supervise(attempt_dir: str) -> int:
     """Run one attempt to its end.  Returns the supervisor's own exit code."""
     try:
@@ -195,15 +225,25 @@ def supervise(attempt_dir: str) -> int:
     )
     log_read, log_write = os.pipe()
     pump = LogPump(log_read, launch["log_path"], int(launch.get("log_max_bytes") or 64 * 2**20))
-    read_end, write_end = os.pipe()  # both close-on-exec: empty read == exec succeeded
     started_at = time.time()
+    info = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid()), "started_at": started_at,
+            "cgroup": cgroup.to_dict()}
+    write_json_atomic(os.path.join(attempt_dir, SUPERVISOR), info)  # alive, preparing
+    prepare_error, env = _prepare(launch, attempt_dir, pump)
+    read_end, write_end = os.pipe()  # both close-on-exec: empty read == exec succeeded
     pid = os.fork()
     if pid == 0:  # the job
         try:
+            if prepare_error:
+                raise RuntimeError(prepare_error)
             os.close(read_end)
             os.close(log_read)
             os.setpgid(0, 0)
             cgroup.join()
+            if launch.get("mounts"):
+                from kubetrain.engines.local.workspace import bind_mounts
+
+                bind_mounts(launch["mounts"])
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.dup2(log_write, 1)
@@ -211,7 +251,7 @@ def supervise(attempt_dir: str) -> int:
             os.chdir(launch["cwd"])
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE):
                 signal.signal(sig, signal.SIG_DFL)
-            os.execvpe(launch["argv"][0], launch["argv"], launch["env"])
+            os.execvpe(launch["argv"][0], launch["argv"], env)
         except BaseException as exc:  # noqa: BLE001 - report anything, then leave
             try:
                 os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:4000])
@@ -224,17 +264,8 @@ def supervise(attempt_dir: str) -> int:
     signal.signal(signal.SIGTERM, stopper.on_term)
     signal.signal(signal.SIGINT, stopper.on_term)
     signal.signal(signal.SIGALRM, stopper.on_deadline)
-    write_json_atomic(
-        os.path.join(attempt_dir, SUPERVISOR),
-        {
-            "pid": os.getpid(),
-            "pid_start": process_start_time(os.getpid()),
-            "job_pid": pid,
-            "job_pid_start": process_start_time(pid),
-            "started_at": started_at,
-            "cgroup": cgroup.to_dict(),
-        },
-    )
+    write_json_atomic(os.path.join(attempt_dir, SUPERVISOR),
+                      {**info, "job_pid": pid, "job_pid_start": process_start_time(pid)})
     exec_error = b""
     while True:
         try:
@@ -273,7 +304,9 @@ def supervise(attempt_dir: str) -> int:
     oom = cgroup.oom_killed()
     refused_forks = cgroup.pids_limit_hits()
     if exec_error:
-        reason, message = "Error", f"could not start {launch['argv'][0]!r}: {exec_error.decode(errors='replace')}"
+        text = exec_error.decode(errors="replace").removeprefix("RuntimeError: ")
+        reason = "Error"
+        message = text if text.startswith("could not prepare") else f"could not start {launch['argv'][0]!r}: {text}"
     elif stopper.reason == "Cancelled":
         reason, message = "Cancelled", "cancelled; the process tree was stopped"
     elif stopper.reason == "DeadlineExceeded":
