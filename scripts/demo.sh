@@ -3,12 +3,7 @@
 # Creates its own virtual environment (.venv) and its own KUBETRAIN_HOME (.kubetrain-demo/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
-.venv/bin/python -m pip install --quiet -e '.[examples]'
+. scripts/venv.sh examples
 export KUBETRAIN_HOME=${KUBETRAIN_HOME:-$PWD/.kubetrain-demo}
 export PATH="$PWD/.venv/bin:$PATH"
 

@@ -86,14 +86,7 @@ def master_factory(home: Path):
 
     def start(**extra: str) -> Master:
         env = make_env(home, **extra)
-        settings = load_settings(env)
-        old = dict(os.environ)
-        os.environ.update(env)
-        try:
-            url = start_background(settings)
-        finally:
-            os.environ.clear()
-            os.environ.update(old)
+        url = start_background(load_settings(env), env=env)
         started.append(env)
         return Master(home=home, env=env, client=Client(url))
 

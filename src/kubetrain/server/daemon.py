@@ -139,11 +139,15 @@ def _alive(pid: int, start: str | None = None) -> bool:
     return process_alive(pid, start)
 
 
-def start_background(settings: Settings, *, timeout: float = 30.0) -> str:
-    """Start a master detached from this process; return its URL once it answers."""
+def start_background(settings: Settings, *, timeout: float = 30.0, env: dict[str, str] | None = None) -> str:
+    """Start a master detached from this process; return its URL once it answers.
+
+    ``env`` is the master's environment (default: this process's); it also
+    decides what jobs inherit, such as PATH.
+    """
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     previous = read_master(settings)
-    env = {**os.environ, "KUBETRAIN_HOME": str(settings.home)}
+    env = {**(os.environ if env is None else env), "KUBETRAIN_HOME": str(settings.home)}
     env.pop("KUBETRAIN_URL", None)
     with open(settings.run_dir / "master.log", "ab") as log_file:
         proc = subprocess.Popen(
