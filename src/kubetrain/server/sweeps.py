@@ -43,6 +43,18 @@ def _optuna():
     return optuna
 
 
+def tell(study, number: int, *args: Any, **kwargs: Any) -> None:
+    """``study.tell``, minus Optuna's grid quirk: once every grid point has been asked,
+    ``GridSampler.after_trial`` calls ``study.stop()``, which raises outside ``study.optimize``.
+    The trial's state is stored before that (in a ``finally``), so the error only means
+    "the grid is used up" and must not abort the reconcile pass."""
+    try:
+        study.tell(number, *args, **kwargs)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
+
+
 def distributions(spec: ExperimentSpec) -> dict[str, Any]:
     dist = _optuna().distributions
     out: dict[str, Any] = {}
@@ -113,11 +125,17 @@ class SweepController:
             self._storages[name] = storage
         return storage
 
-    def _study(self, spec: ExperimentSpec, *, trial_number: int = 0):
+    def _study(self, spec: ExperimentSpec, *, trial_number: int | None = None):
+        """The experiment's study; with ``trial_number``, set up to sample that trial.
+
+        Without one it gets a neutral sampler: GridSampler's ``after_trial`` calls
+        ``study.stop()``, which raises outside ``optimize()``, so tells must not go through it.
+        """
         optuna = _optuna()
+        sampler = optuna.samplers.RandomSampler() if trial_number is None else make_sampler(spec, trial_number)
         return optuna.create_study(
             storage=self._storage(spec.metadata.name), study_name=spec.metadata.name, load_if_exists=True,
-            direction=spec.spec.objective.goal, sampler=make_sampler(spec, trial_number), pruner=make_pruner(spec),
+            direction=spec.spec.objective.goal, sampler=sampler, pruner=make_pruner(spec),
         )
 
     # -- submit --------------------------------------------------------------
@@ -153,17 +171,17 @@ class SweepController:
                 if not row.cancel_requested:
                     self._create_trial_job(row.id, spec, frozen.number, frozen.params)
                 else:
-                    study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+                    tell(study, frozen.number, state=TrialState.FAIL, skip_if_finished=True)
                 continue
             if not JobState(job["state"]).is_terminal():
                 continue
             value = summary.get(job["job_id"], {}).get("last")
             if job["reason"] == "EarlyStopped":
-                study.tell(frozen.number, state=TrialState.PRUNED, skip_if_finished=True)
+                tell(study, frozen.number, state=TrialState.PRUNED, skip_if_finished=True)
             elif job["state"] == JobState.SUCCEEDED.value and value is not None:
-                study.tell(frozen.number, value, skip_if_finished=True)
+                tell(study, frozen.number, value, skip_if_finished=True)
             else:
-                study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+                tell(study, frozen.number, state=TrialState.FAIL, skip_if_finished=True)
         budget = spec.spec.trial_budget()
         count = len(frozen_trials)
         active = sum(1 for t in trials.values() if not JobState(t["state"]).is_terminal())
