@@ -161,3 +161,22 @@ def test_report_without_a_master_falls_back_to_a_file(tmp_path: Path) -> None:
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(p["step"], p["name"], p["value"]) for p in lines] == [(0, "loss", 0.0), (1, "loss", 1.0), (2, "loss", 2.0)]
+
+
+def test_metric_batches_are_validated_deduplicated_and_size_capped(master) -> None:
+    import httpx
+
+    name = json.loads(master.cli("run", "-o", "json", "--cpu", "100m", "--", "true", check=True).stdout)[0]["name"]
+    master.wait_state(name)
+    url = f"{master.url}/api/v1/jobs/{name}/metrics"
+    batch = {"batch": "b-1", "points": [{"step": s, "name": "loss", "value": 1.0 / (s + 1)} for s in range(10)]}
+    assert httpx.post(url, json=batch).status_code == 200
+    assert httpx.post(url, json=batch).status_code == 200  # an SDK retry after a timeout
+    assert len(master.client.metrics(name)) == 10
+    bad = httpx.post(url, content=b'{"points": [{"step": 1, "name": "x", "value": NaN}], "extra": 1}',
+                     headers={"Content-Type": "application/json"})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_spec"
+    assert "points[0].value" in bad.json()["message"] and "extra" in bad.json()["message"]
+    huge = httpx.post(url, content=b" " * (33 * 2**20), headers={"Content-Type": "application/json"}, timeout=60)
+    assert huge.status_code == 413
+    assert len(master.client.metrics(name)) == 10

@@ -31,10 +31,13 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def construct_object(self, node, deep=False):  # type: ignore[override]
         # PyYAML's constructors let Python's own errors through: an impossible date
-        # (2001-02-30), an integer of more than 4300 digits, ``!!int`` on a word or on nothing...
+        # (2001-02-30), an integer of more than 4300 digits, ``!!int`` on a word or on
+        # nothing, ``!!timestamp`` on a non-date...: any of them is the document's fault.
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, ArithmeticError, LookupError, TypeError) as exc:
+        except (yaml.YAMLError, SpecError, RecursionError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - see above
             kind = str(node.tag).rsplit(":", 1)[-1]
             shown = node.value if isinstance(node.value, str) else ""
             shown = shown if len(shown) <= 40 else shown[:40] + "..."

@@ -33,6 +33,11 @@ class SpecError(KubetrainError):
     http_status = 422
 
 
+class PayloadTooLargeError(KubetrainError):
+    code = "payload_too_large"
+    http_status = 413
+
+
 class NotFoundError(KubetrainError):
     code = "not_found"
     http_status = 404
@@ -83,6 +88,7 @@ _BY_CODE: dict[str, type[KubetrainError]] = {
     for cls in (
         KubetrainError,
         SpecError,
+        PayloadTooLargeError,
         NotFoundError,
         ConflictError,
         InvalidTransitionError,

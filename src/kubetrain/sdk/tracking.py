@@ -20,7 +20,12 @@ from typing import Any
 
 FLUSH_SECONDS = 1.0
 FLUSH_POINTS = 5_000
-TIMEOUT_SECONDS = 5.0
+#: One request carries at most this many points (small bodies: short GIL holds, quick server work).
+CHUNK_POINTS = 5_000
+#: Past this many unsent points, new ones are dropped (and counted) rather than eating the job's memory.
+MAX_BUFFERED = 1_000_000
+TIMEOUT_SECONDS = 10.0
+SEND_TRIES = 3
 
 
 def params() -> dict[str, Any]:
@@ -54,12 +59,23 @@ class Reporter:
         self._thread: threading.Thread | None = None
         self.stop_requested = False
         self.failures = 0
+        self.dropped = 0
+        self._batch_seq = 0
+        self._master_down_until = 0.0
         self._last_flush = 0.0
 
     def report(self, step: int, metrics: dict[str, Any]) -> None:
         now = time.time()
         points = [{"step": int(step), "name": str(k), "value": float(v), "time": now} for k, v in metrics.items()]
         with self._lock:
+            if len(self._buffer) >= MAX_BUFFERED:
+                self.dropped += len(points)
+                if self.dropped == len(points):
+                    import sys
+
+                    print(f"kubetrain: more than {MAX_BUFFERED} metric points unsent; dropping new ones",
+                          file=sys.stderr)
+                return
             self._buffer.extend(points)
             size = len(self._buffer)
         if self._thread is None:
@@ -88,29 +104,44 @@ class Reporter:
         with self._send_lock:
             with self._lock:
                 batch, self._buffer = self._buffer, []
-            if not batch:
-                return
-            if self.endpoint is None or not self._send(batch):
-                self._to_file(batch)
+            for start in range(0, len(batch), CHUNK_POINTS):
+                chunk = batch[start:start + CHUNK_POINTS]
+                if self.endpoint is None or time.time() < self._master_down_until or not self._send(chunk):
+                    self._to_file(chunk)
 
-    def _send(self, batch: list[dict[str, Any]]) -> bool:
+    def _send(self, chunk: list[dict[str, Any]]) -> bool:
+        """POST one chunk; retried with the same batch id (the master stores it once)."""
         import urllib.error
         import urllib.request  # here, not at import: it costs ~40 ms that training code should not pay
 
-        body = json.dumps({"attempt": self.attempt, "points": batch}).encode()
+        self._batch_seq += 1
+        batch_id = f"{os.getpid()}-{id(self)}-{self._batch_seq}"
+        body = json.dumps({"attempt": self.attempt, "batch": batch_id, "points": chunk}).encode()
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["X-Kubetrain-Job-Token"] = self.token
-        request = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-                answer = json.loads(response.read() or b"{}")
-            if answer.get("stop"):
-                self.stop_requested = True
-            return True
-        except (urllib.error.URLError, OSError, ValueError):
-            self.failures += 1
-            return False
+        for attempt in range(SEND_TRIES):
+            request = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+                    answer = json.loads(response.read() or b"{}")
+                if answer.get("stop"):
+                    self.stop_requested = True
+                return True
+            except urllib.error.HTTPError as exc:
+                self.failures += 1
+                if exc.code < 500:
+                    return False  # refused: retrying the same body cannot help
+            except (urllib.error.URLError, ConnectionError) as exc:
+                self.failures += 1
+                if isinstance(getattr(exc, "reason", exc), ConnectionRefusedError) or isinstance(exc, ConnectionRefusedError):
+                    # Nobody listens: spare the next chunks the wait, keep them in the file.
+                    self._master_down_until = time.time() + 5.0
+                    return False
+            except (OSError, ValueError):  # timeouts: the master may have stored it; the id dedupes
+                self.failures += 1
+            time.sleep(min(0.2 * 2**attempt, 2.0))
+        return False
 
     def _to_file(self, batch: list[dict[str, Any]]) -> None:
         try:

@@ -8,14 +8,18 @@ traceback.  When a token is configured every route but ``/healthz`` needs it.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+import re
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kubetrain import __version__
 from kubetrain.core.errors import KubetrainError, SpecError, UnauthorizedError
@@ -36,8 +40,42 @@ class SubmitRequest(BaseModel):
     provenance: Provenance = Provenance()
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+
+
+class _Utf8Request(Request):
+    """JSON bodies must be Unicode: ``"\\ud800"`` parses in Python but can never be sent back as UTF-8
+    (every later read of what was stored would be a 500) nor stored by PostgreSQL."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            data = json.loads(body)
+            if _SURROGATE_ESCAPE.search(body):
+                try:
+                    json.dumps(data, ensure_ascii=False).encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise HTTPException(400, f"the JSON body holds a lone UTF-16 surrogate "
+                                             f"({exc.object[exc.start:exc.end]!a}), which is not text; send UTF-8") from None
+            self._json = data
+        return self._json
+
+
+class _Utf8Route(APIRoute):
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request):
+            return await handler(_Utf8Request(request.scope, request.receive))
+
+        return checked
+
+
 def create_app(settings: Settings, service: JobService) -> FastAPI:
     app = FastAPI(title="kubetrain", version=__version__, description="One master for every training job.")
+    app.router.route_class = _Utf8Route
 
     def authorize(authorization: Annotated[str | None, Header()] = None) -> None:
         if not settings.token:
@@ -49,6 +87,17 @@ def create_app(settings: Settings, service: JobService) -> FastAPI:
     @app.exception_handler(KubetrainError)
     async def _kubetrain_error(_request: Request, exc: KubetrainError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own 400 (unparsable body), 404 (no such route), 405...: same shape as ours.
+        detail = str(exc.detail)
+        if exc.status_code in (404, 405) and detail in ("Not Found", "Method Not Allowed"):
+            detail = f"no route for {request.method} {request.url.path}; see /docs for the API"
+        elif detail == "There was an error parsing the body":
+            detail = "the request body could not be read as JSON (malformed, not UTF-8, or nested too deeply)"
+        body = {"code": _HTTP_CODES.get(exc.status_code, "http_error"), "message": detail, "details": {}}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -67,6 +116,8 @@ def create_app(settings: Settings, service: JobService) -> FastAPI:
             msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
             if err.get("type") == "extra_forbidden":
                 msg = "unknown field; remove it or check its spelling"
+            elif err.get("type") == "json_invalid":  # loc is (body, character offset)
+                path, msg = "body", f"not valid JSON: {(err.get('ctx') or {}).get('error', msg)} at character {path}"
             parts.append(f"{path}: {msg}")
         error = SpecError("; ".join(parts) or "invalid request", details={"fields": [p.split(":")[0] for p in parts]})
         return JSONResponse(error.to_dict(), status_code=422)

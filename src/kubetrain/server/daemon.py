@@ -86,7 +86,11 @@ def run_master(settings: Settings) -> None:
             "stop it with `kubetrain server stop` or use another KUBETRAIN_HOME"
         ) from None
 
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on connections whose
+    # listening socket says TCP, and without it every keep-alive request after the first waits
+    # ~40 ms for a delayed ACK (the response leaves in two writes).
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM,
+                         socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((settings.host, settings.port))

@@ -7,18 +7,43 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
+from collections import OrderedDict
+from typing import Annotated
+
+from typing_extensions import NotRequired, TypedDict
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing import Iterator
 
 from kubetrain.core.errors import ConflictError, KubetrainError, NotFoundError
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import ExperimentRecord, JobRecord, MetricPoint, Provenance
-from kubetrain.core.specs import JobSpec, validate_job
+from kubetrain.core.specs import JobSpec, format_validation_error, validate_job
 from kubetrain.core.states import JobState
 from kubetrain.engines.base import Engine
 from kubetrain.server.reconciler import Reconciler
 from kubetrain.server.sweeps import SweepController
 from kubetrain.store.store import Store
+
+class _Point(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    step: Annotated[int, Field(ge=-(2**62), le=2**62)]
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    value: Annotated[float, Field(allow_inf_nan=False)]
+    time: NotRequired[float | None]
+    attempt: NotRequired[Annotated[int, Field(ge=1)] | None]
+
+
+class _Batch(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    attempt: NotRequired[Annotated[int, Field(ge=1)] | None]
+    batch: NotRequired[Annotated[str, Field(max_length=64)] | None]
+    points: Annotated[list[_Point], Field(max_length=100_000)]
+
+
+_BATCH = TypeAdapter(_Batch)
 
 #: Letters and digits that cannot be mistaken for one another (no 0/o, 1/l/i).
 _SUFFIX_ALPHABET = "bcdfghjkmnpqrstvwxz23456789"
@@ -55,6 +80,9 @@ class JobService:
         self.reconciler = reconciler
         self.sweeps = sweeps
         self.files = None  # FileService, set by the master
+        #: Recently stored metric batch ids, so an SDK retry after a timeout is not stored twice.
+        self._seen_batches: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._seen_lock = threading.Lock()
 
     def rerun(self, name: str, overrides: dict) -> JobRecord:
         """The same code snapshot, environment and params (with overrides), linked to the original."""
@@ -115,10 +143,31 @@ class JobService:
         self._wake()
         return self.sweeps.describe(name)
 
-    def report_metrics(self, job: str, attempt: int | None, points: list[MetricPoint]) -> dict[str, bool]:
+    def report_metrics_raw(self, job: str, body: bytes) -> dict[str, bool]:
+        """Parse and validate a JSON batch straight from bytes (the SDK's hot path), then store it."""
+        try:
+            batch = _BATCH.validate_json(body)
+        except ValidationError as exc:
+            raise format_validation_error(exc) from None
+        batch_id = batch.get("batch")
+        if batch_id is not None:
+            key = (job, batch_id)
+            with self._seen_lock:
+                if key in self._seen_batches:
+                    return {"stop": self.store.stop_requested(job)}  # a retried batch: stored already
+                self._seen_batches[key] = None
+                while len(self._seen_batches) > 100_000:
+                    self._seen_batches.popitem(last=False)
+        points = batch["points"]
+        return self.report_metrics(job, batch.get("attempt"),
+                                   [MetricPoint.model_construct(**p) for p in points], raw=points)
+
+    def report_metrics(self, job: str, attempt: int | None, points: list[MetricPoint],
+                       raw: list[dict] | None = None) -> dict[str, bool]:
         """Store a batch of points; answer whether the job should stop (pruned trial)."""
         job_id, experiment_id, trial, attempts, state = self.store.job_ref(job)
-        self.store.add_metrics(job_id, attempt or max(attempts, 1), points, now=time.time())
+        self.store.add_metrics(job_id, attempt or max(attempts, 1), raw if raw is not None else points,
+                               now=time.time())
         stop = False
         if experiment_id is not None and trial is not None and self.sweeps is not None and state == "Running":
             stop = self.sweeps.on_metrics(job, experiment_id, trial, points)

