@@ -74,6 +74,8 @@ class Placement:
     key: str
     node: str
     gpus: tuple[int, ...]
+    cpu_millis: int = 0
+    memory_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,11 @@ class _Free:
         # A reservation can exceed what is free now; never below 0, or a job that
         # needs no GPU could not backfill the node's spare CPU and memory.
         return max(len(self.gpus) - self.reserved_gpus, 0)
+
+    def short_count(self, job: JobRequest) -> int:
+        """How many of GPUs, CPU and memory fall short for ``job`` (cheap: no text)."""
+        return ((job.gpu > self.unreserved_gpus()) + (job.cpu_millis > self.cpu)
+                + (job.memory_bytes > self.memory))
 
     def shortfall(self, job: JobRequest) -> list[str]:
         """What is missing for ``job`` here, in words; empty when it fits."""
@@ -198,10 +205,11 @@ def plan(jobs: list[JobRequest], nodes: list[NodeCapacity]) -> Plan:
             del chosen.gpus[: job.gpu]
             chosen.cpu -= job.cpu_millis
             chosen.memory -= job.memory_bytes
-            result.placements.append(Placement(job.key, chosen.node.name, take))
+            result.placements.append(Placement(job.key, chosen.node.name, take, job.cpu_millis, job.memory_bytes))
             continue
-        reason = _wait_reason(job, eligible)
-        held = _reserve(job, eligible)
+        candidates = [slot for slot in eligible if _capacity_fits(job, slot)]
+        reason = _wait_reason(job, candidates)
+        held = _reserve(job, candidates)
         result.waiting.append(Waiting(job.key, reason, held))
     return result
 
@@ -232,8 +240,8 @@ def _capacity_fits(job: JobRequest, slot: _Free) -> bool:
     return job.cpu_millis <= n.cpu_millis and job.memory_bytes <= n.memory_bytes and job.gpu <= len(n.gpus)
 
 
-def _wait_reason(job: JobRequest, eligible: list[_Free]) -> str:
-    candidates = [s for s in eligible if _capacity_fits(job, s)]
+def _wait_reason(job: JobRequest, candidates: list[_Free]) -> str:
+    """Words for why ``job`` waits; ``candidates`` are the eligible nodes big enough for it."""
     if len(candidates) == 1:
         slot = candidates[0]
         short = slot.shortfall(job)
@@ -241,21 +249,20 @@ def _wait_reason(job: JobRequest, eligible: list[_Free]) -> str:
         if slot.reserved_by:
             text += f" (held for {slot.reserved_by}, ahead in the queue)"
         return text
-    best = min(candidates, key=lambda s: len(s.shortfall(job)))
+    best = min(candidates, key=lambda s: s.short_count(job))  # format text for one node only
     return (
         f"waiting: no room on {len(candidates)} matching nodes "
         f"(e.g. {best.node.name}: {', '.join(best.shortfall(job)) or 'reserved for a job ahead'})"
     )
 
 
-def _reserve(job: JobRequest, eligible: list[_Free]) -> str | None:
+def _reserve(job: JobRequest, candidates: list[_Free]) -> str | None:
     """Hold ``job``'s request on one eligible node; return that node's name.
 
     The node is the one held last pass when it still qualifies (so what was
     held stays held, and a reservation never wanders between draining nodes
     while the stream eats what it left), else the node closest to fitting.
     """
-    candidates = [s for s in eligible if _capacity_fits(job, s)]
     if not candidates:
         return None
     sticky = [s for s in candidates if s.node.name == job.reserved_node]

@@ -163,9 +163,11 @@ class VolumeMount(StrictModel):
     def _mount_path(cls, value: str) -> str:
         if not value.startswith("/") or "\x00" in value or ".." in value.split("/") or len(value) > 1024:
             raise ValueError(f"mountPath {value!r} must be an absolute path without '..', e.g. /data")
-        if value.rstrip("/") in ("", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/lib", "/sbin"):
+        # Compare (and keep) the normal form: "/etc/.", "//etc" and "/./etc" are all /etc.
+        normal = "/" + "/".join(p for p in value.split("/") if p not in ("", "."))
+        if normal in ("/", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/lib", "/sbin"):
             raise ValueError(f"mountPath {value!r} would hide a system folder; use e.g. /data or /mnt/NAME")
-        return value.rstrip("/")
+        return normal
 
     @field_validator("sub_path")
     @classmethod

@@ -143,19 +143,21 @@ class Reconciler:
             return []
         by_key = {(a.job, a.number): a for a in active}
         ended: list[tuple[str, int, Outcome]] = []
+        started: list[tuple[str, int, dict, float, tuple[str, ...]]] = []
         now = self.clock()
         for obs in self.engine.observe(active):
             key = (obs.job, obs.number)
             attempt = by_key[key]
             if obs.phase == "ended" and obs.outcome is not None:
                 if attempt.state == AttemptState.STARTING.value and obs.started_at:
-                    self._record_start(attempt, obs.handle, obs.started_at, obs.notes)
+                    started.append((obs.job, obs.number, obs.handle, obs.started_at, obs.notes))
                 ended.append((obs.job, obs.number, obs.outcome))
             elif obs.phase == "running" and attempt.state == AttemptState.STARTING.value:
-                self._record_start(attempt, obs.handle, obs.started_at or now, obs.notes)
+                started.append((obs.job, obs.number, obs.handle, obs.started_at or now, obs.notes))
             elif obs.phase == "relaunch" and key not in self._launched:
                 self._launch(LaunchOrder(attempt.job, attempt.number, attempt.token, attempt.spec,
                                          attempt.node or "", attempt.gpus))
+        self.store.mark_running_many(started)  # one transaction for every start of this pass
         if ended:
             self.store.finish_attempts(ended, now=now)
             for job, number, _ in ended:
@@ -163,13 +165,6 @@ class Reconciler:
                 self._cancelled.discard((job, number))
         done = {(j, n) for j, n, _ in ended}
         return [a for a in active if (a.job, a.number) not in done]
-
-    def _record_start(self, attempt: ActiveAttempt, handle: dict, started_at: float, notes: tuple[str, ...]) -> None:
-        self.store.mark_running(attempt.job, attempt.number, handle=handle, started_at=started_at)
-        if notes:
-            weak = [n for n in notes if "NOT enforced" in n]
-            self.store.add_event(attempt.job, "Limits", "; ".join(notes), now=started_at,
-                                 attempt=attempt.number, type="Warning" if weak else "Normal")
 
     def _cancel(self, active: list[ActiveAttempt]) -> None:
         now = self.clock()

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kubetrain.core.errors import ConflictError, NotFoundError
 from kubetrain.core.planning import JobRequest, Plan
+from kubetrain.core.quantities import parse_cpu, parse_memory
 from kubetrain.core.retries import decide
 from kubetrain.core.records import AttemptRecord, EventRecord, JobRecord, Provenance
 from kubetrain.core.selectors import Requirement, matches
@@ -270,7 +271,6 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
                 row = rows.get(placement.key)
                 if row is None or row.state != JobState.QUEUED.value:
                     continue  # cancelled meanwhile
-                spec = JobSpec.model_validate(row.spec).spec
                 number = row.attempt_count + 1
                 token = secrets.token_hex(16)
                 check_transition("job", row.name, row.state, JobState.RUNNING.value)
@@ -284,8 +284,10 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
                         state=AttemptState.STARTING.value,
                         node=placement.node,
                         gpus=list(placement.gpus),
-                        cpu_millis=spec.resources.cpu_millis,
-                        memory_bytes=spec.resources.memory_bytes,
+                        # The planner's request; stored specs are already validated, so a fallback
+                        # reads the two quantities without re-validating the whole document.
+                        cpu_millis=placement.cpu_millis or parse_cpu(row.spec["spec"]["resources"]["cpu"]),
+                        memory_bytes=placement.memory_bytes or parse_memory(row.spec["spec"]["resources"]["memory"]),
                         token=token,
                         created_at=now,
                         handle={},
@@ -313,18 +315,30 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
             s.commit()
         return orders
 
-    def mark_running(self, job: str, number: int, *, handle: dict[str, Any], started_at: float) -> None:
+    def mark_running(self, job: str, number: int, *, handle: dict[str, Any], started_at: float,
+                     notes: tuple[str, ...] = ()) -> None:
+        self.mark_running_many([(job, number, handle, started_at, notes)])
+
+    def mark_running_many(self, started: list[tuple[str, int, dict[str, Any], float, tuple[str, ...]]]) -> None:
+        """Record attempts that started (with the limits their supervisor applied), in one transaction."""
+        if not started:
+            return
         with self.session() as s:
-            attempt, job_row = self._attempt(s, job, number)
-            if attempt.state != AttemptState.STARTING.value:
-                return
-            attempt.state = AttemptState.RUNNING.value
-            attempt.handle = handle
-            attempt.started_at = started_at
-            if job_row.started_at is None:
-                job_row.started_at = started_at
-            s.add(EventRow(job_id=job_row.id, attempt=number, time=started_at, reason="Started",
-                           message=f"attempt {number} started on node {attempt.node}"))
+            for job, number, handle, started_at, notes in started:
+                attempt, job_row = self._attempt(s, job, number)
+                if attempt.state != AttemptState.STARTING.value:
+                    continue
+                attempt.state = AttemptState.RUNNING.value
+                attempt.handle = handle
+                attempt.started_at = started_at
+                if job_row.started_at is None:
+                    job_row.started_at = started_at
+                s.add(EventRow(job_id=job_row.id, attempt=number, time=started_at, reason="Started",
+                               message=f"attempt {number} started on node {attempt.node}"))
+                if notes:
+                    weak = any("NOT enforced" in n for n in notes)
+                    s.add(EventRow(job_id=job_row.id, attempt=number, time=started_at, reason="Limits",
+                                   message="; ".join(notes), type="Warning" if weak else "Normal"))
             s.commit()
 
     def set_handle(self, job: str, number: int, handle: dict[str, Any]) -> None:

@@ -234,6 +234,7 @@ class LocalEngine(Engine):
                 "cgroup_name": f"{order.job}-{order.number}-{order.token[:8]}",
                 "wake_socket": self.wake_socket,
             },
+            durable=False,  # the attempt row is the durable record; a lost file means a relaunch
         )
         try:
             reply = self._request({"op": "launch", "dir": str(attempt_dir)})

@@ -67,12 +67,15 @@ def process_alive(pid: int | None, start: str | None = None) -> bool:
     return start is None or (len(fields) > 19 and fields[19] == start)
 
 
-def write_json_atomic(path: str, data: dict) -> None:
+def write_json_atomic(path: str, data: dict, *, durable: bool = True) -> None:
+    """Write-then-rename, so readers never see half a file.  ``durable`` adds an fsync: worth it
+    for the record of how an attempt ended, not for files a host crash makes moot anyway."""
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as fh:
         json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -228,7 +231,9 @@ def supervise(attempt_dir: str) -> int:
     started_at = time.time()
     info = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid()), "started_at": started_at,
             "cgroup": cgroup.to_dict()}
-    write_json_atomic(os.path.join(attempt_dir, SUPERVISOR), info)  # alive, preparing
+    if launch.get("snapshot") or launch.get("environment"):
+        # Preparing can take minutes: say we are alive before it starts.
+        write_json_atomic(os.path.join(attempt_dir, SUPERVISOR), info, durable=False)
     prepare_error, env = _prepare(launch, attempt_dir, pump)
     read_end, write_end = os.pipe()  # both close-on-exec: empty read == exec succeeded
     pid = os.fork()
@@ -265,7 +270,7 @@ def supervise(attempt_dir: str) -> int:
     signal.signal(signal.SIGINT, stopper.on_term)
     signal.signal(signal.SIGALRM, stopper.on_deadline)
     write_json_atomic(os.path.join(attempt_dir, SUPERVISOR),
-                      {**info, "job_pid": pid, "job_pid_start": process_start_time(pid)})
+                      {**info, "job_pid": pid, "job_pid_start": process_start_time(pid)}, durable=False)
     exec_error = b""
     while True:
         try:
