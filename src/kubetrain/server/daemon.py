@@ -110,6 +110,7 @@ def run_master(settings: Settings) -> None:
     service = JobService(store, engine, reconciler)
     service.sweeps = SweepController(store, settings.home, cancel_job=service.cancel)
     service.files = FileService(store, engine)
+    service.files.ensure_volume("results")  # every job's output folder lives there
     reconciler.controllers.append(service.sweeps)
     app = create_app(settings, service)
     reconciler.start()

@@ -105,7 +105,6 @@ class JobService:
     def submit(self, spec: JobSpec, provenance: Provenance) -> JobRecord:
         if self.files is not None:
             self.files.check_job(spec)
-            self.files.ensure_volume("results")
         if spec.metadata.name is None:
             for _ in range(10):
                 candidate = spec.with_name(generate_name(spec))

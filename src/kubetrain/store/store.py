@@ -145,7 +145,9 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
                 ) from None
             s.add(EventRow(job_id=row.id, time=now, reason="Queued", message="job submitted and queued"))
             s.commit()
-            return self._job_record(s, row, with_events=True)
+            # Built from what was just written: a submit costs one transaction, no read-back.
+            return self._job_record(s, row, attempts=[], events=[
+                EventRecord(time=now, type="Normal", reason="Queued", message="job submitted and queued")])
 
     def job_exists(self, name: str) -> bool:
         with self.session() as s:
@@ -502,11 +504,13 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
         return out
 
     def _job_record(self, s: Session, row: JobRow, *, with_events: bool = False,
-                    attempts: list[AttemptRow] | None = None) -> JobRecord:
+                    attempts: list[AttemptRow] | None = None,
+                    events: list[EventRecord] | None = None) -> JobRecord:
         if attempts is None:
             attempts = list(s.scalars(select(AttemptRow).where(AttemptRow.job_id == row.id).order_by(AttemptRow.number)))
-        events = []
-        if with_events:
+        if events is None:
+            events = []
+        if with_events and not events:
             events = [
                 EventRecord(time=e.time, type=e.type, reason=e.reason, message=e.message, attempt=e.attempt)
                 for e in s.scalars(select(EventRow).where(EventRow.job_id == row.id).order_by(EventRow.id))
