@@ -27,10 +27,10 @@ import itertools
 import math
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kubetrain.core.errors import SpecError
-from kubetrain.core.specs import PARAM_KEY_RE, JobBody, Metadata, StrictModel, format_validation_error
+from kubetrain.core.specs import PARAM_KEY_RE, JobBody, Metadata, StrictModel, validate_document
 
 #: Trials are named ``<experiment>-<n>``; keep room for the suffix inside 63 characters.
 MAX_EXPERIMENT_NAME = 52
@@ -201,11 +201,5 @@ class ExperimentSpec(StrictModel):
 
 
 def validate_experiment(document: Any, *, lines: dict[tuple, int] | None = None) -> ExperimentSpec:
-    if not isinstance(document, dict):
-        raise SpecError(f"an Experiment document must be a mapping, got {type(document).__name__}")
-    try:
-        return ExperimentSpec.model_validate(document)
-    except ValidationError as exc:
-        raise format_validation_error(exc, lines=lines) from None
-    except SpecError:
-        raise
+    """Validate an Experiment document (already parsed from YAML or JSON)."""
+    return validate_document(ExperimentSpec, "Experiment", document, lines=lines)

@@ -420,11 +420,17 @@ def format_validation_error(exc: ValidationError, *, lines: dict[tuple, int] | N
     return SpecError("; ".join(messages), details={"fields": fields})
 
 
-def validate_job(document: Any, *, lines: dict[tuple, int] | None = None) -> JobSpec:
-    """Validate a Job document (already parsed from YAML or JSON)."""
+def validate_document(model: type[StrictModel], kind: str, document: Any, *,
+                      lines: dict[tuple, int] | None = None) -> Any:
+    """Validate one parsed document (YAML or JSON) against ``model``; errors become one SpecError."""
     if not isinstance(document, dict):
-        raise SpecError(f"a Job document must be a mapping, got {type(document).__name__}")
+        raise SpecError(f"a {kind} document must be a mapping, got {type(document).__name__}")
     try:
-        return JobSpec.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as exc:
         raise format_validation_error(exc, lines=lines) from None
+
+
+def validate_job(document: Any, *, lines: dict[tuple, int] | None = None) -> JobSpec:
+    """Validate a Job document (already parsed from YAML or JSON)."""
+    return validate_document(JobSpec, "Job", document, lines=lines)

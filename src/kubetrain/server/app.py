@@ -7,7 +7,6 @@ traceback.  When a token is configured every route but ``/healthz`` needs it.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
@@ -26,6 +25,7 @@ from kubetrain.core.errors import KubetrainError, SpecError, UnauthorizedError
 from kubetrain.core.records import JobRecord, NodeRecord, Provenance
 from kubetrain.core.selectors import SelectorError, parse_selector
 from kubetrain.core.specs import JobSpec
+from kubetrain.server.auth import bearer_matches
 from kubetrain.server.experiment_routes import add_experiment_routes
 from kubetrain.server.file_routes import add_file_routes
 from kubetrain.server.services import JobService
@@ -80,8 +80,7 @@ def create_app(settings: Settings, service: JobService) -> FastAPI:
     def authorize(authorization: Annotated[str | None, Header()] = None) -> None:
         if not settings.token:
             return
-        expected = f"Bearer {settings.token}"
-        if authorization is None or not hmac.compare_digest(authorization.encode(), expected.encode()):
+        if not bearer_matches(authorization, settings.token):
             raise UnauthorizedError("missing or wrong token; set KUBETRAIN_TOKEN to the master's token")
 
     @app.exception_handler(KubetrainError)

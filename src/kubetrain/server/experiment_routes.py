@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any, Callable
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kubetrain.core.errors import PayloadTooLargeError, UnauthorizedError
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import ExperimentRecord, MetricPoint, Provenance
+from kubetrain.server.auth import bearer_matches
 from kubetrain.server.services import JobService
 from kubetrain.settings import Settings
 
@@ -42,7 +42,7 @@ def add_experiment_routes(app: FastAPI, settings: Settings, service: JobService,
         """The master's token, or the job's own token (what the in-job SDK holds)."""
         if not settings.token:
             return
-        if authorization and hmac.compare_digest(authorization.encode(), f"Bearer {settings.token}".encode()):
+        if bearer_matches(authorization, settings.token):
             return
         if x_kubetrain_job_token and service.store.job_token_valid(name, x_kubetrain_job_token):
             return

@@ -40,29 +40,26 @@ STATUS = "status.json"
 CANCEL = "cancel"
 
 
-def process_start_time(pid: int) -> str | None:
-    """Kernel start time of ``pid`` (clock ticks since boot): with the pid, a unique identity."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat from the state on (field 3), or None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             data = fh.read()
     except OSError:
         return None
-    # Field 22, counted after the ")" that ends the command name.
-    fields = data[data.rindex(")") + 2:].split()
-    return fields[19] if len(fields) > 19 else None
+    return data[data.rindex(")") + 2:].split()  # after the ")" that ends the command name
+
+
+def process_start_time(pid: int) -> str | None:
+    """Kernel start time of ``pid`` (clock ticks since boot): with the pid, a unique identity."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields and len(fields) > 19 else None  # field 22
 
 
 def process_alive(pid: int | None, start: str | None = None) -> bool:
     """True if ``pid`` runs and is the same process (not a reused pid, not a zombie)."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            data = fh.read()
-    except OSError:
-        return False
-    fields = data[data.rindex(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
+    fields = _stat_fields(pid) if pid else None
+    if not fields or fields[0] in ("Z", "X"):
         return False
     return start is None or (len(fields) > 19 and fields[19] == start)
 
