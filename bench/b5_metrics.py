@@ -1,0 +1,754 @@
+"""B5: metric ingestion: 8 processes calling ``kubetrain.report()``, vs MLflow's tracking server.
+
+Three kubetrain phases, each in a fresh master with 8 jobs ``sleep 3600`` (``cpu: 100m,
+memory: 64Mi``), so there are 8 real job names:
+
+1. master alone (``--ceiling-duration``, default 15 s; 0 skips it): 8 threads of this process POST
+   pre-encoded 5,000-point batches to the 8 jobs as fast as the master answers.  No SDK and no
+   client-side JSON, so this is what ingestion costs the master itself.
+2. tight loops (``--rates`` value 0): 8 reporter PROCESSES, each with ``KUBETRAIN_MASTER_URL`` /
+   ``KUBETRAIN_JOB`` / ``KUBETRAIN_ATTEMPT`` / ``KUBETRAIN_OUTPUT_DIR`` set for its job (what a job's
+   environment holds), call ``kubetrain.report(step=i, loss=..., acc=..., lr=..., grad_norm=...)``
+   (``--metrics`` points a call, default 4) in a tight loop for ``--duration`` s (default 30).
+3. paced (``--rates`` value R, default 50000): the same, each process offering R/8 points/s
+   (bursts every ~5 ms), i.e. the target load without the reporters eating the CPU the master needs.
+
+In phases 2 and 3 every call is timed with ``perf_counter_ns``; every ``--probe-every`` s (0.1)
+a call also carries a ``probe`` metric, whose point ``time`` is the moment of the report.  The
+reporters start together (each says "ready" after its imports), and at the end call
+``kubetrain.flush()``.  The SDK is not changed, only observed: each POST's size and time and
+why a send failed are recorded.  A poller thread here asks
+``GET /api/v1/jobs/{job}/metrics?metric=probe&after=<id>`` for each job in turn (every ``--poll`` s)
+and records lag = (when it saw a probe) - (the probe's ``time``): report -> queryable, poll
+interval included; and how long each GET took.  At the end the points are counted through the API
+(``GET metrics?after=&limit=``, paged), and the points the SDK could not send (it writes them to
+``metrics.jsonl`` in the output folder: *not* queryable) are counted too.
+
+Figures: points/s persisted and queryable = API count / (last reporter's flush done - start);
+the offered rate; report() mean, p50, p99, p99.9, max in µs; probe lag p50 / p99 / max; the
+master's CPU (from /proc) and points stored per master CPU-second.  Target: >= 50,000 points/s.
+
+MLflow, in the same run, when it can be installed in a bench-only venv (``--mlflow-venv``, default
+/tmp/kubetrain-bench/mlflow-venv, created with ``pip install mlflow`` if missing): ``mlflow server``
+on 127.0.0.1 with a SQLite backend (its default 4 uvicorn workers), 8 processes each with a run of
+its own calling ``MlflowClient().log_batch`` with ``--mlflow-batch`` metrics (default 1000,
+MLflow's limit for one call; 4 keys x 250 steps) in a loop for the same duration.  Points are
+counted in MLflow's database and through its API (``get_metric_history``).  log_batch is
+synchronous, so its call time is also its report -> queryable lag.  Ratio = kubetrain points/s
+(each phase) / MLflow points/s.  Skipped with a note if MLflow cannot be installed
+(``--no-mlflow`` skips it on purpose).
+
+The 2-core machine is shared by the master, the reporters and this process: with tight loops the
+reporters take most of the CPU.  Runtime: about 4 minutes at the defaults (+1-2 minutes the
+first time, to install MLflow).
+
+Usage: .venv/bin/python bench/b5_metrics.py [--duration 30] [--rates 0,50000] [--procs 8]
+       [--metrics 4] [--ceiling-duration 15] [--probe-every 0.1] [--poll 0.05]
+       [--mlflow-batch 1000] [--mlflow-venv DIR] [--no-mlflow] [--no-kubetrain]
+"""
+
+from __future__ import annotations
+
+# Only the standard library at module level: the reporter processes import this file too, the
+# MLflow ones with an interpreter that has no kubetrain.
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from array import array
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+TARGET = 50_000
+MLFLOW_KEYS = ("loss", "acc", "lr", "grad_norm")
+
+
+def call_stats(samples: array) -> dict:
+    """mean / p50 / p99 / p99.9 / max of call times in ns, as µs."""
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    n = len(ordered)
+
+    def q(p: float) -> float:
+        return ordered[min(n - 1, max(0, int(-(-p * n // 100)) - 1))] / 1000
+
+    return {"calls": n, "mean_us": sum(ordered) / n / 1000, "p50_us": q(50), "p99_us": q(99),
+            "p999_us": q(99.9), "max_us": ordered[-1] / 1000}
+
+
+def merge_stats(samples: list[array]) -> dict:
+    merged = array("q")
+    for s in samples:
+        merged.extend(s)
+    return call_stats(merged)
+
+
+# -- reporter processes -------------------------------------------------------------------
+def wait_go(out: str) -> None:
+    """Say "imported, ready", then wait for the shared start time (all reporters start together)."""
+    Path(out + ".ready").write_text("")
+    go = Path(out).parent / "go"
+    while not go.exists():
+        time.sleep(0.01)
+    start_at = float(go.read_text())
+    while time.time() < start_at:
+        time.sleep(0.001)
+
+
+def start_together(outs: list[Path], procs: list[subprocess.Popen], timeout: float = 180.0) -> float:
+    """Once every reporter is ready, give them one start time, half a second ahead; return it."""
+    deadline = time.monotonic() + timeout
+    while not all(Path(str(o) + ".ready").exists() for o in outs):
+        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+            raise RuntimeError("a reporter process failed or never got ready")
+        time.sleep(0.05)
+    start_at = time.time() + 0.5
+    go = outs[0].parent / "go"
+    tmp = go.with_suffix(".tmp")
+    tmp.write_text(repr(start_at))
+    tmp.rename(go)
+    return start_at
+
+
+def kubetrain_reporter(duration: float, metrics: int, probe_every: float, rate: float,
+                       out: str) -> None:
+    """A loop of kubetrain.report(): tight (rate 0) or paced to ``rate`` points/s; writes its counts
+    and call times to ``out``."""
+    # Instrumentation only (the SDK is not changed): the size and time of each POST, why sends fail.
+    import urllib.error
+    import urllib.request
+
+    import kubetrain
+    from kubetrain.sdk import tracking
+
+    reporter = tracking._get()
+    sends: list[tuple[int, float, bool]] = []
+    errors: dict[str, int] = {}
+    plain_send, plain_urlopen = reporter._send, urllib.request.urlopen
+
+    def timed_send(batch: list) -> bool:
+        t0 = time.monotonic()
+        ok = plain_send(batch)
+        sends.append((len(batch), time.monotonic() - t0, ok))
+        return ok
+
+    def urlopen(*a, **kw):
+        try:
+            return plain_urlopen(*a, **kw)
+        except urllib.error.HTTPError as exc:
+            key = f"HTTP {exc.code}"
+            raise
+        except urllib.error.URLError as exc:
+            key = f"URLError({type(exc.reason).__name__})"
+            raise
+        except Exception as exc:
+            key = type(exc).__name__
+            raise
+        finally:
+            if sys.exc_info()[0] is not None:
+                errors[key] = errors.get(key, 0) + 1
+
+    reporter._send = timed_send
+    urllib.request.urlopen = urlopen
+
+    names = ["loss", "acc", "lr", "grad_norm", "m4", "m5", "m6", "m7"][:metrics]
+    names += [f"m{i}" for i in range(len(names), metrics)]
+    values = {n: 0.5 for n in names}
+    with_probe = dict(values, probe=1.0)
+    perf = time.perf_counter_ns
+    samples = array("q")
+    wait_go(out)
+    begin = time.monotonic()
+    end = begin + duration
+    calls_per_s = rate / metrics
+    next_probe = 0.0
+    step = points = probes = 0
+    report = kubetrain.report
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        if calls_per_s and step >= (now - begin) * calls_per_s:
+            time.sleep(0.005)  # paced: ahead of schedule (bursts every ~5 ms: fewer wake-ups)
+            continue
+        step += 1
+        if now >= next_probe:
+            next_probe = now + probe_every
+            t0 = perf()
+            report(step=step, **with_probe)
+            samples.append(perf() - t0)
+            points += metrics + 1
+            probes += 1
+        else:
+            t0 = perf()
+            report(step=step, **values)
+            samples.append(perf() - t0)
+            points += metrics
+    loop_done = time.time()
+    buffered = len(reporter._buffer)
+    kubetrain.flush()
+    flushed = time.time()
+    with open(out + ".samples", "wb") as fh:
+        samples.tofile(fh)
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    Path(out).write_text(json.dumps({
+        "cpu_s": usage.ru_utime + usage.ru_stime, "points": points, "probes": probes, "steps": step, "loop_done": loop_done, "flushed": flushed,
+        "buffered_at_end": buffered, "failures": reporter.failures, "errors": errors,
+        "sends": len(sends), "send_points": [n for n, _, _ in sends], "send_s": [t for _, t, _ in sends],
+        "send_ok": [ok for _, _, ok in sends],
+    }))
+
+
+def mlflow_reporter(url: str, experiment_id: str, duration: float, batch: int, out: str) -> None:
+    """One loop of MlflowClient().log_batch(); writes its counts and call times to ``out``."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    run = client.create_run(experiment_id)
+    run_id = run.info.run_id
+    perf = time.perf_counter_ns
+    samples = array("q")
+    per_key = max(1, batch // len(MLFLOW_KEYS))
+    wait_go(out)
+    end = time.monotonic() + duration
+    step = points = errors = 0
+    while time.monotonic() < end:
+        ts = int(time.time() * 1000)
+        metrics = [Metric(k, 0.5, ts, step + i) for i in range(per_key) for k in MLFLOW_KEYS]
+        t0 = perf()
+        try:
+            client.log_batch(run_id, metrics=metrics, synchronous=True)
+        except Exception:  # noqa: BLE001 - count and go on, like a training loop would
+            errors += 1
+        else:
+            points += len(metrics)
+        samples.append(perf() - t0)
+        step += per_key
+    done = time.time()
+    client.set_terminated(run_id)
+    with open(out + ".samples", "wb") as fh:
+        samples.tofile(fh)
+    Path(out).write_text(json.dumps({"points": points, "run_id": run_id, "flushed": done, "errors": errors,
+                                     "per_call_points": per_key * len(MLFLOW_KEYS)}))
+
+
+def mlflow_count(url: str, run_ids: list[str]) -> None:
+    """Points queryable through MLflow's API: get_metric_history for each run and key."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url)
+    total = 0
+    for run_id in run_ids:
+        for key in MLFLOW_KEYS:
+            total += len(client.get_metric_history(run_id, key))
+    print(json.dumps({"api_points": total}))
+
+
+def read_samples(out: Path) -> array:
+    samples = array("q")
+    data = (out.parent / (out.name + ".samples")).read_bytes()
+    samples.frombytes(data)
+    return samples
+
+
+# -- kubetrain part ------------------------------------------------------------------------
+def count_via_api(url: str, job: str) -> int:
+    total, after = 0, 0
+    while True:
+        with urllib.request.urlopen(f"{url}/api/v1/jobs/{job}/metrics?after={after}&limit=200000", timeout=120) as r:
+            rows = json.loads(r.read())
+        if not rows:
+            return total
+        total += len(rows)
+        after = rows[-1]["id"]
+
+
+def fallback_lines(folder: Path) -> int:
+    path = folder / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
+class ProbePoller(threading.Thread):
+    def __init__(self, url: str, jobs: list[str], interval: float) -> None:
+        super().__init__(daemon=True, name="probe-poller")
+        self.url, self.jobs, self.interval = url, jobs, interval
+        self.after = {j: 0 for j in jobs}
+        self.lags: list[float] = []
+        self.get_s: list[float] = []  # how long each GET took: the API's responsiveness under ingestion
+        self.polls = 0
+        self.errors = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.url, timeout=30) as http:
+            while not self.stop.is_set():
+                for job in self.jobs:
+                    t0 = time.monotonic()
+                    try:
+                        rows = http.get(f"/api/v1/jobs/{job}/metrics",
+                                        params={"metric": "probe", "after": self.after[job]}).json()
+                    except Exception:  # noqa: BLE001 - an overloaded master: count it, go on
+                        self.errors += 1
+                        continue
+                    seen = time.time()
+                    self.get_s.append(time.monotonic() - t0)
+                    self.polls += 1
+                    for row in rows:
+                        self.lags.append(seen - row["time"])
+                        self.after[job] = max(self.after[job], row["id"])
+                self.stop.wait(self.interval)
+
+
+def run_kubetrain(args, work: Path, rate: float) -> dict:
+    """One phase in a fresh master: tight loops (rate 0) or ``rate`` points/s offered in all."""
+    from _common import master, percentile
+
+    from kubetrain.server.daemon import read_master
+    from kubetrain.settings import load_settings
+
+    work = work / f"kubetrain-{int(rate)}"
+    work.mkdir()
+    with master("b5", KUBETRAIN_GRACE_SECONDS="2") as (client, _home, env):
+        jobs = []
+        for i in range(args.procs):
+            record = client.submit({
+                "apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": f"b5-reporter-{i}"},
+                "spec": {"command": ["sleep", "3600"], "resources": {"cpu": "100m", "memory": "64Mi"}},
+            })
+            jobs.append(record.name)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(client.get_job(j).state != "Running" for j in jobs):
+            time.sleep(0.1)
+        states = {j: client.get_job(j).state for j in jobs}
+        master_pid = int((read_master(load_settings(env)) or {}).get("pid", 0))
+        print(f"   master pid {master_pid} at {client.url}; {len(jobs)} jobs: "
+              f"{sorted(set(states.values()))}")
+
+        procs, outs, outdirs = [], [], []
+        for i, job in enumerate(jobs):
+            out = work / f"kt-{i}.json"
+            outdir = work / f"kt-out-{i}"
+            outdir.mkdir()
+            penv = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
+            penv.update({"KUBETRAIN_MASTER_URL": client.url, "KUBETRAIN_JOB": job, "KUBETRAIN_ATTEMPT": "1",
+                         "KUBETRAIN_OUTPUT_DIR": str(outdir)})
+            procs.append(subprocess.Popen(
+                [sys.executable, str(HERE), "--reporter", "kubetrain", "--duration", str(args.duration), "--metrics", str(args.metrics),
+                 "--probe-every", str(args.probe_every), "--rate", str(rate / args.procs), "--out", str(out)],
+                env=penv))
+            outs.append(out)
+            outdirs.append(outdir)
+        start_at = start_together(outs, procs)
+        poller = ProbePoller(client.url, jobs, args.poll)
+        poller.start()
+        cpu_before = _proc_cpu(master_pid)
+        for p in procs:
+            p.wait(timeout=args.duration + 300)
+        cpu_after = _proc_cpu(master_pid)
+        # The reporters' flush() has returned: what the server took is committed; poll the last probes.
+        time.sleep(max(0.5, 4 * args.poll))
+        poller.stop.set()
+        poller.join(timeout=30)
+        reports = [json.loads(o.read_text()) for o in outs]
+        samples = [read_samples(o) for o in outs]
+        counted_at = time.monotonic()
+        api_points = sum(count_via_api(client.url, j) for j in jobs)
+        count_s = time.monotonic() - counted_at
+        lost = sum(fallback_lines(d) for d in outdirs)
+        for j in jobs:
+            client.cancel(j)
+
+    reported = sum(r["points"] for r in reports)
+    elapsed = max(r["flushed"] for r in reports) - start_at
+    sizes = [n for r in reports for n in r["send_points"]]
+    times = [t for r in reports for t in r["send_s"]]
+    calls = merge_stats(samples)
+    lags = poller.lags
+    result = {
+        "system": "kubetrain", "mode": "paced" if rate else "tight", "offered_target_per_s": rate, "procs": args.procs, "duration_s": args.duration, "metrics_per_call": args.metrics,
+        "reported": reported, "api_points": api_points, "fallback_points": lost,
+        "failed_sends": sum(r["failures"] for r in reports),
+        "send_errors": _sum_dicts([r["errors"] for r in reports]),
+        "posts": sum(r["sends"] for r in reports),
+        "post_points_p50": percentile(sizes, 50) if sizes else None, "post_points_max": max(sizes, default=0),
+        "post_s_p50": percentile(times, 50) if times else None, "post_s_p99": percentile(times, 99) if times else None,
+        "post_s_max": max(times, default=0.0),
+        "elapsed_s": elapsed, "points_per_s": api_points / elapsed, "offered_per_s": reported / args.duration,
+        "drain_s": max(r["flushed"] - r["loop_done"] for r in reports),
+        "max_buffered_at_end": max(r["buffered_at_end"] for r in reports),
+        "report_call": calls, "probes": len(lags), "probe_errors": poller.errors,
+        "lag_p50_s": percentile(lags, 50) if lags else None, "lag_p99_s": percentile(lags, 99) if lags else None,
+        "lag_max_s": max(lags) if lags else None, "count_s": count_s,
+        "get_p50_s": percentile(poller.get_s, 50) if poller.get_s else None,
+        "get_p99_s": percentile(poller.get_s, 99) if poller.get_s else None,
+        "reporters_cpu_s": sum(r["cpu_s"] for r in reports),
+        "master_cpu_s": (cpu_after - cpu_before) if cpu_before is not None and cpu_after is not None else None,
+    }
+    return result
+
+
+def run_ceiling(args, work: Path) -> dict:
+    """The master alone: threads POST pre-encoded batches (no SDK, no client-side JSON) as fast as
+    it answers, one connection each, for ``--ceiling-duration`` s.  What ingestion costs the master."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from _common import master, percentile
+
+    from kubetrain.server.daemon import read_master
+    from kubetrain.settings import load_settings
+
+    with master("b5c", KUBETRAIN_GRACE_SECONDS="2") as (client, _home, env):
+        jobs = [client.submit({
+            "apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": f"b5-ceiling-{i}"},
+            "spec": {"command": ["sleep", "3600"], "resources": {"cpu": "100m", "memory": "64Mi"}},
+        }).name for i in range(args.ceiling_connections)]
+        master_pid = int((read_master(load_settings(env)) or {}).get("pid", 0))
+        now = time.time()
+        names = ["loss", "acc", "lr", "grad_norm", "m4", "m5", "m6", "m7"][:args.metrics]
+        points = [{"step": i // len(names), "name": names[i % len(names)], "value": 0.5, "time": now}
+                  for i in range(args.ceiling_batch)]
+        body = json.dumps({"attempt": 1, "points": points}).encode()
+        target = urlsplit(client.url)
+        accepted = [0] * len(jobs)
+        errors = [0] * len(jobs)
+        latencies: list[list[float]] = [[] for _ in jobs]
+        begin = time.monotonic()
+        end = begin + args.ceiling_duration
+
+        def worker(i: int) -> None:
+            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+            path = f"/api/v1/jobs/{jobs[i]}/metrics"
+            while time.monotonic() < end:
+                t0 = time.monotonic()
+                try:
+                    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                    response = conn.getresponse()
+                    response.read()
+                    ok = response.status == 200
+                except (OSError, http.client.HTTPException):
+                    ok = False
+                    conn.close()
+                    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+                latencies[i].append(time.monotonic() - t0)
+                if ok:
+                    accepted[i] += args.ceiling_batch
+                else:
+                    errors[i] += 1
+            conn.close()
+
+        cpu_before = _proc_cpu(master_pid)
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(jobs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - begin
+        cpu_after = _proc_cpu(master_pid)
+        api_points = sum(count_via_api(client.url, j) for j in jobs)
+        for j in jobs:
+            client.cancel(j)
+    lat = [x for part in latencies for x in part]
+    master_cpu = (cpu_after - cpu_before) if cpu_before is not None and cpu_after is not None else None
+    return {
+        "system": "kubetrain", "mode": "ceiling", "connections": len(jobs), "batch": args.ceiling_batch,
+        "body_bytes": len(body), "accepted": sum(accepted), "errors": sum(errors), "api_points": api_points,
+        "elapsed_s": elapsed, "points_per_s": api_points / elapsed, "requests": len(lat),
+        "post_p50_s": percentile(lat, 50) if lat else None, "post_p99_s": percentile(lat, 99) if lat else None,
+        "master_cpu_s": master_cpu,
+    }
+
+
+def _sum_dicts(parts: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = out.get(key, 0) + value
+    return out
+
+
+def _proc_cpu(pid: int) -> float | None:
+    """user+system CPU seconds of a process (from /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# -- MLflow part ---------------------------------------------------------------------------
+def ensure_mlflow(venv: Path) -> tuple[Path | None, str]:
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import mlflow; print(mlflow.__version__)"]
+    if python.exists():
+        done = subprocess.run(probe, capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return python, done.stdout.strip()
+    print(f"   installing MLflow into {venv} (pip install mlflow) ...", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+        done = subprocess.run([str(python), "-m", "pip", "install", "-q", "mlflow"], capture_output=True,
+                              text=True, timeout=900, check=False)
+        if done.returncode != 0:
+            return None, f"pip install mlflow failed: {done.stderr.strip().splitlines()[-1:]}"
+        done = subprocess.run(probe, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            return None, f"mlflow does not import: {done.stderr.strip().splitlines()[-1:]}"
+        return python, done.stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"cannot make {venv}: {exc}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_mlflow(args, work: Path, python: Path, version: str) -> dict:
+    work = work / "mlflow"
+    work.mkdir()
+    mlflow_bin = python.with_name("mlflow")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    db = work / "mlflow.db"
+    log = open(work / "mlflow-server.log", "w")  # noqa: SIM115 - the server writes to it until the end
+    server = subprocess.Popen(
+        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{db}",
+         "--default-artifact-root", str(work / "mlruns"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=work)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start; see {work / 'mlflow-server.log'}")
+            time.sleep(0.2)
+        time.sleep(2)  # let the server start its workers
+        workers = _descendants(server.pid)
+        body = json.dumps({"name": f"b5-{int(time.time())}"}).encode()
+        req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/create", data=body,
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            experiment_id = json.loads(r.read())["experiment_id"]
+        print(f"   mlflow {version} server at {url} (pid {server.pid} + {len(workers)} descendant process(es)), "
+              f"SQLite {db.name}")
+
+        procs, outs = [], []
+        for i in range(args.procs):
+            out = work / f"ml-{i}.json"
+            penv = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KUBETRAIN_"))}
+            procs.append(subprocess.Popen(
+                [str(python), str(HERE), "--reporter", "mlflow", "--url", url, "--experiment-id", experiment_id,
+                 "--duration", str(args.duration),
+                 "--mlflow-batch", str(args.mlflow_batch), "--out", str(out)], env=penv, cwd=work,
+                stdout=subprocess.DEVNULL))  # MLflow prints a "View run" line per run
+            outs.append(out)
+        start_at = start_together(outs, procs)
+        tree = [server.pid, *_descendants(server.pid)]
+        cpu_before = sum(_proc_cpu(p) or 0.0 for p in tree)
+        for p in procs:
+            p.wait(timeout=args.duration + 300)
+        server_cpu = sum(_proc_cpu(p) or 0.0 for p in tree) - cpu_before
+        if not all(o.exists() for o in outs):
+            raise RuntimeError("an MLflow reporter failed (see its output above)")
+        reports = [json.loads(o.read_text()) for o in outs]
+        samples = [read_samples(o) for o in outs]
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+            db_points = conn.execute("SELECT count(*) FROM metrics").fetchone()[0]
+        counted = subprocess.run([str(python), str(HERE), "--count-mlflow", url, "--runs",
+                                  ",".join(r["run_id"] for r in reports)], capture_output=True, text=True, timeout=300,
+                                 check=False)
+        api_points = json.loads(counted.stdout.strip().splitlines()[-1])["api_points"] if counted.returncode == 0 else None
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(server.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
+
+    elapsed = max(r["flushed"] for r in reports) - start_at
+    calls = merge_stats(samples)
+    persisted = api_points if api_points is not None else db_points
+    return {
+        "system": "mlflow", "version": version, "server_processes": 1 + len(workers), "server_cpu_s": server_cpu, "procs": args.procs,
+        "duration_s": args.duration, "batch": reports[0]["per_call_points"],
+        "reported": sum(r["points"] for r in reports), "errors": sum(r["errors"] for r in reports),
+        "db_points": db_points, "api_points": api_points, "elapsed_s": elapsed,
+        "points_per_s": persisted / elapsed, "log_batch_call": calls,
+        "lag_p99_s": calls.get("p99_us", 0) / 1e6 if calls else None,
+        "lag_p50_s": calls.get("p50_us", 0) / 1e6 if calls else None,
+    }
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parents.items() if p in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+# -- main ----------------------------------------------------------------------------------
+def fmt_calls(c: dict) -> str:
+    if not c:
+        return "no calls"
+    return (f"mean {c['mean_us']:.1f} µs, p50 {c['p50_us']:.1f} µs, p99 {c['p99_us']:.1f} µs, "
+            f"p99.9 {c['p999_us']:.1f} µs, max {c['max_us'] / 1000:.1f} ms ({c['calls']:,} calls)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds each phase reports")
+    parser.add_argument("--rates", default="0,50000",
+                        help="kubetrain phases: total offered points/s, 0 = tight loops (default 0,50000)")
+    parser.add_argument("--procs", type=int, default=8)
+    parser.add_argument("--metrics", type=int, default=4, help="metrics per report() call")
+    parser.add_argument("--probe-every", type=float, default=0.1)
+    parser.add_argument("--ceiling-duration", type=float, default=15.0,
+                        help="seconds of the master-alone phase (pre-encoded POSTs); 0 skips it")
+    parser.add_argument("--ceiling-batch", type=int, default=5000, help="points a POST in that phase")
+    parser.add_argument("--ceiling-connections", type=int, default=8)
+    parser.add_argument("--poll", type=float, default=0.05)
+    parser.add_argument("--mlflow-batch", type=int, default=1000)
+    parser.add_argument("--mlflow-venv", default="/tmp/kubetrain-bench/mlflow-venv")
+    parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--no-kubetrain", action="store_true")
+    # internal: the reporter processes
+    parser.add_argument("--reporter", choices=["kubetrain", "mlflow"], help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--experiment-id", help=argparse.SUPPRESS)
+    parser.add_argument("--count-mlflow", help=argparse.SUPPRESS)
+    parser.add_argument("--runs", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.reporter == "kubetrain":
+        return kubetrain_reporter(args.duration, args.metrics, args.probe_every, args.rate, args.out)
+    if args.reporter == "mlflow":
+        return mlflow_reporter(args.url, args.experiment_id, args.duration, args.mlflow_batch, args.out)
+    if args.count_mlflow:
+        return mlflow_count(args.count_mlflow, args.runs.split(","))
+
+    sys.path.insert(0, str(HERE.parent))
+    from _common import emit, header
+
+    header(f"B5: metric ingestion, {args.procs} reporter processes x {args.duration:.0f}s "
+           f"(kubetrain.report, {args.metrics} metrics a call) vs MLflow log_batch")
+    print(f"   node: {os.cpu_count()} cores shared by the master, the reporters and the poller")
+    work = Path(tempfile.mkdtemp(prefix="kubetrain-bench-b5-"))
+    out: dict = {"bench": "B5", "target_points_per_s": TARGET}
+    try:
+        runs: list[dict] = []
+        if args.ceiling_duration > 0 and not args.no_kubetrain:
+            print(f"-- kubetrain master alone: {args.ceiling_connections} threads POST pre-encoded "
+                  f"{args.ceiling_batch:,}-point batches for {args.ceiling_duration:.0f}s")
+            ce = run_ceiling(args, work)
+            out["kubetrain_ceiling"] = ce
+            cpu = (f"; master CPU {ce['master_cpu_s']:.1f} s ({ce['master_cpu_s'] / ce['elapsed_s']:.2f} cores) = "
+                   f"{ce['api_points'] / max(ce['master_cpu_s'], 1e-9):,.0f} points per master CPU-second"
+                   if ce["master_cpu_s"] is not None else "")
+            print(f"   ceiling: {ce['points_per_s']:,.0f} points/s stored+queryable ({ce['api_points']:,} points, "
+                  f"{ce['requests']} POSTs of {ce['body_bytes'] / 1e6:.2f} MB, {ce['errors']} errors; "
+                  f"POST p50 {ce['post_p50_s'] * 1000:.0f} ms, p99 {ce['post_p99_s'] * 1000:.0f} ms){cpu}")
+        for rate in ([] if args.no_kubetrain else [float(r) for r in args.rates.split(",") if r.strip()]):
+            what = f"paced to {rate:,.0f} points/s offered in all" if rate else "tight loops"
+            print(f"-- kubetrain, {what}")
+            kt = run_kubetrain(args, work, rate)
+            runs.append(kt)
+            lag = (f"p50 {kt['lag_p50_s'] * 1000:.0f} ms, p99 {kt['lag_p99_s'] * 1000:.0f} ms, "
+                   f"max {kt['lag_max_s'] * 1000:.0f} ms ({kt['probes']} probes)") if kt["probes"] else "no probe seen"
+            print(f"   kubetrain: {kt['api_points']:,} points queryable of {kt['reported']:,} reported; "
+                  f"{kt['fallback_points']:,} diverted to metrics.jsonl after {kt['failed_sends']} failed sends")
+            print(f"   kubetrain: {kt['points_per_s']:,.0f} points/s persisted+queryable over {kt['elapsed_s']:.1f}s "
+                  f"(offered {kt['offered_per_s']:,.0f}/s; final flush took {kt['drain_s']:.1f}s, "
+                  f"largest end-of-loop buffer {kt['max_buffered_at_end']:,} points)   target >= {TARGET:,}/s")
+            print(f"   kubetrain report(): {fmt_calls(kt['report_call'])}")
+            if kt["posts"]:
+                print(f"   SDK POSTs: {kt['posts']}, points a POST p50 {kt['post_points_p50']:,} max "
+                      f"{kt['post_points_max']:,}; POST time p50 {kt['post_s_p50'] * 1000:.0f} ms, p99 "
+                      f"{kt['post_s_p99'] * 1000:.0f} ms, max {kt['post_s_max']:.1f}s; failed sends by cause: "
+                      f"{kt['send_errors'] or 'none'}")
+            print(f"   kubetrain report -> queryable lag (poll every {args.poll * 1000:.0f} ms included): {lag}")
+            if kt["get_p50_s"] is not None:
+                print(f"   meanwhile GET /metrics?metric=probe took p50 {kt['get_p50_s'] * 1000:.0f} ms, "
+                      f"p99 {kt['get_p99_s'] * 1000:.0f} ms")
+            if kt["master_cpu_s"] is not None:
+                print(f"   kubetrain master CPU: {kt['master_cpu_s']:.1f} s ({kt['master_cpu_s'] / kt['elapsed_s']:.2f} "
+                      f"cores) = {kt['api_points'] / max(kt['master_cpu_s'], 1e-9):,.0f} points stored per master "
+                      f"CPU-second; counting through the API took {kt['count_s']:.1f}s")
+        out["kubetrain"] = runs
+        if args.no_mlflow:
+            print("   MLflow: skipped (--no-mlflow)")
+        else:
+            python, version = ensure_mlflow(Path(args.mlflow_venv))
+            if python is None:
+                print(f"   MLflow: skipped: {version}")
+                out["mlflow_skipped"] = version
+            else:
+                ml = run_mlflow(args, work, python, version)
+                out["mlflow"] = ml
+                print(f"   mlflow: {ml['db_points']:,} points in its database, "
+                      f"{ml['api_points'] if ml['api_points'] is not None else '?':,} through get_metric_history, "
+                      f"of {ml['reported']:,} logged ({ml['errors']} failed calls)")
+                print(f"   mlflow: {ml['points_per_s']:,.0f} points/s over {ml['elapsed_s']:.1f}s "
+                      f"(log_batch of {ml['batch']} points; server: {ml['server_processes']} processes, "
+                      f"{ml['server_cpu_s']:.1f} CPU-s = {ml['db_points'] / max(ml['server_cpu_s'], 1e-9):,.0f} points "
+                      f"per server CPU-second)")
+                print(f"   mlflow log_batch(): {fmt_calls(ml['log_batch_call'])}")
+                ce = out.get("kubetrain_ceiling")
+                if ce and ml["points_per_s"]:
+                    ce["ratio_vs_mlflow"] = ce["points_per_s"] / ml["points_per_s"]
+                    print(f"   ratio kubetrain (master alone, pre-encoded POSTs) / mlflow points/s: "
+                          f"{ce['ratio_vs_mlflow']:.2f}x")
+                for kt in runs:
+                    ratio = kt["points_per_s"] / ml["points_per_s"] if ml["points_per_s"] else float("nan")
+                    kt["ratio_vs_mlflow"] = ratio
+                    print(f"   ratio kubetrain ({kt['mode']}{', ' + format(kt['offered_target_per_s'], ',.0f') + '/s' if kt['offered_target_per_s'] else ''}) "
+                          f"/ mlflow points/s: {ratio:.2f}x")
+    finally:
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"   kept {work}")
+    emit(out)
+
+
+if __name__ == "__main__":
+    main()
