@@ -21,8 +21,14 @@ echo "== kubetrain describe $name"
 kubetrain describe "$name"
 state=$(kubetrain describe "$name" -o json | python -c 'import json,sys; print(json.load(sys.stdin)["state"])')
 echo
+echo "== kubetrain artifacts $name"
+kubetrain artifacts "$name"
+out="$KUBETRAIN_HOME/volumes/results/$name"
+echo
 echo "job $name: $state"
-echo "model:   $KUBETRAIN_HOME/outputs/$name/model.pkl"
-echo "metrics: $KUBETRAIN_HOME/outputs/$name/metrics.json"
+echo "model:   $out/model.pkl"
+echo "metrics: $out/metrics.json"
+echo "(or through the master from anywhere: kubetrain cp $name:model.pkl .)"
+test -f "$out/model.pkl" && test -f "$out/metrics.json"
 echo "(the master keeps running in the background; stop it with: KUBETRAIN_HOME=$KUBETRAIN_HOME .venv/bin/kubetrain server stop)"
 [ "$state" = Succeeded ]
