@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.records import NodeRecord
 from kubetrain.core.specs import JobSpec
-from kubetrain.store.store import ActiveAttempt, LaunchOrder, Outcome
+from kubetrain.core.attempts import ActiveAttempt, LaunchOrder, Outcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,11 +30,11 @@ import time
 from dataclasses import replace
 from typing import Callable
 
+from kubetrain.core.attempts import ActiveAttempt, LaunchOrder, Outcome
 from kubetrain.core.planning import NodeCapacity, plan
-from kubetrain.core.states import AttemptState
+from kubetrain.core.states import AttemptState, Reason
 from kubetrain.engines.base import Engine
-from kubetrain.store.store import ActiveAttempt, LaunchOrder, Outcome, Store
-from kubetrain.core.states import Reason
+from kubetrain.store.store import Store
 
 log = logging.getLogger("kubetrain.reconciler")
 

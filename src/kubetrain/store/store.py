@@ -9,7 +9,6 @@ recorded a decision completely or not at all.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Iterable
 
@@ -21,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kubetrain.core.errors import ConflictError, NotFoundError
+from kubetrain.core.attempts import ActiveAttempt, LaunchOrder, Outcome
 from kubetrain.core.planning import JobRequest, Plan
 from kubetrain.core.quantities import parse_cpu, parse_memory
 from kubetrain.core.retries import decide
@@ -32,51 +32,6 @@ from kubetrain.store.experiments import ExperimentStore
 from kubetrain.store.metrics import MetricStore
 from kubetrain.store.volumes import VolumeStore
 from kubetrain.store.models import AttemptRow, EventRow, ExperimentRow, JobRow
-
-
-@dataclass(frozen=True, slots=True)
-class LaunchOrder:
-    """An attempt the store has committed and the engine must now start."""
-
-    job: str
-    number: int
-    token: str
-    spec: dict[str, Any]
-    node: str
-    gpus: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ActiveAttempt:
-    """A non-terminal attempt, as the reconcile loop needs it."""
-
-    job: str
-    number: int
-    state: str
-    node: str | None
-    gpus: tuple[int, ...]
-    cpu_millis: int
-    memory_bytes: int
-    token: str
-    spec: dict[str, Any]
-    handle: dict[str, Any]
-    created_at: float
-    started_at: float | None
-    cancel_requested: bool
-    stop_requested_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How an attempt ended, as an engine observed it."""
-
-    reason: Reason
-    message: str
-    exit_code: int | None = None
-    signal: int | None = None
-    peak_memory_bytes: int | None = None
-    cpu_seconds: float | None = None
-    started_at: float | None = None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

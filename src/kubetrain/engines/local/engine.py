@@ -29,7 +29,7 @@ from kubetrain.engines.local.cgroups import AttemptCgroup
 from kubetrain.engines.local.inventory import Inventory
 from kubetrain.engines.local.workspace import can_mount
 from kubetrain.settings import Settings
-from kubetrain.store.store import ActiveAttempt, LaunchOrder, Outcome
+from kubetrain.core.attempts import ActiveAttempt, LaunchOrder, Outcome
 
 #: Every job's output folder lives on this volume, created on first use.
 RESULTS_VOLUME = "results"
