@@ -178,3 +178,20 @@ def test_git_commit_and_dirty_flag_recorded(master, tmp_path: Path) -> None:
     assert job.provenance.git.commit == commit
     assert job.provenance.git.dirty is True
     assert master.cli("logs", name).stdout.strip() == "changed"
+
+
+@pytest.mark.parametrize("spares", ["0", "2"])
+def test_jobs_run_from_spare_supervisors_or_fresh_forks(master_factory, spares: str) -> None:
+    """Spares (pre-joined cgroups) and plain forks run jobs alike; each job still gets its own group."""
+    master = master_factory(KUBETRAIN_SPARES=spares)
+    names = [run_job(master, "--cpu", "100m", "--memory", "64Mi", "--", PYTHON, "-c", f"print({i})") for i in range(3)]
+    groups = set()
+    for index, name in enumerate(names):
+        job = master.wait_state(name)
+        assert job.state == "Succeeded" and master.cli("logs", name).stdout.strip() == str(index)
+        info = json.loads((Path(job.attempts[0].attempt_dir) / "supervisor.json").read_text())
+        dirs = list(info["cgroup"]["dirs"].values())
+        groups.update(dirs)
+        if dirs:
+            assert all(os.path.basename(d).startswith("spare-") == (spares != "0") for d in dirs), dirs
+    assert len(groups) in (0, 3 * len(dirs))  # no two jobs shared a group

@@ -27,7 +27,7 @@ import socket
 import sys
 import time
 
-from kubetrain.engines.local.supervisor import notify, supervise
+from kubetrain.engines.local.supervisor import notify, serve_spare, supervise
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -39,7 +39,47 @@ def _become_subreaper() -> None:
         pass
 
 
-def _reap(children: set[int], wake_socket: str) -> None:
+class _Spares:
+    """Supervisors forked ahead of time (see ``supervisor.Spare``): launches skip the cgroup move."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.ready: list[tuple[int, socket.socket]] = []
+
+    def fill(self, listener: socket.socket) -> None:
+        while len(self.ready) < self.size:
+            ours, theirs = socket.socketpair()
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    listener.close()
+                    ours.close()
+                    for _, other in self.ready:
+                        other.close()
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    code = serve_spare(theirs)
+                finally:
+                    os._exit(code)
+            theirs.close()
+            self.ready.append((pid, ours))
+
+    def take(self) -> tuple[int, socket.socket] | None:
+        return self.ready.pop(0) if self.ready else None
+
+    def forget(self, pid: int) -> None:
+        for entry in list(self.ready):
+            if entry[0] == pid:
+                entry[1].close()
+                self.ready.remove(entry)
+
+    def close(self) -> None:
+        for _, conn in self.ready:
+            conn.close()  # EOF: each spare removes its groups and exits
+        self.ready.clear()
+
+
+def _reap(children: set[int], wake_socket: str, spares: "_Spares | None" = None) -> None:
     """Reap ended children; poke the master when a supervisor ends, so a lost one is seen at once."""
     ended = False
     while True:
@@ -51,11 +91,13 @@ def _reap(children: set[int], wake_socket: str) -> None:
             break
         ended = ended or pid in children
         children.discard(pid)
+        if spares is not None:
+            spares.forget(pid)
     if ended:
         notify(wake_socket)
 
 
-def serve(run_dir: str, *, idle_seconds: float = 600.0) -> None:
+def serve(run_dir: str, *, idle_seconds: float = 600.0, spares: int = 2) -> None:
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "agent.sock")
     wake_socket = os.path.join(run_dir, "wake.sock")
@@ -71,10 +113,12 @@ def serve(run_dir: str, *, idle_seconds: float = 600.0) -> None:
     listener.settimeout(0.1)  # also the reaping interval: how fast a dead supervisor is noticed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     children: set[int] = set()
+    pool = _Spares(spares)
     last_activity = time.monotonic()
     try:
         while True:
-            _reap(children, wake_socket)
+            _reap(children, wake_socket, pool)
+            pool.fill(listener)
             try:
                 conn, _ = listener.accept()
             except socket.timeout:
@@ -88,12 +132,13 @@ def serve(run_dir: str, *, idle_seconds: float = 600.0) -> None:
                     request = json.loads(conn.makefile("rb").readline() or b"{}")
                 except (OSError, ValueError):
                     continue
-                reply = _handle(request, listener, conn, children)
+                reply = _handle(request, listener, conn, children, pool)
                 try:
                     conn.sendall(json.dumps(reply).encode() + b"\n")
                 except OSError:
                     pass
     finally:
+        pool.close()
         try:
             if os.path.exists(path) and os.stat(path).st_ino == os.fstat(listener.fileno()).st_ino:
                 os.unlink(path)
@@ -101,19 +146,32 @@ def serve(run_dir: str, *, idle_seconds: float = 600.0) -> None:
             pass
 
 
-def _handle(request: dict, listener: socket.socket, conn: socket.socket, children: set[int]) -> dict:
+def _handle(request: dict, listener: socket.socket, conn: socket.socket, children: set[int],
+            pool: _Spares) -> dict:
     op = request.get("op")
     if op == "ping":
         return {"pid": os.getpid()}
     if op != "launch" or not isinstance(request.get("dir"), str):
         return {"error": f"unknown request {op!r}"}
     attempt_dir = request["dir"]
+    spare = pool.take()
+    if spare is not None:
+        pid, channel = spare
+        try:
+            channel.sendall(attempt_dir.encode() + b"\n")
+            channel.close()
+            children.add(pid)
+            return {"pid": pid}
+        except OSError:
+            channel.close()  # that spare died: fall back to a fresh fork
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             listener.close()
             conn.close()
+            for _, channel in pool.ready:  # or those spares would never see the agent's EOF
+                channel.close()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = supervise(attempt_dir)
         except BaseException as exc:  # noqa: BLE001 - leave a trace, never return into the agent loop
@@ -129,4 +187,5 @@ def _handle(request: dict, listener: socket.socket, conn: socket.socket, childre
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], idle_seconds=float(sys.argv[2]) if len(sys.argv) > 2 else 600.0)
+    serve(sys.argv[1], idle_seconds=float(sys.argv[2]) if len(sys.argv) > 2 else 600.0,
+          spares=int(os.environ.get("KUBETRAIN_SPARES", "2")))

@@ -202,11 +202,106 @@ def _prepare(launch: dict, attempt_dir: str, pump: "LogPump") -> tuple[str | Non
     return None, env
 
 
-def supervise(attempt_dir: str) -> int:
+def _setpgid(pid: int) -> None:
+    try:  # done by both sides, so a cancel right after the start already reaches the job's group
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+
+
+def become_job(order: dict, log_write: int, exec_write: int) -> None:
+    """In the job's process: its own group, volumes, stdio, folder, then exec.  Never returns."""
+    try:
+        if order.get("error"):
+            raise RuntimeError(order["error"])
+        os.setpgid(0, 0)
+        if order.get("mounts"):
+            from kubetrain.engines.local.workspace import bind_mounts
+
+            bind_mounts(order["mounts"])
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(log_write, 1)
+        os.dup2(log_write, 2)
+        os.chdir(order["cwd"])
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        os.execvpe(order["argv"][0], order["argv"], order["env"])
+    except BaseException as exc:  # noqa: BLE001 - report anything, then leave
+        try:
+            os.write(exec_write, f"{type(exc).__name__}: {exc}".encode()[:4000])
+        finally:
+            os._exit(127)
+
+
+class Spare:
+    """A supervisor forked ahead of time, with its job stub already inside fresh cgroups.
+
+    Why: on cgroup v1 the first move of a process into a group waits out an RCU
+    grace period (8-15 ms after an idle moment), which was a third of the time
+    from submit to the first line of user code.  A spare pays it while idle; at
+    launch only the limits are written (no move) and the stub execs the job.
+    """
+
+    def __init__(self) -> None:
+        try:
+            os.setsid()  # the spare's own session, which its stub (and so the job) shares
+        except OSError:
+            pass
+        self.cgroup_name = f"spare-{os.getpid()}-{time.time_ns() % 10**9}"
+        # Roomy limits until launch writes the real ones (no move needed then).
+        self.group = group = cgroups.create(self.cgroup_name, cpu_millis=10**6, memory_bytes=2**62, pids_max=2**22)
+        self.log_read, log_write = os.pipe()
+        self.exec_read, exec_write = os.pipe()
+        ctl_read, self.ctl_write = os.pipe()
+        self.stub_pid = os.fork()
+        if self.stub_pid == 0:  # the stub: join the groups now, then wait for its job
+            code = 0
+            try:
+                for fd in (self.log_read, self.exec_read, self.ctl_write):
+                    os.close(fd)
+                group.join()
+                data = b""
+                while chunk := os.read(ctl_read, 1 << 16):
+                    data += chunk
+                if data:
+                    become_job(json.loads(data), log_write, exec_write)
+            finally:
+                os._exit(code)
+        for fd in (log_write, exec_write, ctl_read):
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Unused at the end: let the stub go, and remove the groups."""
+        os.close(self.ctl_write)
+        try:
+            os.waitpid(self.stub_pid, 0)
+        except ChildProcessError:
+            pass
+        self.group.remove()
+
+
+def serve_spare(conn) -> int:
+    """The body of a spare: wait for an attempt folder from the agent, then supervise it."""
+    spare = Spare()
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:  # the agent went away: nothing to run
+            spare.discard()
+            return 0
+        data += chunk
+    conn.close()
+    return supervise(data.decode().strip(), spare=spare)
+
+
+def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
     """Run one attempt to its end.  Returns the supervisor's own exit code."""
     try:
         fd = os.open(os.path.join(attempt_dir, CLAIM), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
+        if spare:
+            spare.discard()
         return 0  # another supervisor owns this attempt: never run it twice
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
@@ -217,13 +312,15 @@ def supervise(attempt_dir: str) -> int:
     with open(os.path.join(attempt_dir, LAUNCH)) as fh:
         launch = json.load(fh)
     wake = launch.get("wake_socket")
-    cgroup = cgroups.create(
-        launch["cgroup_name"],
-        cpu_millis=int(launch["cpu_millis"]),
-        memory_bytes=int(launch["memory_bytes"]),
-        pids_max=int(launch["pids_max"]),
-    )
-    log_read, log_write = os.pipe()
+    limits = {"cpu_millis": int(launch["cpu_millis"]), "memory_bytes": int(launch["memory_bytes"]),
+              "pids_max": int(launch["pids_max"])}
+    # A spare's groups exist and its job stub already sits in them: only the limits are written now.
+    cgroup = cgroups.create(spare.cgroup_name if spare else launch["cgroup_name"], **limits)
+    if spare:
+        log_read, log_write, read_end, write_end = spare.log_read, None, spare.exec_read, None
+    else:
+        log_read, log_write = os.pipe()
+        read_end, write_end = os.pipe()  # both close-on-exec: empty read == exec succeeded
     pump = LogPump(log_read, launch["log_path"], int(launch.get("log_max_bytes") or 64 * 2**20))
     started_at = time.time()
     info = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid()), "started_at": started_at,
@@ -232,35 +329,25 @@ def supervise(attempt_dir: str) -> int:
         # Preparing can take minutes: say we are alive before it starts.
         write_json_atomic(os.path.join(attempt_dir, SUPERVISOR), info, durable=False)
     prepare_error, env = _prepare(launch, attempt_dir, pump)
-    read_end, write_end = os.pipe()  # both close-on-exec: empty read == exec succeeded
-    pid = os.fork()
-    if pid == 0:  # the job
-        try:
-            if prepare_error:
-                raise RuntimeError(prepare_error)
+    order = {"argv": launch["argv"], "env": env, "cwd": launch["cwd"], "mounts": launch.get("mounts") or [],
+             "error": prepare_error}
+    if spare:
+        pid = spare.stub_pid
+        _setpgid(pid)
+        data = json.dumps(order).encode()
+        while data:  # the stub reads until EOF; env can exceed one pipe buffer
+            data = data[os.write(spare.ctl_write, data):]
+        os.close(spare.ctl_write)
+    else:
+        pid = os.fork()
+        if pid == 0:  # the job
             os.close(read_end)
             os.close(log_read)
-            os.setpgid(0, 0)
             cgroup.join()
-            if launch.get("mounts"):
-                from kubetrain.engines.local.workspace import bind_mounts
-
-                bind_mounts(launch["mounts"])
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.dup2(log_write, 1)
-            os.dup2(log_write, 2)
-            os.chdir(launch["cwd"])
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE):
-                signal.signal(sig, signal.SIG_DFL)
-            os.execvpe(launch["argv"][0], launch["argv"], env)
-        except BaseException as exc:  # noqa: BLE001 - report anything, then leave
-            try:
-                os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:4000])
-            finally:
-                os._exit(127)
-    os.close(write_end)
-    os.close(log_write)
+            become_job(order, log_write, write_end)
+        _setpgid(pid)
+        os.close(write_end)
+        os.close(log_write)
     pump.thread.start()
     stopper = _Stopper(pid, cgroup, float(launch.get("grace_seconds", 10)))
     signal.signal(signal.SIGTERM, stopper.on_term)
