@@ -67,17 +67,6 @@ def read_first_line_time(client, name: str, path: Path, timeout: float) -> float
     raise TimeoutError(f"{path} never appeared")
 
 
-def wait_terminal(client, name: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get_job(name)
-        if job.state in ("Succeeded", "Failed", "Cancelled"):
-            return job
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"job {name} still {job.state}")
-        time.sleep(0.01)
-
-
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:7.1f} ms"
 
@@ -112,7 +101,7 @@ def main() -> None:
             client.submit(spec)
             t_returned = time.time()
             t_user = read_first_line_time(client, name, mark, timeout=60)
-            job = wait_terminal(client, name)
+            job = client.wait(name, timeout=60.0, poll=0.01)
             if job.state != "Succeeded":
                 failed += 1
             if index < args.warmup:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.records import NodeRecord
@@ -64,7 +64,3 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
         """Log bytes of an attempt from ``offset``; returns (data, new offset)."""
-
-    def log_chunks(self, job: str, number: int, offset: int = 0) -> Iterator[bytes]:  # pragma: no cover
-        data, _ = self.read_log(job, number, offset)
-        yield data

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from kubetrain.core.errors import ConfigError, ConflictError, MasterUnavailableError
+from kubetrain.engines.local.supervisor import process_alive, process_start_time
 from kubetrain.settings import Settings
 
 log = logging.getLogger("kubetrain.master")
@@ -108,13 +109,13 @@ def run_master(settings: Settings) -> None:
     reconciler = Reconciler(store, engine, resync_seconds=settings.resync_seconds,
                             wake_socket=str(settings.run_dir / "wake.sock"))
     service = JobService(store, engine, reconciler)
-    service.sweeps = SweepController(store, settings.home, cancel_job=service.cancel)
+    service.sweeps = SweepController(store, settings.home)
     service.files = FileService(store, engine)
     service.files.ensure_volume("results")  # every job's output folder lives there
     reconciler.controllers.append(service.sweeps)
     app = create_app(settings, service)
     reconciler.start()
-    pid_start = _start_time(os.getpid())
+    pid_start = process_start_time(os.getpid())
     master_file(settings).write_text(json.dumps({"url": url, "pid": os.getpid(), "pid_start": pid_start,
                                                  "home": str(settings.home)}))
     log.info("kubetrain master listening on %s, data in %s", url, settings.home)
@@ -130,18 +131,6 @@ def run_master(settings: Settings) -> None:
         if current and current.get("pid") == os.getpid():
             master_file(settings).unlink(missing_ok=True)
         lock.close()
-
-
-def _start_time(pid: int) -> str | None:
-    from kubetrain.engines.local.supervisor import process_start_time
-
-    return process_start_time(pid)
-
-
-def _alive(pid: int, start: str | None = None) -> bool:
-    from kubetrain.engines.local.supervisor import process_alive
-
-    return process_alive(pid, start)
 
 
 def start_background(settings: Settings, *, timeout: float = 30.0, env: dict[str, str] | None = None) -> str:
@@ -198,7 +187,7 @@ def stop_master(settings: Settings, *, timeout: float = 20.0) -> bool:
     """Stop this home's master (and its idle node agent).  Running jobs keep running."""
     stopped = False
     info = read_master(settings)
-    if info and _alive(int(info["pid"]), info.get("pid_start")):
+    if info and process_alive(int(info["pid"]), info.get("pid_start")):
         stopped = _terminate(int(info["pid"]), timeout)
     master_file(settings).unlink(missing_ok=True)
     agent_pid_file = settings.run_dir / "agent.pid"
@@ -219,7 +208,7 @@ def _terminate(pid: int, timeout: float) -> bool:
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             return True
         time.sleep(0.05)
     try:

@@ -104,11 +104,9 @@ def make_pruner(spec: ExperimentSpec):
 class SweepController:
     """Called by the reconcile loop (``reconcile``) and by metric ingestion (``on_metrics``)."""
 
-    def __init__(self, store: Store, home: Path, *, cancel_job: Callable[[str], Any],
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, home: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.home = home
-        self.cancel_job = cancel_job
         self.clock = clock
         self._lock = threading.RLock()
         self._storages: dict[str, Any] = {}
@@ -140,10 +138,9 @@ class SweepController:
 
     # -- submit --------------------------------------------------------------
     def create(self, spec: ExperimentSpec, provenance: Provenance) -> None:
-        row = self.store.create_experiment(spec, provenance, now=self.clock())
+        self.store.create_experiment(spec, provenance, now=self.clock())
         with self._lock:
             self._study(spec)
-        del row
 
     # -- the loop ------------------------------------------------------------
     def reconcile(self) -> None:
@@ -273,10 +270,10 @@ class SweepController:
     # -- metrics -------------------------------------------------------------
     def on_metrics(self, job: str, experiment_id: int, trial: int, points: list[MetricPoint]) -> bool:
         """Feed the objective to Optuna and ask the pruner; True if the trial should stop."""
-        rows = [r for r in self.store.list_experiment_rows(running_only=True) if r.id == experiment_id]
-        if not rows:
+        document = self.store.running_experiment_spec(experiment_id)  # on every trial's metrics POST
+        if document is None:
             return False
-        spec = ExperimentSpec.model_validate(rows[0].spec)
+        spec = ExperimentSpec.model_validate(document)
         metric = spec.spec.objective.metric
         mine = [p for p in points if p.name == metric]
         if not mine or spec.spec.early_stopping is None:

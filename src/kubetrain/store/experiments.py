@@ -49,6 +49,12 @@ class ExperimentStore:
                 raise NotFoundError(f"experiment {name!r} not found; list them with `kubetrain experiments`")
             return row
 
+    def running_experiment_spec(self, experiment_id: int) -> dict[str, Any] | None:
+        """The spec of a running experiment by id (None once it ended)."""
+        with self.session() as s:
+            return s.scalar(select(ExperimentRow.spec).where(ExperimentRow.id == experiment_id,
+                                                             ExperimentRow.state == ExperimentState.RUNNING.value))
+
     def list_experiment_rows(self, *, running_only: bool = False, limit: int = 500) -> list[ExperimentRow]:
         with self.session() as s:
             query = select(ExperimentRow).order_by(ExperimentRow.id.desc()).limit(limit)

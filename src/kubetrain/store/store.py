@@ -25,7 +25,7 @@ from kubetrain.core.planning import JobRequest, Plan
 from kubetrain.core.quantities import parse_cpu, parse_memory
 from kubetrain.core.retries import decide
 from kubetrain.core.records import AttemptRecord, EventRecord, JobRecord, Provenance
-from kubetrain.core.selectors import Requirement, matches
+from kubetrain.core.selectors import Requirement, matches, parse_selector
 from kubetrain.core.specs import JobSpec
 from kubetrain.core.states import AttemptState, JobState, Reason, check_transition
 from kubetrain.store.experiments import ExperimentStore
@@ -163,23 +163,19 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
             if now is not None:
                 query = query.where((JobRow.not_before.is_(None)) | (JobRow.not_before <= now))
             rows = s.execute(query).all()
+        # Stored specs were validated at submit: read the few fields the planner needs instead of
+        # re-validating every queued document on every pass.
+        selectors: dict[str, tuple] = {}
         out = []
         for job_id, name, priority, spec, wait_reason in rows:
-            body = JobSpec.model_validate(spec).spec
-            out.append(
-                (
-                    JobRequest(
-                        key=name,
-                        seq=job_id,
-                        cpu_millis=body.resources.cpu_millis,
-                        memory_bytes=body.resources.memory_bytes,
-                        gpu=body.resources.gpu,
-                        priority=priority,
-                        selector=body.requirements,
-                    ),
-                    wait_reason,
-                )
-            )
+            body = spec["spec"]
+            resources = body["resources"]
+            selector = body.get("selector") or ""
+            if selector not in selectors:
+                selectors[selector] = parse_selector(selector)
+            out.append((JobRequest(key=name, seq=job_id, cpu_millis=parse_cpu(resources["cpu"]),
+                                   memory_bytes=parse_memory(resources["memory"]), gpu=int(resources.get("gpu", 0)),
+                                   priority=priority, selector=selectors[selector]), wait_reason))
         return out
 
     def active_attempts(self) -> list[ActiveAttempt]:
@@ -377,15 +373,6 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
         with self.session() as s:
             tokens = s.scalars(select(AttemptRow.token).join(JobRow).where(JobRow.name == job)).all()
         return any(secrets.compare_digest(t, token) for t in tokens)
-
-    def add_event(self, job: str, reason: str, message: str, *, now: float,
-                  attempt: int | None = None, type: str = "Normal") -> None:
-        with self.session() as s:
-            job_id = s.scalar(select(JobRow.id).where(JobRow.name == job))
-            if job_id is None:
-                return
-            s.add(EventRow(job_id=job_id, attempt=attempt, time=now, type=type, reason=reason, message=message))
-            s.commit()
 
     def count_attempts(self, job: str) -> int:
         with self.session() as s:
