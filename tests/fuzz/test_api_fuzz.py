@@ -31,7 +31,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from tests.conftest import PYTHON, wait_until
-from tests.fuzz.conftest import API_EXAMPLES
+from tests.fuzz.conftest import API_EXAMPLES, DERANDOMIZE
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -167,7 +167,7 @@ class Fuzzer:
         names = _real_names(self.seeded, operation)
         real = st.one_of(st.none(), st.none(), st.sampled_from(names)) if names else st.none()
 
-        @settings(max_examples=API_EXAMPLES, deadline=None, database=None, derandomize=False,
+        @settings(max_examples=API_EXAMPLES, deadline=None, database=None, derandomize=DERANDOMIZE,
                   phases=[Phase.explicit, Phase.generate], print_blob=True,
                   suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy(generation_mode=mode), real=real)

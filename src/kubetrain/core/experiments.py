@@ -126,9 +126,9 @@ class EarlyStopping(StrictModel):
     #: median: trials to complete before pruning starts; asha: ignored.
     startup_trials: int = Field(default=3, alias="startupTrials", ge=0, le=10_000)
     #: median: steps a trial runs before it may be pruned.
-    warmup_steps: int = Field(default=1, alias="warmupSteps", ge=0)
+    warmup_steps: int = Field(default=1, alias="warmupSteps", ge=0, le=2**62)
     #: asha: the first rung's budget in steps, and the reduction factor between rungs.
-    min_resource: int = Field(default=1, alias="minResource", ge=1)
+    min_resource: int = Field(default=1, alias="minResource", ge=1, le=2**62)
     reduction_factor: int = Field(default=3, alias="reductionFactor", ge=2, le=100)
 
 

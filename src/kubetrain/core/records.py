@@ -12,6 +12,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+#: Bounds on numbers that reach a database column, so an absurd value from a client is a 422
+#: naming the field rather than an integer overflow inside SQLite or PostgreSQL (BIGINT).
+MAX_ROW_ID = 2**63 - 1
+MAX_ATTEMPT = 1_000_000
+
+
 class Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
 

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kubetrain import __version__
 from kubetrain.core.errors import KubetrainError, SpecError, UnauthorizedError
-from kubetrain.core.records import JobRecord, NodeRecord, Provenance
+from kubetrain.core.records import MAX_ATTEMPT, JobRecord, NodeRecord, Provenance
 from kubetrain.core.selectors import SelectorError, parse_selector
 from kubetrain.core.specs import JobSpec
 from kubetrain.server.auth import bearer_matches
@@ -165,7 +165,7 @@ def create_app(settings: Settings, service: JobService) -> FastAPI:
     @app.get("/api/v1/jobs/{name}/logs", dependencies=api)
     def job_logs(
         name: str,
-        attempt: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+        attempt: Annotated[int | None, Query(ge=1, le=MAX_ATTEMPT)] = None,
         follow: bool = False,
     ) -> StreamingResponse:
         chunks = service.follow_logs(name, attempt=attempt, follow=follow)

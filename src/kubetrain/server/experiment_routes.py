@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kubetrain.core.errors import PayloadTooLargeError, UnauthorizedError
 from kubetrain.core.experiments import ExperimentSpec
-from kubetrain.core.records import ExperimentRecord, MetricPoint, Provenance
+from kubetrain.core.records import MAX_ATTEMPT, MAX_ROW_ID, ExperimentRecord, MetricPoint, Provenance
 from kubetrain.server.auth import bearer_matches
 from kubetrain.server.services import JobService
 from kubetrain.settings import Settings
@@ -27,7 +27,7 @@ MAX_METRICS_BODY = 32 * 2**20
 
 class MetricBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    attempt: int | None = Field(default=None, ge=1)
+    attempt: int | None = Field(default=None, ge=1, le=MAX_ATTEMPT)
     points: list[MetricPoint] = Field(max_length=100_000)
 
 
@@ -71,7 +71,8 @@ def add_experiment_routes(app: FastAPI, settings: Settings, service: JobService,
     async def report_metrics(name: str, request: Request) -> dict[str, bool]:
         # The hot path: the raw body is size-checked, then parsed and validated in one pass
         # (pydantic-core from bytes) on a worker thread, never on the event loop.
-        length = int(request.headers.get("content-length") or 0)
+        declared = request.headers.get("content-length", "")
+        length = int(declared) if declared.isdigit() else 0
         if length > MAX_METRICS_BODY:
             raise PayloadTooLargeError(f"metrics batch of {length} bytes; send at most {MAX_METRICS_BODY} per request")
         body = await request.body()
@@ -83,7 +84,7 @@ def add_experiment_routes(app: FastAPI, settings: Settings, service: JobService,
     def get_metrics(
         name: str,
         metric: Annotated[list[str] | None, Query(description="only these metric names")] = None,
-        after: Annotated[int, Query(ge=0, description="only points with an id above this (for polling)")] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_ROW_ID, description="only points with an id above this (for polling)")] = 0,
         limit: Annotated[int, Query(ge=1, le=1_000_000)] = 100_000,
     ) -> list[dict[str, Any]]:
         job_id = service.store.job_ref(name)[0]

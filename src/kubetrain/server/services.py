@@ -19,7 +19,7 @@ from typing import Iterator
 
 from kubetrain.core.errors import ConflictError, KubetrainError, NotFoundError
 from kubetrain.core.experiments import ExperimentSpec
-from kubetrain.core.records import ExperimentRecord, JobRecord, MetricPoint, Provenance
+from kubetrain.core.records import MAX_ATTEMPT, ExperimentRecord, JobRecord, MetricPoint, Provenance
 from kubetrain.core.specs import JobSpec, format_validation_error, validate_job
 from kubetrain.core.states import JobState
 from kubetrain.engines.base import Engine
@@ -33,12 +33,12 @@ class _Point(TypedDict):
     name: Annotated[str, Field(min_length=1, max_length=128)]
     value: Annotated[float, Field(allow_inf_nan=False)]
     time: NotRequired[float | None]
-    attempt: NotRequired[Annotated[int, Field(ge=1)] | None]
+    attempt: NotRequired[Annotated[int, Field(ge=1, le=MAX_ATTEMPT)] | None]
 
 
 class _Batch(TypedDict):
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
-    attempt: NotRequired[Annotated[int, Field(ge=1)] | None]
+    attempt: NotRequired[Annotated[int, Field(ge=1, le=MAX_ATTEMPT)] | None]
     batch: NotRequired[Annotated[str, Field(max_length=64)] | None]
     points: Annotated[list[_Point], Field(max_length=100_000)]
 
