@@ -34,6 +34,8 @@ log = logging.getLogger("kubetrain.sweeps")
 
 EXPERIMENT_LABEL = "kubetrain.io/experiment"
 TRIAL_LABEL = "kubetrain.io/trial"
+#: How often the loop looks for running experiments when it knows of none (see SweepController).
+IDLE_RECHECK_SECONDS = 1.0
 
 
 def _optuna():
@@ -110,6 +112,12 @@ class SweepController:
         self.clock = clock
         self._lock = threading.RLock()
         self._storages: dict[str, Any] = {}
+        # With no experiment running, the loop re-reads the table only every IDLE_RECHECK_SECONDS
+        # (it runs on every submit: a plain job's path to its start should not pay for sweeps).
+        # ``create`` bumps the generation, so a new experiment is seen on the very next pass.
+        self._generation = 0
+        self._recheck_generation = -1
+        self._recheck_at = 0.0
 
     # -- studies -------------------------------------------------------------
     def _storage(self, name: str):
@@ -141,10 +149,17 @@ class SweepController:
         self.store.create_experiment(spec, provenance, now=self.clock())
         with self._lock:
             self._study(spec)
+        self._generation += 1
 
     # -- the loop ------------------------------------------------------------
     def reconcile(self) -> None:
-        for row in self.store.list_experiment_rows(running_only=True):
+        generation, now = self._generation, time.monotonic()
+        if now < self._recheck_at and generation == self._recheck_generation:
+            return
+        rows = self.store.list_experiment_rows(running_only=True)
+        self._recheck_at = now + IDLE_RECHECK_SECONDS if not rows else 0.0
+        self._recheck_generation = generation
+        for row in rows:
             try:
                 with self._lock:
                     self._reconcile_one(row)

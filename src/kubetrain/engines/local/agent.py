@@ -30,6 +30,8 @@ import time
 from kubetrain.engines.local.supervisor import notify, serve_spare, supervise
 
 PR_SET_CHILD_SUBREAPER = 36
+#: How long the agent waits after its last request before it forks replacement spares.
+REFILL_QUIET_SECONDS = 0.05
 
 
 def _become_subreaper() -> None:
@@ -110,7 +112,6 @@ def serve(run_dir: str, *, idle_seconds: float = 600.0, spares: int = 2) -> None
     os.replace(tmp, path)  # atomic: clients never see a half-bound socket
     with open(os.path.join(run_dir, "agent.pid"), "w") as fh:
         fh.write(str(os.getpid()))
-    listener.settimeout(0.1)  # also the reaping interval: how fast a dead supervisor is noticed
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     children: set[int] = set()
     pool = _Spares(spares)
@@ -118,7 +119,14 @@ def serve(run_dir: str, *, idle_seconds: float = 600.0, spares: int = 2) -> None
     try:
         while True:
             _reap(children, wake_socket, pool)
-            pool.fill(listener)
+            # Refill when nothing is asked of us for a moment, or when no spare is left. Forking a
+            # spare (cgroup mkdirs, a stub's move into them) right after a launch would compete for
+            # the CPU with the job that has just been started, on exactly its start-up path.
+            if not pool.ready or time.monotonic() - last_activity >= REFILL_QUIET_SECONDS:
+                pool.fill(listener)
+            full = len(pool.ready) >= pool.size
+            # The timeout is also the reaping interval: how fast a dead supervisor is noticed.
+            listener.settimeout(0.1 if full else REFILL_QUIET_SECONDS)
             try:
                 conn, _ = listener.accept()
             except socket.timeout:

@@ -20,18 +20,22 @@ ROOT = "/sys/fs/cgroup"
 V1_CONTROLLERS = ("memory", "cpu", "pids", "cpuacct")
 
 
-def _own_path(controller: str) -> str | None:
-    """This process's group path for ``controller`` (v1) or the unified path (``""``)."""
+def _own_paths() -> dict[str, str]:
+    """This process's group path per v1 controller, and the unified (v2) path under ``""``."""
+    paths: dict[str, str] = {}
     try:
         with open("/proc/self/cgroup") as fh:
             for line in fh:
                 _, controllers, path = line.rstrip("\n").split(":", 2)
-                names = controllers.split(",") if controllers else [""]
-                if controller in names:
-                    return path
+                for name in controllers.split(",") if controllers else [""]:
+                    paths.setdefault(name, path)
     except OSError:
-        return None
-    return None
+        pass
+    return paths
+
+
+def _own_path(controller: str) -> str | None:
+    return _own_paths().get(controller)
 
 
 def _mem(num: int) -> str:
@@ -171,13 +175,18 @@ def create(name: str, *, cpu_millis: int, memory_bytes: int, pids_max: int) -> A
     if v2 is not None:
         return _create_v2(v2, name, cpu_millis, memory_bytes, pids_max, notes)
     dirs: dict[str, str] = {}
+    own = _own_paths()
+    # A spare supervisor's groups exist already, with the settings below that never change;
+    # at launch only the limits are written again (each cgroupfs write costs tens of microseconds).
+    existed = False
     for controller in V1_CONTROLLERS:
-        base = _own_path(controller)
+        base = own.get(controller)
         mount = os.path.join(ROOT, controller)
         if base is None or not os.path.isdir(mount):
             continue
         directory = os.path.join(mount, base.lstrip("/"), "kubetrain", name)
         try:
+            existed = existed or os.path.isdir(directory)
             os.makedirs(directory, exist_ok=True)
             dirs[controller] = directory
         except OSError as exc:
@@ -185,10 +194,11 @@ def create(name: str, *, cpu_millis: int, memory_bytes: int, pids_max: int) -> A
     if "memory" in dirs:
         try:
             _write(os.path.join(dirs["memory"], "memory.limit_in_bytes"), str(memory_bytes))
-            try:  # no swap: a limit that can spill into swap is not a limit
-                _write(os.path.join(dirs["memory"], "memory.swappiness"), "0")
-            except OSError:
-                pass
+            if not existed:
+                try:  # no swap: a limit that can spill into swap is not a limit
+                    _write(os.path.join(dirs["memory"], "memory.swappiness"), "0")
+                except OSError:
+                    pass
             notes.append(f"memory limit {_mem(memory_bytes)} enforced (cgroup v1)")
         except OSError as exc:
             notes.append(f"memory limit NOT enforced: {exc.strerror}")
@@ -196,7 +206,8 @@ def create(name: str, *, cpu_millis: int, memory_bytes: int, pids_max: int) -> A
         notes.append("memory limit NOT enforced: no writable memory cgroup")
     if "cpu" in dirs:
         try:
-            _write(os.path.join(dirs["cpu"], "cpu.cfs_period_us"), "100000")
+            if not existed:
+                _write(os.path.join(dirs["cpu"], "cpu.cfs_period_us"), "100000")
             _write(os.path.join(dirs["cpu"], "cpu.cfs_quota_us"), str(max(cpu_millis * 100, 1000)))
             notes.append(f"CPU quota {cpu_millis}m enforced (cgroup v1 CFS)")
         except OSError as exc:
