@@ -23,6 +23,7 @@ from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.records import NodeRecord
 from kubetrain.core.specs import JobSpec
 from kubetrain.core.states import Reason, explain_exit
+from kubetrain.engines.variables import job_variables
 from kubetrain.engines.base import Engine, Observation
 from kubetrain.engines.local import supervisor as sv
 from kubetrain.engines.local.cgroups import AttemptCgroup
@@ -160,30 +161,8 @@ class LocalEngine(Engine):
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
         # `python` in a job is the master's interpreter: one pinned environment for every job.
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "/usr/bin:/bin")])
-        env.update(spec.spec.env)
-        params = spec.spec.params
-        env.update(
-            {
-                "KUBETRAIN_JOB": order.job,
-                "KUBETRAIN_JOB_TOKEN": order.token,
-                "KUBETRAIN_ATTEMPT": str(order.number),
-                "KUBETRAIN_NODE": order.node,
-                "KUBETRAIN_PARAMS": json.dumps(params),
-                "KUBETRAIN_ATTEMPT_DIR": str(attempt_dir),
-                "KUBETRAIN_OUTPUT_DIR": str(output_dir),
-                "KUBETRAIN_CHECKPOINT_DIR": str(output_dir / "checkpoints"),
-                # Hide every GPU not granted; "" hides all (NVIDIA_ too, for containers).
-                "CUDA_VISIBLE_DEVICES": ",".join(map(str, order.gpus)),
-                "NVIDIA_VISIBLE_DEVICES": ",".join(map(str, order.gpus)) or "void",
-                "PYTHONUNBUFFERED": env.get("PYTHONUNBUFFERED", "1"),
-            }
-        )
-        env.update(volume_env)
-        if self.master_url:
-            env["KUBETRAIN_MASTER_URL"] = self.master_url
-        for key, value in params.items():
-            name = "KUBETRAIN_PARAM_" + "".join(c if c.isalnum() else "_" for c in key).upper()
-            env[name] = value if isinstance(value, str) else json.dumps(value)
+        env.update(job_variables(order, spec, attempt_dir=str(attempt_dir), output_dir=str(output_dir),
+                                 master_url=self.master_url, gpus=",".join(map(str, order.gpus)), volumes=volume_env))
         return env
 
     def launch(self, order: LaunchOrder) -> dict[str, Any]:

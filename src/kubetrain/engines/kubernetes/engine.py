@@ -1,0 +1,245 @@
+"""The Kubernetes engine: one ``batch/v1`` Job per attempt; the cluster runs, the master decides and records.
+
+The master stays the single place to submit and watch: it admits jobs with its
+own planner against the cluster's node view (what fits where, label selectors,
+reasons for waiting), then hands each attempt to Kubernetes as a Job that the
+kube-scheduler binds.  Everything the engine needs to find its objects again is
+in their labels, so a restarted master re-attaches by listing, not by memory.
+
+Logs are copied into the master's attempt folder when an attempt ends, and only
+then is its Job deleted (one pass after the end was recorded), so logs outlive
+pods, which plain Kubernetes does not give.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from kubetrain.core.attempts import ActiveAttempt, LaunchOrder
+from kubetrain.core.errors import EngineError, SpecError
+from kubetrain.core.planning import NodeCapacity
+from kubetrain.core.quantities import parse_cpu, parse_memory
+from kubetrain.core.records import NodeRecord
+from kubetrain.core.specs import JobSpec
+from kubetrain.engines.base import Engine, Observation
+from kubetrain.engines.kubernetes.manifests import (
+    ATTEMPT_LABEL,
+    GPU_RESOURCE,
+    JOB_LABEL,
+    KubernetesSettings,
+    object_name,
+    render_job,
+    selector_for,
+)
+from kubetrain.engines.kubernetes.status import interpret
+
+log = logging.getLogger("kubetrain.kubernetes")
+
+#: Bytes of a pod's log kept by the master (the newest part when longer).
+MAX_LOG_BYTES = 64 * 2**20
+
+
+def _kubernetes():
+    try:
+        import kubernetes
+    except ImportError:  # pragma: no cover - depends on the install
+        raise EngineError("the Kubernetes engine needs the kubernetes package: pip install 'kubetrain[kubernetes]'") from None
+    return kubernetes
+
+
+def connect(kubeconfig: str | None = None, context: str | None = None):
+    """An ApiClient from a kubeconfig (``KUBECONFIG`` or ``~/.kube/config``), or in-cluster when run in a pod."""
+    kubernetes = _kubernetes()
+    if kubeconfig or os.environ.get("KUBECONFIG") or Path("~/.kube/config").expanduser().exists():
+        return kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context)
+    kubernetes.config.load_incluster_config()
+    return kubernetes.client.ApiClient()
+
+
+class KubernetesEngine(Engine):
+    name = "kubernetes"
+
+    def __init__(self, settings: KubernetesSettings, api_client: Any, *, attempts_dir: Path,
+                 snapshots_dir: Path | None = None) -> None:
+        kubernetes = _kubernetes()
+        self.settings = settings
+        self.api_client = api_client
+        self.batch = kubernetes.client.BatchV1Api(api_client)
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.ApiException = kubernetes.client.ApiException
+        self.attempts_dir = attempts_dir
+        self.snapshots_dir = snapshots_dir
+
+    # -- helpers -------------------------------------------------------------
+    def _json(self, call, *args, **kwargs) -> Any:
+        """Call the API and take its JSON as plain dicts (no model objects: the status mapping reads dicts)."""
+        try:
+            response = call(*args, _preload_content=False, **kwargs)
+        except self.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise EngineError(f"Kubernetes API: {exc.status} {exc.reason}: {_message(exc)}") from None
+        except OSError as exc:  # urllib3 wraps connection failures in OSError subclasses
+            raise EngineError(f"cannot reach the Kubernetes API: {exc}") from None
+        return json.loads(response.data)
+
+    def attempt_dir(self, job: str, number: int) -> Path:
+        return self.attempts_dir / job / str(number)
+
+    def snapshot_path(self, snapshot: str) -> Path:
+        if self.snapshots_dir is None:
+            raise EngineError("this master keeps no code snapshots")
+        return self.snapshots_dir / f"{snapshot.removeprefix('sha256:')}.tar.gz"
+
+    def validate(self, spec: JobSpec) -> None:
+        if spec.spec.environment is not None:
+            raise SpecError("spec.environment: on Kubernetes a job's environment is its image; "
+                            "set spec.image (or the master's default image) instead")
+        if spec.spec.snapshot and not self.settings.master_url:
+            raise SpecError("spec.snapshot: pods fetch code from the master, but no URL reachable from pods is "
+                            "configured; set kubernetes.masterUrl, or bake the code into spec.image")
+
+    # -- nodes ---------------------------------------------------------------
+    def _node_list(self) -> list[dict[str, Any]]:
+        return (self._json(self.core.list_node) or {}).get("items", [])
+
+    def nodes(self) -> list[NodeCapacity]:
+        return [_capacity(node) for node in self._node_list()]
+
+    def describe_nodes(self, active: list[ActiveAttempt]) -> list[NodeRecord]:
+        records = []
+        for node in self.nodes():
+            mine = [a for a in active if a.node == node.name]
+            used = {g for a in mine for g in a.gpus}
+            records.append(NodeRecord(
+                name=node.name, engine=self.name, labels=dict(node.labels), cpu_millis=node.cpu_millis,
+                memory_bytes=node.memory_bytes, gpus=list(node.gpus),
+                free_cpu_millis=node.cpu_millis - sum(a.cpu_millis for a in mine),
+                free_memory_bytes=node.memory_bytes - sum(a.memory_bytes for a in mine),
+                free_gpus=[g for g in node.gpus if g not in used], running=len(mine),
+            ))
+        return records
+
+    # -- attempts ------------------------------------------------------------
+    def launch(self, order: LaunchOrder) -> dict[str, Any]:
+        spec = JobSpec.model_validate(order.spec)
+        manifest = render_job(order, spec, self.settings)
+        name = manifest["metadata"]["name"]
+        try:
+            self.batch.create_namespaced_job(self.settings.namespace, manifest, _preload_content=False)
+        except self.ApiException as exc:
+            if exc.status != 409:  # 409: created before (a relaunch after a master restart): never twice
+                raise EngineError(f"Kubernetes refused Job {name}: {exc.status} {exc.reason}: {_message(exc)}") from None
+        except OSError as exc:
+            raise EngineError(f"cannot reach the Kubernetes API: {exc}") from None
+        self.attempt_dir(order.job, order.number).mkdir(parents=True, exist_ok=True)
+        return {"k8s_job": name, "namespace": self.settings.namespace}
+
+    def _ours(self, kind: str) -> dict[tuple[str, int], list[dict[str, Any]]]:
+        call = self.batch.list_namespaced_job if kind == "jobs" else self.core.list_namespaced_pod
+        items = (self._json(call, self.settings.namespace, label_selector=selector_for(self.settings)) or {}).get("items", [])
+        out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for item in items:
+            item_labels = (item.get("metadata") or {}).get("labels") or {}
+            try:
+                key = (item_labels[JOB_LABEL], int(item_labels[ATTEMPT_LABEL]))
+            except (KeyError, ValueError):
+                continue
+            out.setdefault(key, []).append(item)
+        return out
+
+    def observe(self, active: list[ActiveAttempt]) -> list[Observation]:
+        jobs, pods = self._ours("jobs"), self._ours("pods")
+        out = []
+        for attempt in active:
+            key = (attempt.job, attempt.number)
+            job = (jobs.get(key) or [None])[0]
+            handle = {**attempt.handle, "k8s_job": object_name(*key), "namespace": self.settings.namespace}
+            observation = interpret(attempt, job, pods.get(key, []), handle)
+            if observation.phase == "ended":
+                self._keep_log(attempt.job, attempt.number, pods.get(key, []))
+            out.append(observation)
+        # Jobs of attempts no longer active ended in an earlier pass, and the store has recorded it:
+        # their logs are kept, so remove them from the cluster now.
+        active_keys = {(a.job, a.number) for a in active}
+        for key, objects in jobs.items():
+            if key not in active_keys:
+                self._keep_log(*key, pods.get(key, []))
+                self._delete(objects[0]["metadata"]["name"])
+        return out
+
+    def _keep_log(self, job: str, number: int, pods: list[dict[str, Any]]) -> None:
+        path = self.attempt_dir(job, number) / "output.log"
+        if path.exists() or not pods:
+            return
+        text = self._pod_log(pods[-1]["metadata"]["name"])
+        if text is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(text[-MAX_LOG_BYTES:])
+        os.replace(tmp, path)
+
+    def _pod_log(self, pod: str) -> bytes | None:
+        try:
+            response = self.core.read_namespaced_pod_log(pod, self.settings.namespace, _preload_content=False)
+        except self.ApiException as exc:
+            if exc.status in (400, 404):  # not started yet, or gone
+                return None
+            raise EngineError(f"Kubernetes API: {exc.status} {exc.reason}: {_message(exc)}") from None
+        except OSError:
+            return None
+        return response.data
+
+    def _delete(self, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, self.settings.namespace, propagation_policy="Background",
+                                             _preload_content=False)
+        except self.ApiException as exc:
+            if exc.status != 404:
+                log.warning("could not delete Job %s: %s %s", name, exc.status, exc.reason)
+        except OSError as exc:
+            log.warning("could not delete Job %s: %s", name, exc)
+
+    def cancel(self, attempt: ActiveAttempt) -> None:
+        pods = self._ours("pods").get((attempt.job, attempt.number), [])
+        self._keep_log(attempt.job, attempt.number, pods)
+        self._delete(object_name(attempt.job, attempt.number))
+
+    def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
+        path = self.attempt_dir(job, number) / "output.log"
+        if path.exists():
+            data = path.read_bytes()
+        else:
+            pods = self._ours("pods").get((job, number), [])
+            data = (self._pod_log(pods[-1]["metadata"]["name"]) if pods else None) or b""
+        if len(data) < offset:
+            offset = 0
+        chunk = data[offset: offset + (1 << 20)]
+        return chunk, offset + len(chunk)
+
+
+def _message(exc: Any) -> str:
+    try:
+        return json.loads(exc.body).get("message") or ""
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.body or "")[:200]
+
+
+def _capacity(node: dict[str, Any]) -> NodeCapacity:
+    status = node.get("status") or {}
+    allocatable = status.get("allocatable") or status.get("capacity") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    gpus = int(allocatable.get(GPU_RESOURCE, "0") or 0)
+    return NodeCapacity(
+        name=node["metadata"]["name"],
+        cpu_millis=parse_cpu(allocatable.get("cpu", "0")),
+        memory_bytes=parse_memory(allocatable.get("memory", "0")),
+        gpus=tuple(range(gpus)),
+        labels=dict((node.get("metadata") or {}).get("labels") or {}),
+        schedulable=ready and not (node.get("spec") or {}).get("unschedulable", False),
+    )

@@ -1,0 +1,115 @@
+"""Read a Job and its pod as Kubernetes reports them, and say what happened to the attempt.
+
+Pure: objects in (the API's JSON, as dicts), an :class:`Observation` out.  The
+mapping is where a training platform on Kubernetes earns its keep, because the
+API spreads one fact over several places:
+
+* ``OOMKilled`` is only on the container's ``terminated.reason``;
+* a deadline is a Job condition (``Failed``/``DeadlineExceeded``), not a pod state;
+* a node that died shows as a pod ``DisruptionTarget`` condition, an ``Evicted``
+  or ``NodeLost`` reason, or a pod that vanished: all *infrastructure* failures,
+  which our retry policy retries (and the job resumes from its checkpoint), unlike
+  a non-zero exit of the user's code;
+* a pod that cannot be scheduled or pulled is not a failure yet, but the user
+  must see why it waits (notes become events).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from kubetrain.core.attempts import ActiveAttempt, Outcome
+from kubetrain.core.states import AttemptState, Reason, explain_exit
+from kubetrain.engines.base import Observation
+
+#: Pod reasons that mean the machine, not the code, ended the attempt.
+INFRA_POD_REASONS = {"Evicted", "NodeLost", "NodeShutdown", "Terminated", "Preempting", "UnexpectedAdmissionError"}
+#: Waiting reasons worth telling the user about while a pod does not start.
+WAITING_NOTES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                 "CreateContainerError", "RunContainerError"}
+
+
+def timestamp(value: str | None) -> float | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return condition
+    return None
+
+
+def _container(pod: dict[str, Any] | None) -> dict[str, Any]:
+    statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or []
+    return statuses[0] if statuses else {}
+
+
+def _newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", default=None)
+
+
+def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dict[str, Any]],
+              handle: dict[str, Any]) -> Observation:
+    """What ``job`` (None: not found) and its ``pods`` say about ``attempt``."""
+    key = (attempt.job, attempt.number)
+    if job is None:
+        if attempt.cancel_requested:
+            return Observation(*key, "ended", handle, outcome=Outcome(Reason.CANCELLED, "cancelled; its Job was deleted"))
+        if attempt.state == AttemptState.STARTING.value and not attempt.started_at:
+            return Observation(*key, "relaunch", handle)  # decided, but the Job was never created
+        return Observation(*key, "ended", handle, outcome=Outcome(
+            Reason.LOST, "its Kubernetes Job disappeared (deleted outside kubetrain, or its node went away)"))
+
+    pod = _newest(pods)
+    container = _container(pod)
+    state = container.get("state") or {}
+    terminated = state.get("terminated") or {}
+    running = state.get("running") or {}
+    pod_status = (pod or {}).get("status") or {}
+    started_at = (timestamp(running.get("startedAt")) or timestamp(terminated.get("startedAt"))
+                  or timestamp((job.get("status") or {}).get("startTime")))
+
+    failed = _condition(job, "Failed")
+    if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
+        return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
+            Reason.COMPLETED, "", exit_code=0, started_at=started_at))
+    if failed and failed.get("reason") == "DeadlineExceeded":
+        return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
+            Reason.DEADLINE_EXCEEDED, "ran past activeDeadlineSeconds; Kubernetes stopped it",
+            exit_code=terminated.get("exitCode"), started_at=started_at))
+    if terminated.get("reason") == "OOMKilled":
+        return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
+            Reason.OOM_KILLED, "exceeded its memory limit and was killed by the kernel",
+            exit_code=terminated.get("exitCode"), signal=9, started_at=started_at))
+    disrupted = _condition(pod or {}, "DisruptionTarget")
+    if pod_status.get("reason") in INFRA_POD_REASONS or (disrupted and not terminated):
+        why = pod_status.get("message") or (disrupted or {}).get("message") or pod_status.get("reason")
+        return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
+            Reason.LOST, f"its pod was stopped by the cluster, not by the code: {why}", started_at=started_at))
+    if terminated and (failed or pod_status.get("phase") == "Failed"):
+        code = terminated.get("exitCode")
+        return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
+            Reason.ERROR, terminated.get("message") or explain_exit(code, None), exit_code=code, started_at=started_at))
+    if failed:
+        return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
+            Reason.LOST, f"its Job failed before the code ran: {failed.get('message') or failed.get('reason')}"))
+    if pod is None:
+        return Observation(*key, "starting", handle)
+    if running or pod_status.get("phase") == "Running":
+        return Observation(*key, "running", {**handle, "pod": pod["metadata"]["name"]}, started_at=started_at)
+    return Observation(*key, "starting", {**handle, "pod": pod["metadata"]["name"]}, notes=_waiting_notes(pod))
+
+
+def _waiting_notes(pod: dict[str, Any]) -> tuple[str, ...]:
+    notes = []
+    scheduled = next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"), None)
+    if scheduled and scheduled.get("status") == "False" and scheduled.get("message"):
+        notes.append(f"waiting for a node: {scheduled['message']}")
+    waiting = (_container(pod).get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") in WAITING_NOTES:
+        notes.append(f"container not started: {waiting['reason']}: {waiting.get('message') or ''}".rstrip(": "))
+    return tuple(notes)

@@ -1,0 +1,157 @@
+"""Kubernetes manifests: every rendering passes the API server's strict schema, for several versions."""
+
+from __future__ import annotations
+
+import pytest
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install -e '.[test]'")
+
+from kubetrain.core.attempts import LaunchOrder  # noqa: E402
+from kubetrain.core.specs import validate_job  # noqa: E402
+from kubetrain.engines.kubernetes.manifests import (  # noqa: E402
+    KubernetesSettings,
+    object_name,
+    render_job,
+)
+
+#: The oldest Kubernetes still widely run, a middle one, and the newest the validator knows.
+VERSIONS = ("1.29.0", "1.33.0", kubernetes_validate.utils.latest_version())
+TOKEN = "t" * 32
+
+
+def job(**body) -> dict:
+    spec = {"command": ["python", "train.py"], "args": ["--epochs", "3"]}
+    spec.update(body)
+    return validate_job({"apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": "digits"}, "spec": spec})
+
+
+def render(spec, number: int = 1, settings: KubernetesSettings | None = None, name: str = "digits") -> dict:
+    order = LaunchOrder(job=name, number=number, token=TOKEN, spec=spec.to_document(), node="node-a", gpus=())
+    return render_job(order, spec, settings or KubernetesSettings(namespace="ml", master_url="http://master:8080"))
+
+
+def container(manifest: dict) -> dict:
+    return manifest["spec"]["template"]["spec"]["containers"][0]
+
+
+def env(manifest: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container(manifest)["env"]}
+
+
+SPECS = {
+    "plain": job(),
+    "everything": job(
+        resources={"cpu": "1500m", "memory": "6Gi", "gpu": 2},
+        selector="gpu-type=a100,zone in (a, b),!spot,tier notin (low),fast",
+        env={"WANDB_MODE": "offline"}, params={"lr": 0.01, "model.depth": 4, "name": "x"},
+        priority=500, activeDeadlineSeconds=3600, workingDir="src",
+        snapshot="sha256:" + "a" * 64, image="registry.example/ml/train:1.4",
+        volumes=[{"name": "datasets", "mountPath": "/data", "readOnly": True, "subPath": "digits"},
+                 {"name": "scratch", "mountPath": "/scratch"}],
+    ),
+    "shell": job(command=["echo $HOME && python train.py"], args=[], shell=True),
+}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("case", sorted(SPECS))
+def test_every_manifest_is_valid_for_the_api_server_strictly(case: str, version: str) -> None:
+    settings = KubernetesSettings(namespace="ml", master_url="http://master:8080", results_claim="results",
+                                  service_account="trainer", priority_classes=((100, "high"),),
+                                  tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},))
+    kubernetes_validate.validate(render(SPECS[case], settings=settings), version, strict=True)
+
+
+def test_a_validator_that_can_fail_does_fail() -> None:
+    manifest = render(job())
+    container(manifest)["resource"] = container(manifest).pop("resources")  # a typo Kubernetes would drop silently
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(manifest, VERSIONS[-1], strict=True)
+
+
+def test_one_job_per_attempt_that_kubernetes_never_retries() -> None:
+    manifest = render(job(), number=3)
+    assert manifest["metadata"]["name"] == "digits-3"
+    assert manifest["metadata"]["namespace"] == "ml"
+    assert manifest["spec"]["backoffLimit"] == 0
+    assert manifest["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    labels = {"kubetrain.io/job": "digits", "kubetrain.io/attempt": "3", "kubetrain.io/master": "kubetrain"}
+    assert manifest["metadata"]["labels"] == labels == manifest["spec"]["template"]["metadata"]["labels"]
+    assert container(manifest)["command"] == ["python"] and container(manifest)["args"] == ["train.py", "--epochs", "3"]
+
+
+def test_requests_equal_limits_including_gpus() -> None:
+    resources = container(render(job(resources={"cpu": "1500m", "memory": "6Gi", "gpu": 2})))["resources"]
+    assert resources["limits"] == resources["requests"] == {"cpu": "1500m", "memory": str(6 * 2**30), "nvidia.com/gpu": "2"}
+    assert "nvidia.com/gpu" not in container(render(job()))["resources"]["limits"]
+
+
+def test_selector_becomes_node_selector_and_required_affinity() -> None:
+    pod = render(SPECS["everything"])["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"gpu-type": "a100"}
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [
+        {"key": "zone", "operator": "In", "values": ["a", "b"]},
+        {"key": "spot", "operator": "DoesNotExist"},
+        {"key": "tier", "operator": "NotIn", "values": ["low"]},
+        {"key": "fast", "operator": "Exists"},
+    ]}]
+    assert "affinity" not in render(job(selector="a=b"))["spec"]["template"]["spec"]
+
+
+def test_volumes_are_claims_and_shm_is_sized_to_the_memory_limit() -> None:
+    manifest = render(SPECS["everything"], settings=KubernetesSettings(results_claim="results"))
+    pod = manifest["spec"]["template"]["spec"]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert sorted(claims.values()) == ["datasets", "results", "scratch"]
+    mounts = {m["mountPath"]: m for m in container(manifest)["volumeMounts"]}
+    assert mounts["/data"]["readOnly"] is True and mounts["/data"]["subPath"] == "digits"
+    assert mounts["/kubetrain/output"]["subPath"] == "digits"  # outputs: <results claim>/<job>/
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": str(6 * 2**30)}
+    assert mounts["/dev/shm"]["name"] == "dshm"
+    assert env(manifest)["KUBETRAIN_VOLUME_DATASETS"] == "/data"
+
+
+def test_the_job_sees_the_same_variables_as_on_the_embedded_engine() -> None:
+    variables = env(render(SPECS["everything"]))
+    assert variables["KUBETRAIN_JOB"] == "digits" and variables["KUBETRAIN_ATTEMPT"] == "1"
+    assert variables["KUBETRAIN_JOB_TOKEN"] == TOKEN
+    assert variables["KUBETRAIN_PARAM_LR"] == "0.01" and variables["KUBETRAIN_PARAM_MODEL_DEPTH"] == "4"
+    assert variables["KUBETRAIN_PARAM_NAME"] == "x"
+    assert variables["KUBETRAIN_OUTPUT_DIR"] == "/kubetrain/output"
+    assert variables["KUBETRAIN_CHECKPOINT_DIR"] == "/kubetrain/output/checkpoints"
+    assert variables["KUBETRAIN_MASTER_URL"] == "http://master:8080"
+    assert variables["WANDB_MODE"] == "offline"
+    assert "CUDA_VISIBLE_DEVICES" not in variables  # the device plugin sets it on Kubernetes
+
+
+def test_a_snapshot_is_fetched_by_an_init_container_with_the_job_token() -> None:
+    manifest = render(SPECS["everything"])
+    pod = manifest["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    init_env = {e["name"]: e["value"] for e in init["env"]}
+    assert init_env["KUBETRAIN_SNAPSHOT_URL"] == "http://master:8080/api/v1/jobs/digits/snapshot"
+    assert init_env["KUBETRAIN_JOB_TOKEN"] == TOKEN
+    assert init["image"] == container(manifest)["image"] == "registry.example/ml/train:1.4"
+    assert container(manifest)["workingDir"] == "/kubetrain/code/src"
+    assert "initContainers" not in render(job())["spec"]["template"]["spec"]
+
+
+def test_deadline_image_default_shell_and_priority_class() -> None:
+    settings = KubernetesSettings(priority_classes=((0, "normal"), (100, "high")))
+    assert render(SPECS["everything"], settings=settings)["spec"]["activeDeadlineSeconds"] == 3600
+    assert render(SPECS["everything"], settings=settings)["spec"]["template"]["spec"]["priorityClassName"] == "high"
+    assert render(job(), settings=settings)["spec"]["template"]["spec"]["priorityClassName"] == "normal"
+    assert "priorityClassName" not in render(job(priority=-5), settings=settings)["spec"]["template"]["spec"]
+    assert container(render(job()))["image"] == KubernetesSettings().image
+    shell = container(render(SPECS["shell"]))
+    assert shell["command"] == ["/bin/sh"] and shell["args"] == ["-c", "echo $HOME && python train.py"]
+
+
+@pytest.mark.parametrize("name", ["a" * 63, "b" * 60, "x"])
+def test_object_names_stay_valid_dns_labels_and_distinct(name: str) -> None:
+    names = {object_name(name, n) for n in (1, 2, 10, 999)}
+    assert len(names) == 4
+    for value in names:
+        assert len(value) <= 63 and value[0].isalnum() and value[-1].isalnum(), value

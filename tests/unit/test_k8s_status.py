@@ -1,0 +1,93 @@
+"""How Kubernetes Job and pod states map to attempt outcomes (pure: the API's JSON in, an observation out)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubetrain.core.attempts import ActiveAttempt
+from kubetrain.core.states import Reason
+from kubetrain.engines.kubernetes.status import interpret, timestamp
+
+T0 = "2026-11-29T10:00:00Z"
+T1 = "2026-11-29T10:00:05Z"
+
+
+def attempt(state: str = "Running", cancel: bool = False, started: float | None = 1.0) -> ActiveAttempt:
+    return ActiveAttempt(job="digits", number=1, state=state, node="n1", gpus=(), cpu_millis=1000,
+                         memory_bytes=2**30, token="t", spec={}, handle={}, created_at=0.0, started_at=started,
+                         cancel_requested=cancel)
+
+
+def job(*conditions: tuple[str, str]) -> dict:
+    return {"metadata": {"name": "digits-1"}, "status": {"startTime": T0, "conditions": [
+        {"type": kind, "status": "True", "reason": reason, "message": f"{reason} happened"} for kind, reason in conditions]}}
+
+
+def pod(phase: str, *, running: bool = False, terminated: dict | None = None, reason: str | None = None,
+        conditions: list | None = None, waiting: dict | None = None) -> dict:
+    state: dict = {}
+    if running:
+        state["running"] = {"startedAt": T1}
+    if terminated is not None:
+        state["terminated"] = {"startedAt": T1, **terminated}
+    if waiting is not None:
+        state["waiting"] = waiting
+    status: dict = {"phase": phase, "conditions": conditions or [], "containerStatuses": [{"name": "job", "state": state}]}
+    if reason:
+        status.update(reason=reason, message=f"{reason}: the node was drained")
+    return {"metadata": {"name": "digits-1-abcde", "creationTimestamp": T0}, "status": status}
+
+
+@pytest.mark.parametrize(("the_job", "pods", "reason", "exit_code"), [
+    (job(("Complete", "")), [pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed"})], Reason.COMPLETED, 0),
+    (job(("Failed", "BackoffLimitExceeded")), [pod("Failed", terminated={"exitCode": 3, "reason": "Error"})], Reason.ERROR, 3),
+    (job(("Failed", "BackoffLimitExceeded")), [pod("Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})],
+     Reason.OOM_KILLED, 137),
+    (job(("Failed", "DeadlineExceeded")), [], Reason.DEADLINE_EXCEEDED, None),
+    (job(("Failed", "BackoffLimitExceeded")), [pod("Failed", reason="Evicted")], Reason.LOST, None),
+    (job(), [pod("Running", running=True, conditions=[{"type": "DisruptionTarget", "status": "True",
+                                                       "message": "node lost"}])], Reason.LOST, None),
+    (job(("Failed", "PodFailurePolicy")), [], Reason.LOST, None),
+])
+def test_ends(the_job, pods, reason: Reason, exit_code) -> None:
+    seen = interpret(attempt(), the_job, pods, {})
+    assert seen.phase == "ended" and seen.outcome is not None
+    assert seen.outcome.reason == reason, seen.outcome
+    assert seen.outcome.exit_code == exit_code
+
+
+def test_an_error_says_what_the_exit_code_means() -> None:
+    seen = interpret(attempt(), job(("Failed", "BackoffLimitExceeded")),
+                     [pod("Failed", terminated={"exitCode": 2, "reason": "Error"})], {})
+    assert "2" in seen.outcome.message
+
+
+def test_running_reports_the_container_start_time() -> None:
+    seen = interpret(attempt(), job(), [pod("Running", running=True)], {})
+    assert seen.phase == "running" and seen.started_at == timestamp(T1)
+    assert seen.handle["pod"] == "digits-1-abcde"
+
+
+def test_a_pending_pod_waits_and_says_why() -> None:
+    unschedulable = pod("Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}])
+    seen = interpret(attempt("Starting", started=None), job(), [unschedulable], {})
+    assert seen.phase == "starting" and "Insufficient nvidia.com/gpu" in seen.notes[0]
+    pulling = pod("Pending", waiting={"reason": "ImagePullBackOff", "message": "no such image"})
+    assert "ImagePullBackOff" in interpret(attempt("Starting", started=None), job(), [pulling], {}).notes[0]
+    assert interpret(attempt("Starting", started=None), job(), [], {}).phase == "starting"
+
+
+def test_a_missing_job() -> None:
+    assert interpret(attempt("Starting", started=None), None, [], {}).phase == "relaunch"  # never created
+    lost = interpret(attempt("Running"), None, [], {})
+    assert lost.phase == "ended" and lost.outcome.reason == Reason.LOST
+    cancelled = interpret(attempt("Running", cancel=True), None, [], {})
+    assert cancelled.outcome.reason == Reason.CANCELLED
+
+
+def test_the_newest_pod_decides() -> None:
+    old = pod("Failed", reason="Evicted")
+    new = pod("Running", running=True)
+    new["metadata"] = {"name": "digits-1-zzzzz", "creationTimestamp": T1}
+    assert interpret(attempt(), job(), [new, old], {}).phase == "running"
