@@ -88,7 +88,7 @@ def master_factory(home: Path):
         env = make_env(home, **extra)
         url = start_background(load_settings(env), env=env)
         started.append(env)
-        return Master(home=home, env=env, client=Client(url))
+        return Master(home=home, env=env, client=Client(url, token=env.get("KUBETRAIN_TOKEN")))
 
     yield start
     for env in started:

@@ -57,6 +57,10 @@ class Settings:
     resync_seconds: float = 1.0
     node: NodeSettings = field(default_factory=NodeSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    #: What runs attempts: "local" (this machine) or "kubernetes" (``KUBETRAIN_ENGINE``, ``engine:``).
+    engine: str = "local"
+    #: The ``kubernetes:`` section of config.yaml, read by the Kubernetes engine when it is chosen.
+    kubernetes: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -147,5 +151,24 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         url=env.get("KUBETRAIN_URL") or None,
         node=node,
         limits=limits,
+        engine=_engine(env.get("KUBETRAIN_ENGINE") or config.get("engine") or "local"),
+        kubernetes=_mapping(config.get("kubernetes"), "kubernetes"),
     )
     return settings.with_overrides(**overrides)
+
+
+ENGINES = ("local", "kubernetes")
+
+
+def _engine(name: str) -> str:
+    if name not in ENGINES:
+        raise ConfigError(f"engine {name!r} is unknown; use one of {', '.join(ENGINES)} (KUBETRAIN_ENGINE or engine: in config.yaml)")
+    return name
+
+
+def _mapping(value: Any, section: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config.yaml {section}: must be a mapping, got {type(value).__name__}")
+    return value

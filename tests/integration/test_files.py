@@ -151,3 +151,34 @@ def test_digits_artifacts_cp_and_rerun_reproduce_the_run(master, tmp_path: Path)
     changed = master.client.get_job(submitted(master.cli("rerun", name, "-p", "hidden=8", "-o", "json", check=True)))
     assert changed.params == {**original.params, "hidden": 8}
     wait_until(lambda: master.client.get_job(changed.name).state == "Succeeded", timeout=120, what="the changed rerun")
+
+
+def test_a_pod_fetches_its_code_snapshot_with_its_own_token(master_factory, tmp_path: Path) -> None:
+    """The Kubernetes init container's script, run for real against a master that requires tokens."""
+    import httpx
+
+    from kubetrain.engines.kubernetes.manifests import FETCH_SNAPSHOT
+
+    master = master_factory(KUBETRAIN_TOKEN="s3cret")
+    project = tmp_path / "project"
+    (project / "pkg").mkdir(parents=True)
+    (project / "pkg" / "model.py").write_text("WIDTH = 64\n")
+    (project / "show_token.py").write_text("import os\nprint(os.environ['KUBETRAIN_JOB_TOKEN'])\n")
+    names = [submitted(master.cli("run", "-o", "json", "--cpu", "100m", "--", PYTHON, "show_token.py",
+                                  cwd=project, check=True)) for _ in range(2)]
+    tokens = []
+    for name in names:
+        assert master.wait_state(name).state == "Succeeded"
+        tokens.append(master.cli("logs", name, check=True).stdout.strip())
+    url = f"{master.url}/api/v1/jobs/{names[0]}/snapshot"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"X-Kubetrain-Job-Token": tokens[1]}).status_code == 401  # another job's token
+    code = tmp_path / "code"
+    fetched = subprocess.run([PYTHON, "-c", FETCH_SNAPSHOT], capture_output=True, text=True, timeout=60, env={
+        "KUBETRAIN_SNAPSHOT_URL": url, "KUBETRAIN_JOB_TOKEN": tokens[0], "KUBETRAIN_CODE_DIR": str(code)})
+    assert fetched.returncode == 0, fetched.stderr
+    assert (code / "pkg" / "model.py").read_text() == "WIDTH = 64\n" and (code / "show_token.py").exists()
+    plain = master.cli("run", "-o", "json", "--cpu", "100m", "--no-snapshot", "--", "true", check=True)
+    no_code = httpx.get(f"{master.url}/api/v1/jobs/{submitted(plain)}/snapshot",
+                        headers={"Authorization": "Bearer s3cret"})
+    assert no_code.status_code == 404 and "no code snapshot" in no_code.json()["message"]

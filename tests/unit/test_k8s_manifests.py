@@ -155,3 +155,23 @@ def test_object_names_stay_valid_dns_labels_and_distinct(name: str) -> None:
     assert len(names) == 4
     for value in names:
         assert len(value) <= 63 and value[0].isalnum() and value[-1].isalnum(), value
+
+
+def test_settings_come_from_config_then_environment_and_unknown_keys_are_refused(tmp_path) -> None:
+    from kubetrain.core.errors import ConfigError
+    from kubetrain.engines.kubernetes.engine import kubernetes_settings
+    from kubetrain.settings import load_settings
+
+    (tmp_path / "config.yaml").write_text(
+        "engine: kubernetes\nkubernetes:\n  namespace: ml\n  image: train:1\n  priorityClasses: {high: 100, normal: 0}\n")
+    settings = load_settings({"KUBETRAIN_HOME": str(tmp_path)})
+    assert settings.engine == "kubernetes"
+    k8s = kubernetes_settings(settings, {"KUBETRAIN_K8S_IMAGE": "train:2"}, master_url=None)
+    assert (k8s.namespace, k8s.image, k8s.priority_classes) == ("ml", "train:2", ((0, "normal"), (100, "high")))
+    other = load_settings({"KUBETRAIN_HOME": str(tmp_path), "KUBETRAIN_DATABASE_URL": "sqlite:////elsewhere.db"})
+    assert kubernetes_settings(other, {}, master_url=None).master_id != k8s.master_id  # masters never share objects
+    (tmp_path / "config.yaml").write_text("kubernetes:\n  namespce: ml\n")
+    with pytest.raises(ConfigError, match="namespce"):
+        kubernetes_settings(load_settings({"KUBETRAIN_HOME": str(tmp_path)}), {}, master_url=None)
+    with pytest.raises(ConfigError, match="kubernetes"):
+        load_settings({"KUBETRAIN_HOME": str(tmp_path), "KUBETRAIN_ENGINE": "slurm"})

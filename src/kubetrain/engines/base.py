@@ -34,6 +34,8 @@ class Observation:
 
 class Engine(abc.ABC):
     name: str = "engine"
+    #: True where named volumes live in the cluster (PVCs) rather than in the master's store.
+    volumes_are_claims: bool = False
 
     def start(self) -> None:
         """Prepare (start agents, connect); called once by the master."""

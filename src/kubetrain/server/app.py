@@ -25,7 +25,7 @@ from kubetrain.core.errors import KubetrainError, SpecError, UnauthorizedError
 from kubetrain.core.records import MAX_ATTEMPT, JobRecord, NodeRecord, Provenance
 from kubetrain.core.selectors import SelectorError, parse_selector
 from kubetrain.core.specs import JobSpec
-from kubetrain.server.auth import bearer_matches
+from kubetrain.server.auth import bearer_matches, job_authorizer
 from kubetrain.server.experiment_routes import add_experiment_routes
 from kubetrain.server.file_routes import add_file_routes
 from kubetrain.server.services import JobService
@@ -179,7 +179,7 @@ def create_app(settings: Settings, service: JobService) -> FastAPI:
 
     add_experiment_routes(app, settings, service, authorize)
     if service.files is not None:
-        add_file_routes(app, service, service.files, authorize)
+        add_file_routes(app, service, service.files, authorize, job_authorizer(settings, service.store))
 
     @app.get("/api/v1/nodes", dependencies=api)
     def nodes() -> list[NodeRecord]:

@@ -104,14 +104,20 @@ def run_master(settings: Settings) -> None:
 
     store = Store(settings.database_url)
     store.migrate()
-    engine = LocalEngine(settings, master_url=url)
+    if settings.engine == "kubernetes":
+        from kubetrain.engines.kubernetes.engine import build_engine
+
+        engine = build_engine(settings, master_url=None)  # pods reach the master at kubernetes.masterUrl
+    else:
+        engine = LocalEngine(settings, master_url=url)
     engine.start()
     reconciler = Reconciler(store, engine, resync_seconds=settings.resync_seconds,
                             wake_socket=str(settings.run_dir / "wake.sock"))
     service = JobService(store, engine, reconciler)
     service.sweeps = SweepController(store, settings.home)
     service.files = FileService(store, engine)
-    service.files.ensure_volume("results")  # every job's output folder lives there
+    if not engine.volumes_are_claims:
+        service.files.ensure_volume("results")  # every job's output folder lives there
     reconciler.controllers.append(service.sweeps)
     app = create_app(settings, service)
     reconciler.start()

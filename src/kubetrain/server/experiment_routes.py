@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Callable
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubetrain.core.errors import PayloadTooLargeError, UnauthorizedError
+from kubetrain.core.errors import PayloadTooLargeError
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import MAX_ATTEMPT, MAX_ROW_ID, ExperimentRecord, MetricPoint, Provenance
-from kubetrain.server.auth import bearer_matches
+from kubetrain.server.auth import job_authorizer
 from kubetrain.server.services import JobService
 from kubetrain.settings import Settings
 
@@ -34,19 +34,7 @@ class MetricBatch(BaseModel):
 def add_experiment_routes(app: FastAPI, settings: Settings, service: JobService, authorize: Callable) -> None:
     api = [Depends(authorize)]
 
-    def authorize_job(
-        name: str,
-        authorization: Annotated[str | None, Header()] = None,
-        x_kubetrain_job_token: Annotated[str | None, Header()] = None,
-    ) -> None:
-        """The master's token, or the job's own token (what the in-job SDK holds)."""
-        if not settings.token:
-            return
-        if bearer_matches(authorization, settings.token):
-            return
-        if x_kubetrain_job_token and service.store.job_token_valid(name, x_kubetrain_job_token):
-            return
-        raise UnauthorizedError("missing or wrong token for this job")
+    authorize_job = job_authorizer(settings, service.store)
 
     @app.post("/api/v1/experiments", status_code=201, dependencies=api)
     def submit_experiment(body: ExperimentRequest) -> ExperimentRecord:

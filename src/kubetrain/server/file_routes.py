@@ -27,7 +27,8 @@ class RerunRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-def add_file_routes(app: FastAPI, service: JobService, files: FileService, authorize: Callable) -> None:
+def add_file_routes(app: FastAPI, service: JobService, files: FileService, authorize: Callable,
+                    authorize_job: Callable) -> None:
     api = [Depends(authorize)]
 
     @app.post("/api/v1/volumes", status_code=201, dependencies=api)
@@ -66,6 +67,11 @@ def add_file_routes(app: FastAPI, service: JobService, files: FileService, autho
                 spool.write(chunk)
             spool.seek(0)
             return await run_in_threadpool(files.put_snapshot, digest, spool)
+
+    @app.get("/api/v1/jobs/{name}/snapshot", dependencies=[Depends(authorize_job)])
+    def job_snapshot(name: str) -> FileResponse:
+        """The job's code snapshot (a .tar.gz): what a pod's init container fetches with the job's token."""
+        return FileResponse(files.job_snapshot(name), media_type="application/gzip")
 
     @app.get("/api/v1/jobs/{name}/artifacts", dependencies=api)
     def artifacts(name: str) -> list[dict[str, Any]]:

@@ -13,14 +13,16 @@ pods, which plain Kubernetes does not give.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from kubetrain.core.attempts import ActiveAttempt, LaunchOrder
-from kubetrain.core.errors import EngineError, SpecError
+from kubetrain.core.errors import ConfigError, EngineError, NotFoundError, SpecError
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.quantities import parse_cpu, parse_memory
 from kubetrain.core.records import NodeRecord
@@ -36,6 +38,7 @@ from kubetrain.engines.kubernetes.manifests import (
     selector_for,
 )
 from kubetrain.engines.kubernetes.status import interpret
+from kubetrain.settings import Settings
 
 log = logging.getLogger("kubetrain.kubernetes")
 
@@ -60,8 +63,56 @@ def connect(kubeconfig: str | None = None, context: str | None = None):
     return kubernetes.client.ApiClient()
 
 
+CONFIG_FIELDS = {"namespace", "image", "masterUrl", "masterId", "resultsClaim", "imagePullPolicy",
+                 "serviceAccount", "tolerations", "priorityClasses", "kubeconfig", "context"}
+ENV = {"namespace": "KUBETRAIN_K8S_NAMESPACE", "image": "KUBETRAIN_K8S_IMAGE",
+       "masterUrl": "KUBETRAIN_K8S_MASTER_URL", "resultsClaim": "KUBETRAIN_K8S_RESULTS_CLAIM"}
+
+
+def kubernetes_settings(settings: Settings, env: Mapping[str, str], *, master_url: str | None) -> KubernetesSettings:
+    """``kubernetes:`` from config.yaml, then ``KUBETRAIN_K8S_*`` variables; unknown keys are errors."""
+    raw = dict(settings.kubernetes)
+    unknown = set(raw) - CONFIG_FIELDS
+    if unknown:
+        raise ConfigError(f"config.yaml kubernetes: unknown field(s) {sorted(unknown)}; known: {sorted(CONFIG_FIELDS)}")
+    for key, variable in ENV.items():
+        if env.get(variable):
+            raw[key] = env[variable]
+    classes = raw.get("priorityClasses") or {}
+    tolerations = raw.get("tolerations") or []
+    if not isinstance(classes, dict) or not all(isinstance(v, int) for v in classes.values()):
+        raise ConfigError("config.yaml kubernetes.priorityClasses: map each PriorityClass name to the lowest "
+                          "job priority that gets it, e.g. {high: 100, normal: 0}")
+    if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
+        raise ConfigError("config.yaml kubernetes.tolerations: a list of tolerations as Kubernetes writes them")
+    # Distinct per database, so two masters sharing a namespace never touch each other's Jobs.
+    default_id = "kt-" + hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
+    return KubernetesSettings(
+        namespace=str(raw.get("namespace") or "default"),
+        image=str(raw.get("image") or KubernetesSettings.image),
+        master_url=str(raw.get("masterUrl") or master_url or "") or None,
+        master_id=str(raw.get("masterId") or default_id),
+        results_claim=raw.get("resultsClaim") or None,
+        image_pull_policy=str(raw.get("imagePullPolicy") or "IfNotPresent"),
+        service_account=raw.get("serviceAccount") or None,
+        tolerations=tuple(tolerations),
+        priority_classes=tuple(sorted((int(v), str(k)) for k, v in classes.items())),
+    )
+
+
+def build_engine(settings: Settings, *, master_url: str | None, env: Mapping[str, str] | None = None) -> "KubernetesEngine":
+    """The engine the master runs with ``engine: kubernetes``."""
+    env = os.environ if env is None else env
+    k8s = kubernetes_settings(settings, env, master_url=master_url)
+    raw = settings.kubernetes
+    return KubernetesEngine(k8s, connect(raw.get("kubeconfig"), raw.get("context")),
+                            attempts_dir=settings.attempts_dir, snapshots_dir=settings.snapshots_dir)
+
+
 class KubernetesEngine(Engine):
     name = "kubernetes"
+    #: Named volumes are the namespace's PersistentVolumeClaims, not folders on the master.
+    volumes_are_claims = True
 
     def __init__(self, settings: KubernetesSettings, api_client: Any, *, attempts_dir: Path,
                  snapshots_dir: Path | None = None) -> None:
@@ -95,7 +146,22 @@ class KubernetesEngine(Engine):
             raise EngineError("this master keeps no code snapshots")
         return self.snapshots_dir / f"{snapshot.removeprefix('sha256:')}.tar.gz"
 
+    def volume_dir(self, name: str) -> Path:
+        raise SpecError(f"volume {name!r}: on Kubernetes, volumes are PersistentVolumeClaims; create one named "
+                        f"{name!r} in namespace {self.settings.namespace!r} with kubectl, then name it in spec.volumes")
+
+    def output_dir(self, job: str, spec: JobSpec | None = None) -> Path:
+        where = (f"on claim {self.settings.results_claim!r} under {job}/" if self.settings.results_claim
+                 else "in the pod only (no kubernetes.resultsClaim is configured)")
+        raise NotFoundError(f"job {job!r} ran on Kubernetes: its outputs are {where}, not on the master")
+
     def validate(self, spec: JobSpec) -> None:
+        for volume in spec.spec.volumes:
+            found = self._json(self.core.read_namespaced_persistent_volume_claim, volume.name, self.settings.namespace)
+            if found is None:
+                raise SpecError(f"spec.volumes: no PersistentVolumeClaim {volume.name!r} in namespace "
+                                f"{self.settings.namespace!r}; create it with kubectl first",
+                                details={"field": "spec.volumes", "value": volume.name})
         if spec.spec.environment is not None:
             raise SpecError("spec.environment: on Kubernetes a job's environment is its image; "
                             "set spec.image (or the master's default image) instead")

@@ -46,7 +46,7 @@ ATTEMPT_DIR = "/kubetrain/attempt"
 FETCH_SNAPSHOT = """\
 import io, os, tarfile, urllib.request
 request = urllib.request.Request(os.environ["KUBETRAIN_SNAPSHOT_URL"],
-                                 headers={"Authorization": "Bearer " + os.environ["KUBETRAIN_JOB_TOKEN"]})
+                                 headers={"X-Kubetrain-Job-Token": os.environ["KUBETRAIN_JOB_TOKEN"]})
 with urllib.request.urlopen(request, timeout=300) as response:
     data = response.read()
 with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
