@@ -572,3 +572,12 @@ def test_planning_pass_during_a_cancel_does_not_start_the_job(store: Store, monk
     assert (job.state, job.reason, job.attempts) == (JobState.CANCELLED, Reason.CANCELLED, [])
     assert store.active_attempts() == []
     assert reasons(store, "racy") == ["Queued", "Cancelled"]
+
+
+def test_record_pending_adds_a_warning_event_to_the_attempt(store: Store) -> None:
+    submit(store, "waits")
+    store.commit_plan(Plan(placements=[Placement("waits", "node-1", ())]), {}, now=NOW + 1)
+    store.record_pending([("waits", 1, "waiting for a node: 0/3 nodes are available")], now=NOW + 2)
+    event = store.get_job("waits").events[-1]
+    assert (event.reason, event.type, event.attempt) == ("Pending", "Warning", 1)
+    assert "0/3 nodes" in event.message

@@ -75,6 +75,8 @@ class Reconciler:
         self._stop = threading.Event()
         self._launched: set[tuple[str, int]] = set()
         self._cancelled: set[tuple[str, int]] = set()
+        #: The last "why it does not start" an engine gave per attempt, so each change is one event.
+        self._pending: dict[tuple[str, int], tuple[str, ...]] = {}
         #: Sticky reservations (job -> node) carried between planning passes.
         self._reservations: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
@@ -144,6 +146,7 @@ class Reconciler:
         by_key = {(a.job, a.number): a for a in active}
         ended: list[tuple[str, int, Outcome]] = []
         started: list[tuple[str, int, dict, float, tuple[str, ...]]] = []
+        pending: list[tuple[str, int, str]] = []
         now = self.clock()
         for obs in self.engine.observe(active):
             key = (obs.job, obs.number)
@@ -154,15 +157,20 @@ class Reconciler:
                 ended.append((obs.job, obs.number, obs.outcome))
             elif obs.phase == "running" and attempt.state == AttemptState.STARTING.value:
                 started.append((obs.job, obs.number, obs.handle, obs.started_at or now, obs.notes))
+            elif obs.phase == "starting" and obs.notes and self._pending.get(key) != obs.notes:
+                self._pending[key] = obs.notes
+                pending.append((obs.job, obs.number, "; ".join(obs.notes)))
             elif obs.phase == "relaunch" and key not in self._launched:
                 self._launch(LaunchOrder(attempt.job, attempt.number, attempt.token, attempt.spec,
                                          attempt.node or "", attempt.gpus))
+        self.store.record_pending(pending, now=now)
         self.store.mark_running_many(started)  # one transaction for every start of this pass
         if ended:
             self.store.finish_attempts(ended, now=now)
             for job, number, _ in ended:
                 self._launched.discard((job, number))
                 self._cancelled.discard((job, number))
+                self._pending.pop((job, number), None)
         done = {(j, n) for j, n, _ in ended}
         return [a for a in active if (a.job, a.number) not in done]
 

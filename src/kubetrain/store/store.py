@@ -294,6 +294,17 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
                                    message="; ".join(notes), type="Warning" if weak else "Normal"))
             s.commit()
 
+    def record_pending(self, notes: list[tuple[str, int, str]], *, now: float) -> None:
+        """Say why started attempts do not run yet (an engine's words: no node fits, image not pulled)."""
+        if not notes:
+            return
+        with self.session() as s:
+            for job, number, message in notes:
+                _, job_row = self._attempt(s, job, number)
+                s.add(EventRow(job_id=job_row.id, attempt=number, time=now, type="Warning", reason="Pending",
+                               message=message))
+            s.commit()
+
     def set_handle(self, job: str, number: int, handle: dict[str, Any]) -> None:
         with self.session() as s:
             attempt, _ = self._attempt(s, job, number)
