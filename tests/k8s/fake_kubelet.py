@@ -1,0 +1,406 @@
+"""The fake cluster's moving parts: a Job controller, a scheduler and a kubelet that runs containers as local processes.
+
+Why: the engine's job is to turn a kubetrain job into a ``batch/v1`` Job and to read back what the cluster
+did with it (pod phase, ``terminated.exitCode``/``reason``, Job conditions, logs).  A fake API that only
+stores objects cannot test that; this module makes the stored objects *live*, the way a real cluster does,
+closely enough for the shapes the engine reads:
+
+* Job controller: one pod per Job (``<job>-<5 chars>``, ``job-name`` labels, ownerReference), Job
+  ``status.active``/``startTime``, then ``succeeded`` + ``Complete`` or ``failed`` + ``Failed``
+  (``BackoffLimitExceeded``, or ``DeadlineExceeded`` after ``spec.activeDeadlineSeconds``); deleting a Job
+  (any propagation policy) deletes its pods, i.e. garbage collection;
+* scheduler: the first node that is Ready, schedulable, matches ``nodeSelector`` / required node
+  affinity and has room for the pod's requests; else ``PodScheduled=False``/``Unschedulable``;
+* kubelet: runs ``initContainers`` then the container as a local process (``command + args``, the image
+  is ignored; env = ``os.environ`` minus ``KUBETRAIN_*`` plus the container's ``env`` values; cwd =
+  ``workingDir`` if it exists here, else a temp dir), stdout+stderr merged into the log file served at
+  ``/log``; a deleted pod's process is killed.  ``resources.limits.memory`` is enforced like the kernel
+  would: a process whose resident memory (polled, plus its peak at exit) passes it ends ``OOMKilled``
+  (exit code 137).  ``KUBETRAIN_FAKE_OOM=1`` in a container's env forces that after ``OOM_AFTER_SECONDS``.
+
+It polls the server's objects every ``interval`` seconds on the server's own event loop, so it never races
+with request handlers; process starts are quick enough not to stall that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes.utils import parse_quantity
+
+from .fake_apiserver import JOBS, NODES, PODS, FakeApiServer, now, random_suffix
+from .matching import placement_ok
+
+OOM_AFTER_SECONDS = 0.2
+TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass
+class ContainerRun:
+    proc: subprocess.Popen[bytes] | None
+    log: Path
+    started_at: str
+    started: float = field(default_factory=time.monotonic)
+    oom: bool = False
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass
+class PodRun:
+    uid: str
+    folder: Path
+    containers: dict[str, ContainerRun] = field(default_factory=dict)
+    phase: str = "Pending"
+    since: str = field(default_factory=now)
+
+
+def _condition(kind: str, status: bool, since: str, reason: str | None = None, message: str | None = None):
+    condition = {"type": kind, "status": "True" if status else "False", "lastTransitionTime": since,
+                 "lastProbeTime": None}
+    return {**condition, **({"reason": reason} if reason else {}), **({"message": message} if message else {})}
+
+
+def _rss(pid: int) -> float:
+    """Resident memory of a process in bytes (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _is(obj: dict[str, Any], kind: str) -> bool:
+    return any(c.get("type") == kind and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
+
+
+def _requests(pod: dict[str, Any]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for container in pod["spec"].get("containers") or []:
+        resources = container.get("resources") or {}
+        for name, value in {**(resources.get("limits") or {}), **(resources.get("requests") or {})}.items():
+            total[name] = total.get(name, 0) + float(parse_quantity(value))
+    return total
+
+
+class FakeKubelet:
+    def __init__(self, server: FakeApiServer, folder: Path, interval: float = 0.02) -> None:
+        self.server, self.folder, self.interval = server, folder, interval
+        self.pods: dict[tuple[str, str], PodRun] = {}
+        self.jobs: dict[str, tuple[str, str, str, float]] = {}  # job uid -> (namespace, job, pod, started)
+        self.finished_jobs: set[str] = set()
+        self.errors: list[str] = []
+
+    # ---- lifecycle
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sync_jobs()
+                await self.sync_pods()
+            except Exception:  # report at teardown, keep the cluster alive
+                self.errors.append(traceback.format_exc())
+                if len(self.errors) > 20:
+                    raise
+            await asyncio.sleep(self.interval)
+
+    def shutdown(self) -> None:
+        """Kill every process still running (the whole process group) and reap it."""
+        for run in self.pods.values():
+            for container in run.containers.values():
+                self._kill(container)
+                if container.proc is not None:
+                    try:
+                        container.proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        self.errors.append(f"process {container.proc.pid} did not die")
+
+    def log_source(self, namespace: str, pod: str, container: str) -> tuple[Path | None, bool]:
+        run = self.pods.get((namespace, pod))
+        started = run.containers.get(container) if run else None
+        return (started.log, started.exit_code is None) if started else (None, False)
+
+    # ---- Job controller
+
+    async def sync_jobs(self) -> None:
+        s = self.server
+        alive = {}
+        for namespace, name, job in s.items(JOBS):
+            uid = job["metadata"]["uid"]
+            alive[uid] = job
+            if uid in self.jobs or uid in self.finished_jobs or job["spec"].get("suspend"):
+                continue
+            if _is(job, "Complete") or _is(job, "Failed"):
+                continue
+            template = job["spec"]["template"]
+            meta = template.get("metadata") or {}
+            labels = {**(meta.get("labels") or {}), "job-name": name, "batch.kubernetes.io/job-name": name}
+            pod = await s.add(PODS, namespace, {
+                "metadata": {"name": f"{name}-{random_suffix()}", "labels": labels,
+                             "annotations": dict(meta.get("annotations") or {}),
+                             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
+                                                  "controller": True, "blockOwnerDeletion": True}]},
+                "spec": template["spec"], "status": {"phase": "Pending", "qosClass": "Burstable"}})
+            self.jobs[uid] = (namespace, name, pod["metadata"]["name"], time.monotonic())
+            stamp = now()
+            await s.mutate(JOBS, namespace, name, lambda j, stamp=stamp: j.setdefault("status", {}).update(
+                active=1, ready=0, terminating=0, startTime=stamp, uncountedTerminatedPods={}))
+
+        for uid, (namespace, name, pod_name, started) in list(self.jobs.items()):
+            job = alive.get(uid)
+            if job is None:  # the Job is gone: garbage-collect its pod, whatever the propagation policy
+                self._kill_pod(namespace, pod_name)
+                await s.remove(PODS, namespace, pod_name)
+                del self.jobs[uid]
+                continue
+            pod = s.get(PODS, namespace, pod_name)
+            deadline = job["spec"].get("activeDeadlineSeconds")
+            phase = (pod or {}).get("status", {}).get("phase")
+            if deadline and time.monotonic() - started >= deadline and phase not in TERMINAL:
+                if (namespace, pod_name) in self.pods:  # it ran: kill it, the pod ends Failed
+                    self._kill_pod(namespace, pod_name)
+                else:  # it never started (e.g. unschedulable): the controller deletes it
+                    await s.remove(PODS, namespace, pod_name)
+                await self._finish(namespace, name, uid, "Failed", "DeadlineExceeded",
+                                   "Job was active longer than specified deadline")
+            elif pod is None:
+                await self._finish(namespace, name, uid, "Failed", "BackoffLimitExceeded",
+                                   "Job has reached the specified backoff limit")
+            elif phase == "Succeeded":
+                await self._finish(namespace, name, uid, "Complete", None, None)
+            elif phase == "Failed":
+                await self._finish(namespace, name, uid, "Failed", "BackoffLimitExceeded",
+                                   "Job has reached the specified backoff limit")
+            elif phase == "Running":
+                await s.mutate(JOBS, namespace, name, lambda j: j.setdefault("status", {}).update(ready=1))
+
+    async def _finish(self, namespace: str, name: str, uid: str, kind: str, reason: str | None,
+                      message: str | None) -> None:
+        stamp = now()
+
+        def change(job: dict[str, Any]) -> None:
+            status = job["status"]
+            status.pop("active", None)
+            status.update(ready=0, terminating=0)
+            if kind == "Complete":
+                status.update(succeeded=1, completionTime=stamp)
+                conditions = [_condition("SuccessCriteriaMet", True, stamp, "CompletionsReached",
+                                         "Reached expected number of succeeded pods"),
+                              _condition("Complete", True, stamp, "CompletionsReached",
+                                         "Reached expected number of succeeded pods")]
+            else:
+                status.update(failed=1)
+                conditions = [_condition("FailureTarget", True, stamp, reason, message),
+                              _condition("Failed", True, stamp, reason, message)]
+            status["conditions"] = [*(status.get("conditions") or []), *conditions]
+        await self.server.mutate(JOBS, namespace, name, change)
+        self.finished_jobs.add(uid)
+        self.jobs.pop(uid, None)
+
+    # ---- scheduler
+
+    def _schedule(self, pod: dict[str, Any]) -> tuple[str | None, str]:
+        nodes = self.server.items(NODES)
+        used: dict[str, dict[str, float]] = {}
+        for _, _, other in self.server.items(PODS):
+            node = other["spec"].get("nodeName")
+            if node and other.get("status", {}).get("phase") not in TERMINAL:
+                for key, value in _requests(other).items():
+                    used.setdefault(node, {})[key] = used.setdefault(node, {}).get(key, 0) + value
+        wants = _requests(pod)
+        reasons: dict[str, int] = {}
+        for _, name, node in nodes:
+            reason = None
+            if not _is(node, "Ready"):
+                reason = "node(s) were not ready"
+            elif (node.get("spec") or {}).get("unschedulable"):
+                reason = "node(s) were unschedulable"
+            elif not placement_ok(pod, node):
+                reason = "node(s) didn't match Pod's node affinity/selector"
+            else:
+                free = node.get("status", {}).get("allocatable") or {}
+                for key, value in wants.items():
+                    have = float(parse_quantity(free.get(key, "0"))) - used.get(name, {}).get(key, 0)
+                    if value > have:
+                        reason = f"Insufficient {key}"
+                        break
+            if reason is None:
+                return name, ""
+            reasons[reason] = reasons.get(reason, 0) + 1
+        details = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+        return None, f"0/{len(nodes)} nodes are available" + (f": {details}." if details else ".")
+
+    # ---- kubelet
+
+    async def sync_pods(self) -> None:
+        s = self.server
+        seen = set()
+        for namespace, name, pod in s.items(PODS):
+            key = (namespace, name)
+            seen.add(key)
+            run = self.pods.get(key)
+            if run is not None and run.uid != pod["metadata"]["uid"]:  # deleted and created again
+                self._kill_pod(namespace, name)
+                del self.pods[key]
+                run = None
+            if run is None:
+                if pod.get("status", {}).get("phase") in TERMINAL or pod["metadata"].get("deletionTimestamp"):
+                    continue
+                if not pod["spec"].get("nodeName"):
+                    node, message = self._schedule(pod)
+                    if node is None:
+                        since = now()
+                        await s.mutate(PODS, namespace, name, lambda p, m=message, t=since: self._unschedulable(p, m, t))
+                        continue
+                    await s.mutate(PODS, namespace, name, lambda p, n=node: p["spec"].update(nodeName=n))
+                run = self.pods[key] = PodRun(uid=pod["metadata"]["uid"], folder=self.folder / f"{namespace}-{name}")
+                run.folder.mkdir(parents=True, exist_ok=True)
+            if run.phase not in TERMINAL:
+                self._advance(run, pod)
+                status = self._status(run, pod)
+                await s.mutate(PODS, namespace, name, lambda p, st=status: p.update(status={**p.get("status", {}), **st}))
+        for key in set(self.pods) - seen:  # deleted pods: the kubelet kills their containers, then forgets them
+            self._kill_pod(*key)
+            if all(c.proc is None or c.proc.poll() is not None for c in self.pods[key].containers.values()):
+                del self.pods[key]
+
+    @staticmethod
+    def _unschedulable(pod: dict[str, Any], message: str, since: str) -> None:
+        old = next((c for c in pod["status"].get("conditions") or [] if c["type"] == "PodScheduled"), {})
+        if old.get("message") != message:
+            pod["status"]["conditions"] = [_condition("PodScheduled", False, since, "Unschedulable", message)]
+
+    def _advance(self, run: PodRun, pod: dict[str, Any]) -> None:
+        specs = [*(pod["spec"].get("initContainers") or []), *pod["spec"]["containers"]]
+        for index, spec in enumerate(specs):
+            container = run.containers.get(spec["name"])
+            if container is None:
+                run.containers[spec["name"]] = self._start(run, spec)
+                return
+            if container.exit_code is None:
+                self._poll(container, spec)
+                if container.exit_code is None:
+                    return
+            if container.exit_code != 0 or index == len(specs) - 1:
+                run.phase = "Succeeded" if container.exit_code == 0 else "Failed"
+                run.since = now()
+                return
+
+    def _start(self, run: PodRun, spec: dict[str, Any]) -> ContainerRun:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
+        own = {e["name"]: str(e.get("value") or "") for e in spec.get("env") or [] if "valueFrom" not in e}
+        env.update(own)
+
+        def expand(arg: str) -> str:  # $(VAR) as the kubelet expands it in command/args; $$ escapes
+            return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                          lambda m: "$" if m[0] == "$$" else own.get(m[1], m[0]), arg)
+        argv = [expand(a) for a in [*(spec.get("command") or []), *(spec.get("args") or [])]]
+        workdir = spec.get("workingDir")
+        cwd = workdir if workdir and os.path.isdir(workdir) else run.folder
+        log = run.folder / f"{spec['name']}.log"
+        container = ContainerRun(proc=None, log=log, started_at=now())
+        with log.open("wb") as out:
+            try:
+                if not argv:
+                    raise OSError("no command: the fake kubelet cannot run an image's entrypoint")
+                container.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                                  stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as exc:
+                container.exit_code, container.reason, container.finished_at = 128, "StartError", now()
+                container.message = f"failed to create containerd task: exec: {exc}"
+        return container
+
+    def _poll(self, container: ContainerRun, spec: dict[str, Any]) -> None:
+        proc = container.proc
+        assert proc is not None
+        hook = any(e.get("name") == "KUBETRAIN_FAKE_OOM" and e.get("value") == "1" for e in spec.get("env") or [])
+        limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+        limit_bytes = float(parse_quantity(limit)) if limit else None
+        if not container.oom and ((hook and time.monotonic() - container.started >= OOM_AFTER_SECONDS)
+                                  or (limit_bytes and _rss(proc.pid) > limit_bytes)):
+            container.oom = True
+            self._kill(container)
+        if proc.returncode is None:  # reap it ourselves: wait4 also tells the peak memory
+            try:
+                pid, wait_status, usage = os.wait4(proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                proc.poll()
+            else:
+                if pid == 0:
+                    return
+                proc.returncode = os.waitstatus_to_exitcode(wait_status)
+                if limit_bytes and usage.ru_maxrss * 1024 > limit_bytes:
+                    container.oom = True  # it got past its limit between two polls: the kernel would have killed it
+        code = proc.returncode
+        if code is None:
+            return
+        container.finished_at = now()
+        if container.oom:
+            container.exit_code, container.reason = 137, "OOMKilled"
+        else:
+            container.exit_code = code if code >= 0 else 128 - code
+            container.reason = "Completed" if code == 0 else "Error"
+
+    def _kill(self, container: ContainerRun) -> None:
+        if container.proc is not None and container.proc.returncode is None:  # not poll(): _poll reaps
+            try:
+                os.killpg(container.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                container.proc.kill()
+
+    def _kill_pod(self, namespace: str, name: str) -> None:
+        run = self.pods.get((namespace, name))
+        for container in run.containers.values() if run else ():
+            self._kill(container)
+
+    def _status(self, run: PodRun, pod: dict[str, Any]) -> dict[str, Any]:
+        inits = pod["spec"].get("initContainers") or []
+        mains = pod["spec"]["containers"]
+        initialized = all(c["name"] in run.containers and run.containers[c["name"]].exit_code == 0 for c in inits)
+
+        def container_status(spec: dict[str, Any], init: bool) -> dict[str, Any]:
+            c = run.containers.get(spec["name"])
+            if c is None:
+                state = {"waiting": {"reason": "PodInitializing"}}
+            elif c.exit_code is None:
+                state = {"running": {"startedAt": c.started_at}}
+            else:
+                state = {"terminated": {"exitCode": c.exit_code, "reason": c.reason, "startedAt": c.started_at,
+                                        "finishedAt": c.finished_at, **({"message": c.message} if c.message else {}),
+                                        "containerID": f"fake://{c.proc.pid if c.proc else 0}"}}
+            running = c is not None and c.exit_code is None
+            return {"name": spec["name"], "image": spec.get("image", ""), "imageID": "", "restartCount": 0,
+                    "ready": running and not init, "started": running, "state": state,
+                    **({"containerID": f"fake://{c.proc.pid}"} if c and c.proc else {})}
+
+        main_running = any(c["name"] in run.containers and run.containers[c["name"]].exit_code is None for c in mains)
+        phase = run.phase if run.phase in TERMINAL else "Running" if main_running else "Pending"
+        done = {"Succeeded": "PodCompleted", "Failed": "PodFailed"}.get(phase)
+        status: dict[str, Any] = {
+            "phase": phase, "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": run.since if "startTime" not in pod.get("status", {}) else pod["status"]["startTime"],
+            "conditions": [
+                _condition("PodScheduled", True, run.since),
+                _condition("Initialized", initialized or phase in TERMINAL, run.since,
+                           None if initialized else "ContainersNotInitialized"),
+                _condition("ContainersReady", phase == "Running", run.since, done),
+                _condition("Ready", phase == "Running", run.since, done)],
+            "containerStatuses": [container_status(c, False) for c in mains]}
+        if inits:
+            status["initContainerStatuses"] = [container_status(c, True) for c in inits]
+        return status

@@ -1,0 +1,156 @@
+"""The Kubernetes engine's contract, over real HTTP: against the stateful fake, or a real cluster.
+
+Set ``KUBETRAIN_TEST_KUBECONFIG`` to run the same tests on a real cluster (in a
+throw-away namespace); the fake's kubelet runs containers as local processes.
+Commands use ``python3`` so that they run in the default image as well.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from kubetrain.core.attempts import ActiveAttempt, LaunchOrder
+from kubetrain.core.specs import validate_job
+from kubetrain.core.states import Reason
+from kubetrain.engines.kubernetes.engine import KubernetesEngine
+from kubetrain.engines.kubernetes.manifests import KubernetesSettings, object_name
+
+#: A memory hog: the kernel stops it on a real cluster; the fake's kubelet enforces limits.memory the same way.
+HOG = "x = bytearray(600 * 2**20); print(len(x))"
+
+
+@pytest.fixture
+def engine(cluster, tmp_path: Path) -> KubernetesEngine:
+    if not cluster.real:
+        cluster.add_node("node-1", cpu="8", memory="32Gi")  # without a node every pod stays Pending, as on a cluster
+    settings = KubernetesSettings(namespace=cluster.namespace, master_id="kt-test-a")
+    return KubernetesEngine(settings, cluster.api_client, attempts_dir=tmp_path / "attempts")
+
+
+def order(name: str, code: str, number: int = 1, **body) -> tuple[LaunchOrder, ActiveAttempt]:
+    spec = validate_job({"apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": name}, "spec": {
+        "command": ["python3", "-c", code], "resources": {"cpu": "100m", "memory": "128Mi"}, **body}})
+    document = spec.to_document()
+    launch = LaunchOrder(job=name, number=number, token="tok-" + name, spec=document, node="", gpus=())
+    active = ActiveAttempt(job=name, number=number, state="Starting", node="", gpus=(), cpu_millis=100,
+                           memory_bytes=128 * 2**20, token=launch.token, spec=document, handle={},
+                           created_at=time.time(), started_at=None, cancel_requested=False)
+    return launch, active
+
+
+def ended(cluster, engine: KubernetesEngine, active: ActiveAttempt, timeout: float = 60):
+    def check():
+        (seen,) = engine.observe([active])
+        return seen if seen.phase == "ended" else None
+
+    return cluster.wait_for(check, timeout=timeout, what=f"{active.job} to end")
+
+
+def job_names(cluster) -> list[str]:
+    from kubernetes import client
+
+    jobs = client.BatchV1Api(cluster.api_client).list_namespaced_job(cluster.namespace)
+    return sorted(j.metadata.name for j in jobs.items)
+
+
+def test_a_launch_is_one_labelled_job_even_when_repeated(cluster, engine) -> None:
+    launch, _ = order("twice", "print('hi')")
+    handle = engine.launch(launch)
+    engine.launch(launch)  # a master restarted between commit and launch does it again: still one Job
+    assert handle["k8s_job"] == object_name("twice", 1)
+    assert job_names(cluster) == ["twice-1"]
+    from kubernetes import client
+
+    job = client.BatchV1Api(cluster.api_client).read_namespaced_job("twice-1", cluster.namespace)
+    assert job.metadata.labels["kubetrain.io/job"] == "twice" and job.metadata.labels["kubetrain.io/attempt"] == "1"
+    assert job.spec.backoff_limit == 0
+
+
+def test_success_is_recorded_with_its_log_and_then_the_job_is_removed(cluster, engine, tmp_path: Path) -> None:
+    launch, active = order("hello", "print('hello from a pod')")
+    engine.launch(launch)
+    seen = ended(cluster, engine, active)
+    assert seen.outcome.reason == Reason.COMPLETED and seen.outcome.exit_code == 0
+    log = tmp_path / "attempts" / "hello" / "1" / "output.log"
+    assert log.read_text() == "hello from a pod\n"  # kept by the master: it outlives the pod
+    assert engine.read_log("hello", 1, 0) == (b"hello from a pod\n", 17)
+    assert job_names(cluster) == ["hello-1"]
+    engine.observe([])  # the end is recorded: the next pass cleans the cluster up
+    cluster.wait_for(lambda: job_names(cluster) == [], what="the ended Job to be deleted")
+    assert log.read_text() == "hello from a pod\n"
+
+
+def test_a_failing_command_ends_in_error_with_its_exit_code(cluster, engine) -> None:
+    launch, active = order("boom", "import sys; print('bad'); sys.exit(3)")
+    engine.launch(launch)
+    seen = ended(cluster, engine, active)
+    assert seen.outcome.reason == Reason.ERROR and seen.outcome.exit_code == 3
+
+
+def test_over_its_memory_limit_is_oomkilled(cluster, engine) -> None:
+    launch, active = order("hog", HOG)
+    engine.launch(launch)
+    assert ended(cluster, engine, active).outcome.reason == Reason.OOM_KILLED
+
+
+def test_a_deadline_is_enforced_by_kubernetes(cluster, engine) -> None:
+    launch, active = order("slow", "import time; time.sleep(120)", activeDeadlineSeconds=1)
+    engine.launch(launch)
+    assert ended(cluster, engine, active).outcome.reason == Reason.DEADLINE_EXCEEDED
+
+
+def test_running_then_cancelled(cluster, engine) -> None:
+    launch, active = order("sleeper", "import time; print('up', flush=True); time.sleep(120)")
+    engine.launch(launch)
+    running = cluster.wait_for(lambda: (s := engine.observe([active])[0]).phase == "running" and s,
+                               what="the pod to run")
+    assert running.started_at is not None
+    engine.cancel(active)
+    engine.cancel(active)  # idempotent
+    cancelled = replace(active, state="Running", started_at=running.started_at, cancel_requested=True)
+    assert ended(cluster, engine, cancelled).outcome.reason == Reason.CANCELLED
+    assert "sleeper-1" not in job_names(cluster)
+
+
+def test_a_job_deleted_behind_our_back_is_lost_and_retried_by_policy(cluster, engine) -> None:
+    from kubernetes import client
+
+    launch, active = order("victim", "import time; time.sleep(120)")
+    engine.launch(launch)
+    cluster.wait_for(lambda: engine.observe([active])[0].phase == "running", what="the pod to run")
+    client.BatchV1Api(cluster.api_client).delete_namespaced_job("victim-1", cluster.namespace,
+                                                                 propagation_policy="Background")
+    running = replace(active, state="Running", started_at=time.time())
+    assert ended(cluster, engine, running).outcome.reason == Reason.LOST  # an infrastructure failure
+
+
+def test_a_decided_attempt_whose_job_was_never_created_is_launched_again(engine) -> None:
+    _, active = order("never", "print(1)")
+    assert engine.observe([active])[0].phase == "relaunch"
+
+
+def test_masters_sharing_a_namespace_leave_each_other_alone(cluster, engine, tmp_path: Path) -> None:
+    other = KubernetesEngine(KubernetesSettings(namespace=cluster.namespace, master_id="kt-test-b"),
+                             cluster.api_client, attempts_dir=tmp_path / "other")
+    launch, active = order("theirs", "import time; time.sleep(120)")
+    other.launch(launch)
+    engine.observe([])  # ours has nothing active: it must not collect the other master's Job
+    assert "theirs-1" in job_names(cluster)
+    other.cancel(active)
+
+
+def test_nodes_come_from_the_cluster(cluster, engine) -> None:
+    if cluster.real:
+        assert engine.nodes(), "a real cluster has nodes"
+        return
+    cluster.add_node("gpu-1", cpu="8", memory="32Gi", gpus=2, labels={"gpu-type": "a100"})
+    cluster.add_node("cordoned", unschedulable=True)
+    nodes = {n.name: n for n in engine.nodes()}
+    assert set(nodes) == {"node-1", "gpu-1", "cordoned"}
+    assert nodes["gpu-1"].cpu_millis == 8000 and nodes["gpu-1"].memory_bytes == 32 * 2**30
+    assert nodes["gpu-1"].gpus == (0, 1) and nodes["gpu-1"].labels["gpu-type"] == "a100"
+    assert nodes["gpu-1"].schedulable and not nodes["cordoned"].schedulable

@@ -1,0 +1,68 @@
+"""The whole master with ``engine: kubernetes``: CLI -> master -> Kubernetes Jobs -> recorded outcome and logs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+
+def kubeconfig_for(cluster, tmp_path: Path) -> str:
+    if cluster.real:
+        return os.environ["KUBETRAIN_TEST_KUBECONFIG"]
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": cluster.fake.url}}],
+        "users": [{"name": "fake", "user": {}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": cluster.namespace}}],
+    }))
+    return str(path)
+
+
+def test_jobs_submitted_to_the_master_run_as_kubernetes_jobs(cluster, master_factory, tmp_path: Path) -> None:
+    if not cluster.real:
+        cluster.add_node("gpu-node", cpu="8", memory="32Gi", gpus=1, labels={"gpu-type": "a100"})
+    master = master_factory(KUBETRAIN_ENGINE="kubernetes", KUBECONFIG=kubeconfig_for(cluster, tmp_path),
+                            KUBETRAIN_K8S_NAMESPACE=cluster.namespace)
+    assert master.client._http.get("/healthz").json()["engine"] == "kubernetes"
+    if not cluster.real:
+        nodes = json.loads(master.cli("nodes", "-o", "json", check=True).stdout)
+        assert [(n["name"], n["gpus"], n["labels"]["gpu-type"]) for n in nodes] == [("gpu-node", [0], "a100")]
+
+    ok = master.cli("run", "--name", "hello", "--no-snapshot", "--cpu", "100m", "--memory", "128Mi",
+                    "-p", "lr=0.5", "--", "python3", "-c",
+                    "import os; print('lr is', os.environ['KUBETRAIN_PARAM_LR'])", check=True)
+    assert "hello" in ok.stdout + ok.stderr
+    job = master.wait_state("hello", "Succeeded", "Failed")
+    assert (job.state, job.reason) == ("Succeeded", "Completed"), job
+    assert master.cli("logs", "hello", check=True).stdout == "lr is 0.5\n"
+    assert (master.home / "attempts" / "hello" / "1" / "output.log").read_text() == "lr is 0.5\n"
+
+    bad = master.cli("run", "--name", "bad", "--no-snapshot", "--cpu", "100m", "--memory", "128Mi", "--",
+                     "python3", "-c", "raise SystemExit(4)", check=True)
+    assert bad.returncode == 0
+    failed = master.wait_state("bad", "Succeeded", "Failed")
+    assert (failed.state, failed.reason, failed.attempts[-1].exit_code) == ("Failed", "Error", 4)
+
+    if not cluster.real:  # the planner admits from the cluster's node view: more GPUs than any node has fails at once
+        master.cli("run", "--name", "greedy", "--no-snapshot", "--gpu", "2", "--", "true", check=True)
+        greedy = master.wait_state("greedy", "Failed")
+        assert greedy.reason == "Unschedulable" and "2 GPUs" in greedy.message and "1" in greedy.message, greedy
+
+    # What Kubernetes cannot do is refused at submit, naming the field and the fix; nothing is stored.
+    env_spec = tmp_path / "env.yaml"
+    env_spec.write_text(yaml.safe_dump({"apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": "venv"},
+                                        "spec": {"command": ["true"], "environment": {"requirements": ["numpy"]}}}))
+    no_env = master.cli("submit", "-f", str(env_spec))
+    assert no_env.returncode != 0 and "spec.image" in no_env.stderr and "Traceback" not in no_env.stderr
+    claim_spec = tmp_path / "claim.yaml"
+    claim_spec.write_text(yaml.safe_dump({"apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": "data"},
+                                          "spec": {"command": ["true"],
+                                                   "volumes": [{"name": "no-such-claim", "mountPath": "/data"}]}}))
+    no_claim = master.cli("submit", "-f", str(claim_spec))
+    assert no_claim.returncode != 0 and "PersistentVolumeClaim 'no-such-claim'" in no_claim.stderr
+    names = {j["name"] for j in json.loads(master.cli("ls", "-o", "json", check=True).stdout)}
+    assert "venv" not in names and "data" not in names
