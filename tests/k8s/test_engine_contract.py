@@ -154,3 +154,27 @@ def test_nodes_come_from_the_cluster(cluster, engine) -> None:
     assert nodes["gpu-1"].cpu_millis == 8000 and nodes["gpu-1"].memory_bytes == 32 * 2**30
     assert nodes["gpu-1"].gpus == (0, 1) and nodes["gpu-1"].labels["gpu-type"] == "a100"
     assert nodes["gpu-1"].schedulable and not nodes["cordoned"].schedulable
+
+
+def test_named_volumes_are_claims_and_only_ours_are_ever_deleted(cluster, engine) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(cluster.api_client)
+
+    def claims() -> list[str]:
+        return sorted(c.metadata.name for c in core.list_namespaced_persistent_volume_claim(cluster.namespace).items)
+
+    engine.provision_volume("datasets", 2**30)
+    engine.provision_volume("datasets", 2**30)  # idempotent
+    core.create_namespaced_persistent_volume_claim(cluster.namespace, {  # made by a user with kubectl
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "theirs"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    assert claims() == ["datasets", "theirs"]
+    assert engine.volume_usage("datasets") == (f"PersistentVolumeClaim {cluster.namespace}/datasets", None)
+    spec = validate_job({"apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": "reader"}, "spec": {
+        "command": ["true"], "volumes": [{"name": "theirs", "mountPath": "/data"}]}})
+    engine.validate(spec)  # a claim that exists, whoever made it, can be mounted
+    engine.release_volume("theirs")
+    engine.release_volume("datasets")
+    cluster.wait_for(lambda: claims() == ["theirs"], what="our claim to be deleted and theirs kept")
+    core.delete_namespaced_persistent_volume_claim("theirs", cluster.namespace, _preload_content=False)

@@ -58,6 +58,23 @@ def test_jobs_submitted_to_the_master_run_as_kubernetes_jobs(cluster, master_fac
                                         "spec": {"command": ["true"], "environment": {"requirements": ["numpy"]}}}))
     no_env = master.cli("submit", "-f", str(env_spec))
     assert no_env.returncode != 0 and "spec.image" in no_env.stderr and "Traceback" not in no_env.stderr
+    # Named volumes are claims: created through the master, mountable by name, listed where they live.
+    master.cli("volume", "create", "datasets", "--size", "2Gi", check=True)
+    listed = json.loads(master.cli("volume", "ls", "-o", "json", check=True).stdout)
+    assert [(v["name"], v["size"], v["path"]) for v in listed] == [
+        ("datasets", "2Gi", f"PersistentVolumeClaim {cluster.namespace}/datasets")]
+    claim = cluster.core.read_namespaced_persistent_volume_claim("datasets", cluster.namespace)
+    assert claim.spec.resources.requests["storage"] == str(2 * 2**30)
+    reader = tmp_path / "reader.yaml"
+    reader.write_text(yaml.safe_dump({"apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": "reader"},
+                                      "spec": {"command": ["true"], "resources": {"cpu": "100m", "memory": "128Mi"},
+                                               "volumes": [{"name": "datasets", "mountPath": "/data"}]}}))
+    master.cli("submit", "-f", str(reader), "--no-snapshot", check=True)
+    assert master.wait_state("reader", "Succeeded", "Failed").state == "Succeeded"
+    master.cli("volume", "rm", "datasets", check=True)
+    assert json.loads(master.cli("volume", "ls", "-o", "json", check=True).stdout) == []
+    cluster.wait_for(lambda: not cluster.core.list_namespaced_persistent_volume_claim(cluster.namespace).items,
+                     what="the claim to be deleted")
     claim_spec = tmp_path / "claim.yaml"
     claim_spec.write_text(yaml.safe_dump({"apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": "data"},
                                           "spec": {"command": ["true"],

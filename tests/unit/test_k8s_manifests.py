@@ -175,3 +175,17 @@ def test_settings_come_from_config_then_environment_and_unknown_keys_are_refused
         kubernetes_settings(load_settings({"KUBETRAIN_HOME": str(tmp_path)}), {}, master_url=None)
     with pytest.raises(ConfigError, match="kubernetes"):
         load_settings({"KUBETRAIN_HOME": str(tmp_path), "KUBETRAIN_ENGINE": "slurm"})
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_volume_claims_are_valid_and_labelled_as_ours(version: str) -> None:
+    from kubetrain.engines.kubernetes.manifests import render_claim
+
+    settings = KubernetesSettings(namespace="ml", master_id="kt-1", storage_class="nfs")
+    claim = render_claim("datasets", 5 * 2**30, settings)
+    kubernetes_validate.validate(claim, version, strict=True)
+    assert claim["spec"]["resources"]["requests"]["storage"] == str(5 * 2**30)
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"] == "nfs"
+    assert claim["metadata"]["labels"]["kubetrain.io/master"] == "kt-1"
+    assert render_claim("d", None, KubernetesSettings())["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert "storageClassName" not in render_claim("d", None, KubernetesSettings())["spec"]

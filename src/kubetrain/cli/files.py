@@ -73,9 +73,9 @@ def register(app: typer.Typer, client_factory) -> None:
         if output:
             render.dump(volumes, output)
             return
-        render.table(["NAME", "SIZE", "USED", "AGE"], [
-            [v["name"], v["size"] or "-", format_memory(v["used_bytes"]) if v["used_bytes"] else "0",
-             render.age(v["created_at"])] for v in volumes])
+        render.table(["NAME", "SIZE", "USED", "WHERE", "AGE"], [
+            [v["name"], v["size"] or "-", "-" if v["used_bytes"] is None else format_memory(v["used_bytes"]),
+             v.get("path") or "-", render.age(v["created_at"])] for v in volumes])
 
     @volume_app.command("rm")
     def volume_rm(name: str) -> None:

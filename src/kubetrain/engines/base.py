@@ -46,6 +46,19 @@ class Engine(abc.ABC):
     def validate(self, spec: JobSpec) -> None:
         """Raise SpecError for what this engine cannot honour (checked at submit)."""
 
+    # -- named volumes (the master keeps their names; the engine keeps their bytes) --
+    def provision_volume(self, name: str, size_bytes: int | None) -> None:
+        """Make the storage behind a named volume exist (idempotent)."""
+        raise NotImplementedError(f"the {self.name} engine has no named volumes")
+
+    def release_volume(self, name: str) -> None:
+        """Remove the storage behind a named volume (a volume nothing uses any more)."""
+        raise NotImplementedError(f"the {self.name} engine has no named volumes")
+
+    def volume_usage(self, name: str) -> tuple[str | None, int | None]:
+        """Where a volume lives, in words a user can act on, and the bytes it holds (None: unknown)."""
+        return None, None
+
     @abc.abstractmethod
     def nodes(self) -> list[NodeCapacity]: ...
 

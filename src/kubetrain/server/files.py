@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -47,17 +46,6 @@ def valid_volume_name(name: str) -> str:
         raise SpecError(f"volume name: {exc}", details={"field": "name", "value": name}) from None
 
 
-def _tree_size(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 class FileService:
     def __init__(self, store: Store, engine: LocalEngine) -> None:
         self.store = store
@@ -72,18 +60,20 @@ class FileService:
                 size_bytes = parse_memory(size)
             except QuantityError as exc:
                 raise SpecError(f"size: {exc}", details={"field": "size", "value": size}) from None
+        if any(row.name == name for row in self.store.list_volumes()):
+            raise ConflictError(f"volume {name!r} already exists; use it, or `kubetrain volume rm {name}` first")
+        self.engine.provision_volume(name, size_bytes)  # a folder here, a PersistentVolumeClaim on Kubernetes
         row = self.store.create_volume(name, size_bytes, now=time.time())
-        self.engine.volume_dir(name).mkdir(parents=True, exist_ok=True)
         return self._volume_view(row)
 
     def ensure_volume(self, name: str) -> None:
         self.store.create_volume(name, None, now=time.time(), exist_ok=True)
-        self.engine.volume_dir(name).mkdir(parents=True, exist_ok=True)
+        self.engine.provision_volume(name, None)
 
     def _volume_view(self, row) -> dict[str, Any]:
-        used = _tree_size(self.engine.volume_dir(row.name))
+        where, used = self.engine.volume_usage(row.name)
         return {"name": row.name, "size": format_memory(row.size_bytes) if row.size_bytes else None,
-                "used_bytes": used, "path": str(self.engine.volume_dir(row.name)), "created_at": row.created_at}
+                "used_bytes": used, "path": where, "created_at": row.created_at}
 
     def list_volumes(self) -> list[dict[str, Any]]:
         return [self._volume_view(r) for r in self.store.list_volumes()]
@@ -97,8 +87,8 @@ class FileService:
         if users:
             raise ConflictError(f"volume {name!r} is mounted by running job(s) {', '.join(users[:5])}; "
                                 "wait for them or cancel them first")
+        self.engine.release_volume(name)
         self.store.delete_volume(name)
-        shutil.rmtree(self.engine.volume_dir(name), ignore_errors=True)
 
     def check_job(self, spec: JobSpec) -> None:
         """At submit: the volumes and snapshot a job names must exist."""

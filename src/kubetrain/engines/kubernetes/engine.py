@@ -24,7 +24,7 @@ from typing import Any
 from kubetrain.core.attempts import ActiveAttempt, LaunchOrder
 from kubetrain.core.errors import ConfigError, EngineError, NotFoundError, SpecError
 from kubetrain.core.planning import NodeCapacity
-from kubetrain.core.quantities import parse_cpu, parse_memory
+from kubetrain.core.quantities import QuantityError, parse_cpu, parse_memory
 from kubetrain.core.records import NodeRecord
 from kubetrain.core.specs import JobSpec
 from kubetrain.engines.base import Engine, Observation
@@ -32,8 +32,10 @@ from kubetrain.engines.kubernetes.manifests import (
     ATTEMPT_LABEL,
     GPU_RESOURCE,
     JOB_LABEL,
+    MASTER_LABEL,
     KubernetesSettings,
     object_name,
+    render_claim,
     render_job,
     selector_for,
 )
@@ -64,7 +66,8 @@ def connect(kubeconfig: str | None = None, context: str | None = None):
 
 
 CONFIG_FIELDS = {"namespace", "image", "masterUrl", "masterId", "resultsClaim", "imagePullPolicy",
-                 "serviceAccount", "tolerations", "priorityClasses", "kubeconfig", "context"}
+                 "serviceAccount", "tolerations", "priorityClasses", "kubeconfig", "context",
+                 "volumeSize", "storageClass", "volumeAccessMode"}
 ENV = {"namespace": "KUBETRAIN_K8S_NAMESPACE", "image": "KUBETRAIN_K8S_IMAGE",
        "masterUrl": "KUBETRAIN_K8S_MASTER_URL", "resultsClaim": "KUBETRAIN_K8S_RESULTS_CLAIM"}
 
@@ -97,7 +100,18 @@ def kubernetes_settings(settings: Settings, env: Mapping[str, str], *, master_ur
         service_account=raw.get("serviceAccount") or None,
         tolerations=tuple(tolerations),
         priority_classes=tuple(sorted((int(v), str(k)) for k, v in classes.items())),
+        volume_size=_quantity(raw.get("volumeSize") or KubernetesSettings.volume_size, "volumeSize"),
+        storage_class=raw.get("storageClass") or None,
+        volume_access_mode=str(raw.get("volumeAccessMode") or KubernetesSettings.volume_access_mode),
     )
+
+
+def _quantity(value: Any, field: str) -> str:
+    try:
+        parse_memory(value)
+    except (QuantityError, TypeError, ValueError) as exc:
+        raise ConfigError(f"config.yaml kubernetes.{field}: {exc}") from None
+    return str(value)
 
 
 def build_engine(settings: Settings, *, master_url: str | None, env: Mapping[str, str] | None = None) -> "KubernetesEngine":
@@ -149,6 +163,31 @@ class KubernetesEngine(Engine):
     def volume_dir(self, name: str) -> Path:
         raise SpecError(f"volume {name!r}: on Kubernetes, volumes are PersistentVolumeClaims; create one named "
                         f"{name!r} in namespace {self.settings.namespace!r} with kubectl, then name it in spec.volumes")
+
+    def provision_volume(self, name: str, size_bytes: int | None) -> None:
+        try:
+            self.core.create_namespaced_persistent_volume_claim(
+                self.settings.namespace, render_claim(name, size_bytes, self.settings), _preload_content=False)
+        except self.ApiException as exc:
+            if exc.status != 409:  # 409: a claim of that name exists (made with kubectl): use it
+                raise EngineError(f"Kubernetes refused PersistentVolumeClaim {name}: {exc.status} {exc.reason}: "
+                                  f"{_message(exc)}") from None
+        except OSError as exc:
+            raise EngineError(f"cannot reach the Kubernetes API: {exc}") from None
+
+    def release_volume(self, name: str) -> None:
+        """Delete the claim only if this master made it: a claim made with kubectl is the user's to delete."""
+        claim = self._json(self.core.read_namespaced_persistent_volume_claim, name, self.settings.namespace)
+        if claim is None or ((claim.get("metadata") or {}).get("labels") or {}).get(MASTER_LABEL) != self.settings.master_id:
+            return
+        try:
+            self.core.delete_namespaced_persistent_volume_claim(name, self.settings.namespace, _preload_content=False)
+        except self.ApiException as exc:
+            if exc.status != 404:
+                raise EngineError(f"could not delete PersistentVolumeClaim {name}: {exc.status} {exc.reason}") from None
+
+    def volume_usage(self, name: str) -> tuple[str | None, int | None]:
+        return f"PersistentVolumeClaim {self.settings.namespace}/{name}", None
 
     def output_dir(self, job: str, spec: JobSpec | None = None) -> Path:
         where = (f"on claim {self.settings.results_claim!r} under {job}/" if self.settings.results_claim

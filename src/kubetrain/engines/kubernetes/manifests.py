@@ -73,6 +73,11 @@ class KubernetesSettings:
     tolerations: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     #: priority -> priorityClassName, for clusters that define classes; the highest threshold met wins.
     priority_classes: tuple[tuple[int, str], ...] = ()
+    #: For ``kubetrain volume create``: size when none is given, storage class (None: the cluster's
+    #: default) and access mode (shared volumes are read by jobs on many nodes: ReadWriteMany).
+    volume_size: str = "10Gi"
+    storage_class: str | None = None
+    volume_access_mode: str = "ReadWriteMany"
 
 
 def object_name(job: str, number: int) -> str:
@@ -117,6 +122,26 @@ def _priority_class(settings: KubernetesSettings, priority: int) -> str | None:
         if priority >= threshold:
             chosen = name
     return chosen
+
+
+VOLUME_LABEL = "kubetrain.io/volume"
+
+
+def render_claim(name: str, size_bytes: int | None, settings: KubernetesSettings) -> dict[str, Any]:
+    """The PersistentVolumeClaim behind ``kubetrain volume create NAME`` (labelled: only ours are ever deleted)."""
+    spec: dict[str, Any] = {
+        "accessModes": [settings.volume_access_mode],
+        "resources": {"requests": {"storage": str(size_bytes) if size_bytes else settings.volume_size}},
+    }
+    if settings.storage_class:
+        spec["storageClassName"] = settings.storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": settings.namespace,
+                     "labels": {MASTER_LABEL: settings.master_id, VOLUME_LABEL: name}},
+        "spec": spec,
+    }
 
 
 def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -122,6 +123,23 @@ class LocalEngine(Engine):
 
     def volume_dir(self, name: str) -> Path:
         return self.settings.volumes_dir / name
+
+    def provision_volume(self, name: str, size_bytes: int | None) -> None:
+        self.volume_dir(name).mkdir(parents=True, exist_ok=True)
+
+    def release_volume(self, name: str) -> None:
+        shutil.rmtree(self.volume_dir(name), ignore_errors=True)
+
+    def volume_usage(self, name: str) -> tuple[str | None, int | None]:
+        path = self.volume_dir(name)
+        total = 0
+        for root, _dirs, files in os.walk(path):
+            for file in files:
+                try:
+                    total += os.lstat(os.path.join(root, file)).st_size
+                except OSError:
+                    pass
+        return str(path), total
 
     def output_dir(self, job: str, spec: JobSpec | None = None) -> Path:
         """On the ``results`` volume: ``<experiment>/<job>/`` for a trial, ``<job>/`` otherwise."""
