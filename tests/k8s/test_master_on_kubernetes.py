@@ -83,3 +83,8 @@ def test_jobs_submitted_to_the_master_run_as_kubernetes_jobs(cluster, master_fac
     assert no_claim.returncode != 0 and "PersistentVolumeClaim 'no-such-claim'" in no_claim.stderr
     names = {j["name"] for j in json.loads(master.cli("ls", "-o", "json", check=True).stdout)}
     assert "venv" not in names and "data" not in names
+
+    # Every end is recorded and every log kept, so the master leaves no Job behind in the cluster.
+    cluster.wait_for(lambda: not cluster.batch.list_namespaced_job(
+        cluster.namespace, label_selector="kubetrain.io/master").items, what="ended Jobs to be deleted")
+    assert master.cli("logs", "hello", check=True).stdout == "lr is 0.5\n"

@@ -141,8 +141,8 @@ class Reconciler:
         self._schedule(still_active)
 
     def _observe(self, active: list[ActiveAttempt]) -> list[ActiveAttempt]:
-        if not active:
-            return []
+        # Called with no active attempt too: an engine may tidy up after ended ones (Kubernetes deletes
+        # the Jobs whose end is recorded), and the last job of a burst must not leave its Job behind.
         by_key = {(a.job, a.number): a for a in active}
         ended: list[tuple[str, int, Outcome]] = []
         started: list[tuple[str, int, dict, float, tuple[str, ...]]] = []
