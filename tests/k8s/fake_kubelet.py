@@ -15,8 +15,8 @@ closely enough for the shapes the engine reads:
   is ignored; env = ``os.environ`` minus ``KUBETRAIN_*`` plus the container's ``env`` values; cwd =
   ``workingDir`` if it exists here, else a temp dir), stdout+stderr merged into the log file served at
   ``/log``; a deleted pod's process is killed.  ``resources.limits.memory`` is enforced like the kernel
-  would: a process whose resident memory (polled, plus its peak at exit) passes it ends ``OOMKilled``
-  (exit code 137).  ``KUBETRAIN_FAKE_OOM=1`` in a container's env forces that after ``OOM_AFTER_SECONDS``.
+  would: a process whose peak resident memory (``VmHWM``, polled) passes it ends ``OOMKilled``
+  (exit code 137; a hog must live past one poll).  ``KUBETRAIN_FAKE_OOM=1`` in a container's env forces that after ``OOM_AFTER_SECONDS``.
 
 It polls the server's objects every ``interval`` seconds on the server's own event loop, so it never races
 with request handlers; process starts are quick enough not to stall that loop.
@@ -73,11 +73,16 @@ def _condition(kind: str, status: bool, since: str, reason: str | None = None, m
 
 
 def _rss(pid: int) -> float:
-    """Resident memory of a process in bytes (0 once it is gone)."""
+    """Peak resident memory of a process's own program in bytes (0 once it is gone).
+
+    ``VmHWM``, polled: a spike between two polls still counts while the process lives.  Not the
+    ``ru_maxrss`` that ``wait4`` reports: that includes the parent's memory at fork/exec time (a whole
+    pytest process), which made small jobs look over their limit.
+    """
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith("VmHWM:"):
                     return float(line.split()[1]) * 1024
     except OSError:
         pass
@@ -335,17 +340,15 @@ class FakeKubelet:
                                   or (limit_bytes and _rss(proc.pid) > limit_bytes)):
             container.oom = True
             self._kill(container)
-        if proc.returncode is None:  # reap it ourselves: wait4 also tells the peak memory
+        if proc.returncode is None:  # reap it here, where the pod is known
             try:
-                pid, wait_status, usage = os.wait4(proc.pid, os.WNOHANG)
+                pid, wait_status, _ = os.wait4(proc.pid, os.WNOHANG)
             except ChildProcessError:
                 proc.poll()
             else:
                 if pid == 0:
                     return
                 proc.returncode = os.waitstatus_to_exitcode(wait_status)
-                if limit_bytes and usage.ru_maxrss * 1024 > limit_bytes:
-                    container.oom = True  # it got past its limit between two polls: the kernel would have killed it
         code = proc.returncode
         if code is None:
             return

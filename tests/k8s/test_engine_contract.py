@@ -20,7 +20,7 @@ from kubetrain.engines.kubernetes.engine import KubernetesEngine
 from kubetrain.engines.kubernetes.manifests import KubernetesSettings, object_name
 
 #: A memory hog: the kernel stops it on a real cluster; the fake's kubelet enforces limits.memory the same way.
-HOG = "x = bytearray(600 * 2**20); print(len(x))"
+HOG = "import time; x = bytearray(600 * 2**20); print(len(x), flush=True); time.sleep(60)"
 
 
 @pytest.fixture

@@ -179,7 +179,7 @@ def test_fake_oom_hook(k8s: Cluster):
 
 def test_memory_limit_is_enforced_as_oomkilled(k8s: Cluster):
     batch = client.BatchV1Api(k8s.api_client)
-    hog = "x = bytearray(400 * 2**20); print(len(x))"
+    hog = "import time; x = bytearray(400 * 2**20); print(len(x), flush=True); time.sleep(60)"
     batch.create_namespaced_job(k8s.namespace, job(k8s, "hog", hog, memory="64Mi"))
     terminated = pod_done(k8s, only_pod(k8s, "hog").metadata.name).status.container_statuses[0].state.terminated
     assert (terminated.reason, terminated.exit_code) == ("OOMKilled", 137)
