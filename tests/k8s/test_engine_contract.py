@@ -178,3 +178,22 @@ def test_named_volumes_are_claims_and_only_ours_are_ever_deleted(cluster, engine
     engine.release_volume("datasets")
     cluster.wait_for(lambda: claims() == ["theirs"], what="our claim to be deleted and theirs kept")
     core.delete_namespaced_persistent_volume_claim("theirs", cluster.namespace, _preload_content=False)
+
+
+def test_a_running_pods_log_is_streamed_to_the_master_and_outlives_its_node(cluster, engine, tmp_path: Path) -> None:
+    from kubernetes import client
+
+    launch, active = order("chatty", "import time; print('epoch 1 done', flush=True); time.sleep(120)")
+    engine.launch(launch)
+    running = replace(active, state="Running", started_at=time.time())
+    cluster.wait_for(lambda: engine.observe([running])[0].phase == "running", what="the pod to run")
+    log = tmp_path / "attempts" / "chatty" / "1" / "output.log"
+    cluster.wait_for(lambda: log.exists() and log.read_text() == "epoch 1 done\n", what="the live copy on the master")
+    assert engine.read_log("chatty", 1, 0) == (b"epoch 1 done\n", 13)  # offsets work on the live copy
+    assert engine.read_log("chatty", 1, 13) == (b"", 13)
+    # The node goes away with the pod: the attempt is lost, its log so far is not.
+    client.BatchV1Api(cluster.api_client).delete_namespaced_job("chatty-1", cluster.namespace,
+                                                                 propagation_policy="Background")
+    assert ended(cluster, engine, running).outcome.reason == Reason.LOST
+    assert log.read_text() == "epoch 1 done\n"
+    assert (log.parent / "log.done").exists()

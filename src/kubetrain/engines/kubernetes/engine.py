@@ -6,9 +6,9 @@ reasons for waiting), then hands each attempt to Kubernetes as a Job that the
 kube-scheduler binds.  Everything the engine needs to find its objects again is
 in their labels, so a restarted master re-attaches by listing, not by memory.
 
-Logs are copied into the master's attempt folder when an attempt ends, and only
-then is its Job deleted (one pass after the end was recorded), so logs outlive
-pods, which plain Kubernetes does not give.
+Logs are streamed into the master's attempt folder while a pod runs and made
+whole when it ends (see ``logs.py``); only then is its Job deleted (one pass
+after the end was recorded), so logs outlive pods, which plain Kubernetes does not give.
 """
 
 from __future__ import annotations
@@ -39,13 +39,11 @@ from kubetrain.engines.kubernetes.manifests import (
     render_job,
     selector_for,
 )
-from kubetrain.engines.kubernetes.status import interpret
+from kubetrain.engines.kubernetes.logs import LogKeeper
+from kubetrain.engines.kubernetes.status import interpret, newest
 from kubetrain.settings import Settings
 
 log = logging.getLogger("kubetrain.kubernetes")
-
-#: Bytes of a pod's log kept by the master (the newest part when longer).
-MAX_LOG_BYTES = 64 * 2**20
 
 
 def _kubernetes():
@@ -138,6 +136,7 @@ class KubernetesEngine(Engine):
         self.ApiException = kubernetes.client.ApiException
         self.attempts_dir = attempts_dir
         self.snapshots_dir = snapshots_dir
+        self.logs = LogKeeper(self.core, settings.namespace, attempts_dir, self.ApiException)
 
     # -- helpers -------------------------------------------------------------
     def _json(self, call, *args, **kwargs) -> Any:
@@ -265,40 +264,20 @@ class KubernetesEngine(Engine):
             job = (jobs.get(key) or [None])[0]
             handle = {**attempt.handle, "k8s_job": object_name(*key), "namespace": self.settings.namespace}
             observation = interpret(attempt, job, pods.get(key, []), handle)
+            pod = _pod_name(pods.get(key, []))
             if observation.phase == "ended":
-                self._keep_log(attempt.job, attempt.number, pods.get(key, []))
+                self.logs.keep(attempt.job, attempt.number, pod)
+            elif observation.phase == "running" and pod:
+                self.logs.follow(attempt.job, attempt.number, pod)
             out.append(observation)
         # Jobs of attempts no longer active ended in an earlier pass, and the store has recorded it:
         # their logs are kept, so remove them from the cluster now.
         active_keys = {(a.job, a.number) for a in active}
         for key, objects in jobs.items():
             if key not in active_keys:
-                self._keep_log(*key, pods.get(key, []))
+                self.logs.keep(*key, _pod_name(pods.get(key, [])))
                 self._delete(objects[0]["metadata"]["name"])
         return out
-
-    def _keep_log(self, job: str, number: int, pods: list[dict[str, Any]]) -> None:
-        path = self.attempt_dir(job, number) / "output.log"
-        if path.exists() or not pods:
-            return
-        text = self._pod_log(pods[-1]["metadata"]["name"])
-        if text is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(text[-MAX_LOG_BYTES:])
-        os.replace(tmp, path)
-
-    def _pod_log(self, pod: str) -> bytes | None:
-        try:
-            response = self.core.read_namespaced_pod_log(pod, self.settings.namespace, _preload_content=False)
-        except self.ApiException as exc:
-            if exc.status in (400, 404):  # not started yet, or gone
-                return None
-            raise EngineError(f"Kubernetes API: {exc.status} {exc.reason}: {_message(exc)}") from None
-        except OSError:
-            return None
-        return response.data
 
     def _delete(self, name: str) -> None:
         try:
@@ -312,20 +291,25 @@ class KubernetesEngine(Engine):
 
     def cancel(self, attempt: ActiveAttempt) -> None:
         pods = self._ours("pods").get((attempt.job, attempt.number), [])
-        self._keep_log(attempt.job, attempt.number, pods)
+        self.logs.keep(attempt.job, attempt.number, _pod_name(pods))
         self._delete(object_name(attempt.job, attempt.number))
 
     def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
-        path = self.attempt_dir(job, number) / "output.log"
-        if path.exists():
-            data = path.read_bytes()
-        else:
-            pods = self._ours("pods").get((job, number), [])
-            data = (self._pod_log(pods[-1]["metadata"]["name"]) if pods else None) or b""
-        if len(data) < offset:
-            offset = 0
-        chunk = data[offset: offset + (1 << 20)]
-        return chunk, offset + len(chunk)
+        pod = None
+        if not self.logs.path(job, number).exists():
+            pod = _pod_name(self._ours("pods").get((job, number), []))
+        try:
+            return self.logs.read(job, number, offset, pod)
+        except self.ApiException as exc:
+            raise EngineError(f"Kubernetes API: {exc.status} {exc.reason}: {_message(exc)}") from None
+
+    def stop(self) -> None:
+        self.logs.stop()
+
+
+def _pod_name(pods: list[dict[str, Any]]) -> str | None:
+    pod = newest(pods)
+    return pod["metadata"]["name"] if pod else None
 
 
 def _message(exc: Any) -> str:

@@ -48,7 +48,7 @@ def _container(pod: dict[str, Any] | None) -> dict[str, Any]:
     return statuses[0] if statuses else {}
 
 
-def _newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+def newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", default=None)
 
 
@@ -64,7 +64,7 @@ def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dic
         return Observation(*key, "ended", handle, outcome=Outcome(
             Reason.LOST, "its Kubernetes Job disappeared (deleted outside kubetrain, or its node went away)"))
 
-    pod = _newest(pods)
+    pod = newest(pods)
     container = _container(pod)
     state = container.get("state") or {}
     terminated = state.get("terminated") or {}
