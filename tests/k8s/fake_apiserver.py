@@ -48,13 +48,14 @@ PODS = kmock.resource("", "v1", "pods")
 NODES = kmock.resource("", "v1", "nodes")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 JOBS = kmock.resource("batch", "v1", "jobs")
+SECRETS = kmock.resource("", "v1", "secrets")
 
 #: plural -> (kind, namespaced) for the resources the engine may touch; all are declared for discovery.
 KNOWN = {
     PODS: ("Pod", True), NODES: ("Node", False), NAMESPACES: ("Namespace", False), JOBS: ("Job", True),
     kmock.resource("", "v1", "events"): ("Event", True),
     kmock.resource("", "v1", "configmaps"): ("ConfigMap", True),
-    kmock.resource("", "v1", "secrets"): ("Secret", True),
+    SECRETS: ("Secret", True),
     kmock.resource("", "v1", "services"): ("Service", True),
     kmock.resource("", "v1", "persistentvolumeclaims"): ("PersistentVolumeClaim", True),
     kmock.resource("batch", "v1", "cronjobs"): ("CronJob", True),

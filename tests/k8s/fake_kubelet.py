@@ -25,6 +25,7 @@ with request handlers; process starts are quick enough not to stall that loop.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import signal
@@ -37,7 +38,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from .fake_apiserver import JOBS, NODES, PODS, FakeApiServer, now, random_suffix
+from .fake_apiserver import JOBS, NODES, PODS, SECRETS, FakeApiServer, now, random_suffix
 from .matching import placement_ok
 
 OOM_AFTER_SECONDS = 0.2
@@ -295,7 +296,7 @@ class FakeKubelet:
         for index, spec in enumerate(specs):
             container = run.containers.get(spec["name"])
             if container is None:
-                run.containers[spec["name"]] = self._start(run, spec)
+                run.containers[spec["name"]] = self._start(run, spec, pod["metadata"].get("namespace"))
                 return
             if container.exit_code is None:
                 self._poll(container, spec)
@@ -306,9 +307,24 @@ class FakeKubelet:
                 run.since = now()
                 return
 
-    def _start(self, run: PodRun, spec: dict[str, Any]) -> ContainerRun:
+    def _secret_value(self, namespace: str | None, ref: dict[str, Any]) -> str | None:
+        """``valueFrom.secretKeyRef``, as the kubelet resolves it (the Secret's base64 ``data``)."""
+        secret = self.server.get(SECRETS, namespace, ref.get("name", ""))
+        encoded = ((secret or {}).get("data") or {}).get(ref.get("key", ""))
+        return None if encoded is None else base64.b64decode(encoded).decode()
+
+    def _start(self, run: PodRun, spec: dict[str, Any], namespace: str | None = None) -> ContainerRun:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
         own = {e["name"]: str(e.get("value") or "") for e in spec.get("env") or [] if "valueFrom" not in e}
+        missing = []
+        for entry in spec.get("env") or []:
+            ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is not None:
+                value = self._secret_value(namespace, ref)
+                if value is None:
+                    missing.append(f'secret "{ref.get("name")}" key "{ref.get("key")}" not found')
+                else:
+                    own[entry["name"]] = value
         env.update(own)
 
         def expand(arg: str) -> str:  # $(VAR) as the kubelet expands it in command/args; $$ escapes
@@ -323,6 +339,8 @@ class FakeKubelet:
             try:
                 if not argv:
                     raise OSError("no command: the fake kubelet cannot run an image's entrypoint")
+                if missing:
+                    raise OSError("; ".join(missing))
                 container.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                                   stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as exc:

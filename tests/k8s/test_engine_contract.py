@@ -197,3 +197,17 @@ def test_a_running_pods_log_is_streamed_to_the_master_and_outlives_its_node(clus
     assert ended(cluster, engine, running).outcome.reason == Reason.LOST
     assert log.read_text() == "epoch 1 done\n"
     assert (log.parent / "log.done").exists()
+
+
+def test_the_job_reads_its_token_from_a_secret_that_goes_with_its_job(cluster, engine) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(cluster.api_client)
+    launch, active = order("tokened", "import os; print(os.environ['KUBETRAIN_JOB_TOKEN'])")
+    engine.launch(launch)
+    assert core.read_namespaced_secret("tokened-1-token", cluster.namespace).metadata.labels["kubetrain.io/job"] == "tokened"
+    assert ended(cluster, engine, active).outcome.reason == Reason.COMPLETED
+    assert engine.read_log("tokened", 1, 0)[0].decode().strip() == launch.token
+    engine.observe([])  # recorded: the Job and its Secret go
+    cluster.wait_for(lambda: not core.list_namespaced_secret(cluster.namespace, label_selector="kubetrain.io/job=tokened").items,
+                     what="the token Secret to be deleted")

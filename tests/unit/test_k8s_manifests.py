@@ -35,7 +35,7 @@ def container(manifest: dict) -> dict:
 
 
 def env(manifest: dict) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container(manifest)["env"]}
+    return {e["name"]: e["value"] for e in container(manifest)["env"] if "value" in e}
 
 
 SPECS = {
@@ -116,7 +116,7 @@ def test_volumes_are_claims_and_shm_is_sized_to_the_memory_limit() -> None:
 def test_the_job_sees_the_same_variables_as_on_the_embedded_engine() -> None:
     variables = env(render(SPECS["everything"]))
     assert variables["KUBETRAIN_JOB"] == "digits" and variables["KUBETRAIN_ATTEMPT"] == "1"
-    assert variables["KUBETRAIN_JOB_TOKEN"] == TOKEN
+    assert "KUBETRAIN_JOB_TOKEN" not in variables  # from the attempt's Secret, see below
     assert variables["KUBETRAIN_PARAM_LR"] == "0.01" and variables["KUBETRAIN_PARAM_MODEL_DEPTH"] == "4"
     assert variables["KUBETRAIN_PARAM_NAME"] == "x"
     assert variables["KUBETRAIN_OUTPUT_DIR"] == "/kubetrain/output"
@@ -130,9 +130,9 @@ def test_a_snapshot_is_fetched_by_an_init_container_with_the_job_token() -> None
     manifest = render(SPECS["everything"])
     pod = manifest["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
-    init_env = {e["name"]: e["value"] for e in init["env"]}
+    init_env = {e["name"]: e.get("value") or e["valueFrom"] for e in init["env"]}
     assert init_env["KUBETRAIN_SNAPSHOT_URL"] == "http://master:8080/api/v1/jobs/digits/snapshot"
-    assert init_env["KUBETRAIN_JOB_TOKEN"] == TOKEN
+    assert init_env["KUBETRAIN_JOB_TOKEN"] == {"secretKeyRef": {"name": "digits-1-token", "key": "token"}}
     assert init["image"] == container(manifest)["image"] == "registry.example/ml/train:1.4"
     assert container(manifest)["workingDir"] == "/kubetrain/code/src"
     assert "initContainers" not in render(job())["spec"]["template"]["spec"]
@@ -189,3 +189,21 @@ def test_volume_claims_are_valid_and_labelled_as_ours(version: str) -> None:
     assert claim["metadata"]["labels"]["kubetrain.io/master"] == "kt-1"
     assert render_claim("d", None, KubernetesSettings())["spec"]["resources"]["requests"]["storage"] == "10Gi"
     assert "storageClassName" not in render_claim("d", None, KubernetesSettings())["spec"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_job_token_travels_in_a_secret_never_in_the_job(version: str) -> None:
+    import base64
+    import json
+
+    from kubetrain.engines.kubernetes.manifests import render_secret
+
+    order = LaunchOrder(job="digits", number=2, token=TOKEN, spec=SPECS["everything"].to_document(), node="", gpus=())
+    secret = render_secret(order, KubernetesSettings(namespace="ml"))
+    kubernetes_validate.validate(secret, version, strict=True)
+    assert secret["metadata"]["name"] == "digits-2-token"
+    assert base64.b64decode(secret["data"]["token"]).decode() == TOKEN
+    manifest = render(SPECS["everything"], number=2)
+    assert TOKEN not in json.dumps(manifest)
+    refs = [e["valueFrom"]["secretKeyRef"] for e in container(manifest)["env"] if "valueFrom" in e]
+    assert refs == [{"name": "digits-2-token", "key": "token"}]

@@ -37,6 +37,7 @@ from kubetrain.engines.kubernetes.manifests import (
     object_name,
     render_claim,
     render_job,
+    render_secret,
     selector_for,
 )
 from kubetrain.engines.kubernetes.logs import LogKeeper
@@ -234,6 +235,16 @@ class KubernetesEngine(Engine):
         manifest = render_job(order, spec, self.settings)
         name = manifest["metadata"]["name"]
         try:
+            # The token's Secret first: a pod that finds no Secret would not start.
+            self.core.create_namespaced_secret(self.settings.namespace, render_secret(order, self.settings),
+                                               _preload_content=False)
+        except self.ApiException as exc:
+            if exc.status != 409:
+                raise EngineError(f"Kubernetes refused the token Secret of {name}: {exc.status} {exc.reason}: "
+                                  f"{_message(exc)}") from None
+        except OSError as exc:
+            raise EngineError(f"cannot reach the Kubernetes API: {exc}") from None
+        try:
             self.batch.create_namespaced_job(self.settings.namespace, manifest, _preload_content=False)
         except self.ApiException as exc:
             if exc.status != 409:  # 409: created before (a relaunch after a master restart): never twice
@@ -280,14 +291,17 @@ class KubernetesEngine(Engine):
         return out
 
     def _delete(self, name: str) -> None:
-        try:
-            self.batch.delete_namespaced_job(name, self.settings.namespace, propagation_policy="Background",
-                                             _preload_content=False)
-        except self.ApiException as exc:
-            if exc.status != 404:
-                log.warning("could not delete Job %s: %s %s", name, exc.status, exc.reason)
-        except OSError as exc:
-            log.warning("could not delete Job %s: %s", name, exc)
+        """Delete an attempt's Job (its pods follow) and its token Secret; a missing one is fine."""
+        for call, target in ((self.batch.delete_namespaced_job, name),
+                             (self.core.delete_namespaced_secret, f"{name}-token")):
+            kwargs = {"propagation_policy": "Background"} if call == self.batch.delete_namespaced_job else {}
+            try:
+                call(target, self.settings.namespace, _preload_content=False, **kwargs)
+            except self.ApiException as exc:
+                if exc.status != 404:
+                    log.warning("could not delete %s: %s %s", target, exc.status, exc.reason)
+            except OSError as exc:
+                log.warning("could not delete %s: %s", target, exc)
 
     def cancel(self, attempt: ActiveAttempt) -> None:
         pods = self._ours("pods").get((attempt.job, attempt.number), [])

@@ -17,12 +17,15 @@ for several Kubernetes versions.  The choices, and why:
   64 MB default kills PyTorch DataLoader workers.
 * **The code snapshot** is fetched from the master by an init container with the
   job's own token, so servers need no shared disk and no registry push per change.
+* **The job token** (metrics, the snapshot download) sits in a Secret per attempt,
+  referenced by the pod, never in the Job object itself.
 * **Labels** ``kubetrain.io/job``, ``kubetrain.io/attempt`` and ``kubetrain.io/master``
   let a restarted master find its own objects.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +90,28 @@ def object_name(job: str, number: int) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{job[: 63 - len(str(number)) - 10]}-{digest}-{number}"
+
+
+def secret_name(job: str, number: int) -> str:
+    """The Secret that holds an attempt's job token (a name may be longer than a label: 253 characters)."""
+    return f"{object_name(job, number)}-token"
+
+
+def render_secret(order: LaunchOrder, settings: KubernetesSettings) -> dict[str, Any]:
+    """The attempt's job token, kept out of the Job object: who may read Jobs need not read Secrets."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": secret_name(order.job, order.number), "namespace": settings.namespace,
+                     "labels": labels(settings, order.job, order.number)},
+        "data": {"token": base64.b64encode(order.token.encode()).decode()},
+    }
+
+
+def _token_from_secret(order: LaunchOrder) -> dict[str, Any]:
+    return {"name": "KUBETRAIN_JOB_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": secret_name(order.job, order.number), "key": "token"}}}
 
 
 def labels(settings: KubernetesSettings, job: str, number: int) -> dict[str, str]:
@@ -177,6 +202,7 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
 
     variables = job_variables(order, spec, attempt_dir=ATTEMPT_DIR, output_dir=OUTPUT_DIR,
                               master_url=settings.master_url, gpus=None, volumes=volume_env)
+    del variables["KUBETRAIN_JOB_TOKEN"]  # from the attempt's Secret instead (render_secret)
     argv = ["/bin/sh", "-c", " ".join(body.argv)] if body.shell else body.argv
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -184,7 +210,7 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
         "imagePullPolicy": settings.image_pull_policy,
         "command": argv[:1],
         "args": argv[1:],
-        "env": [{"name": k, "value": v} for k, v in sorted(variables.items())],
+        "env": [{"name": k, "value": v} for k, v in sorted(variables.items())] + [_token_from_secret(order)],
         "resources": {"requests": dict(limits), "limits": limits},
         "volumeMounts": mounts,
     }
@@ -201,7 +227,7 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
             "command": ["python3", "-c", FETCH_SNAPSHOT],
             "env": [
                 {"name": "KUBETRAIN_SNAPSHOT_URL", "value": f"{(settings.master_url or '').rstrip('/')}/api/v1/jobs/{order.job}/snapshot"},
-                {"name": "KUBETRAIN_JOB_TOKEN", "value": order.token},
+                _token_from_secret(order),
                 {"name": "KUBETRAIN_CODE_DIR", "value": CODE_DIR},
             ],
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
