@@ -88,3 +88,26 @@ def test_jobs_submitted_to_the_master_run_as_kubernetes_jobs(cluster, master_fac
     cluster.wait_for(lambda: not cluster.batch.list_namespaced_job(
         cluster.namespace, label_selector="kubetrain.io/master").items, what="ended Jobs to be deleted")
     assert master.cli("logs", "hello", check=True).stdout == "lr is 0.5\n"
+
+
+def test_a_job_whose_pod_is_lost_runs_again_as_a_new_attempt(cluster, master_factory, tmp_path: Path) -> None:
+    """A node that dies takes the pod; the master records Lost (infrastructure) and starts attempt 2."""
+    if not cluster.real:
+        cluster.add_node("node-1", cpu="8", memory="32Gi")
+    master = master_factory(KUBETRAIN_ENGINE="kubernetes", KUBECONFIG=kubeconfig_for(cluster, tmp_path),
+                            KUBETRAIN_K8S_NAMESPACE=cluster.namespace)
+    spec = tmp_path / "flaky.yaml"
+    code = ("import os, time; n = os.environ['KUBETRAIN_ATTEMPT']; print('attempt', n, flush=True); "
+            "time.sleep(120 if n == '1' else 0)")
+    spec.write_text(yaml.safe_dump({"apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": "flaky"}, "spec": {
+        "command": ["python3", "-c", code], "resources": {"cpu": "100m", "memory": "128Mi"},
+        "retryPolicy": {"maxInfraRetries": 2, "backoffSeconds": 0}}}))
+    master.cli("submit", "-f", str(spec), "--no-snapshot", check=True)
+    cluster.wait_for(lambda: master.client.get_job("flaky").attempts and master.client.get_job("flaky").attempts[0].state == "Running",
+                     timeout=30, what="attempt 1 to run")
+    cluster.wait_for(lambda: master.cli("logs", "flaky").stdout == "attempt 1\n", timeout=30, what="attempt 1's log")
+    cluster.batch.delete_namespaced_job("flaky-1", cluster.namespace, propagation_policy="Background")
+    job = master.wait_state("flaky", "Succeeded", "Failed", timeout=60)
+    assert (job.state, [a.reason for a in job.attempts]) == ("Succeeded", ["Lost", "Completed"]), job
+    assert master.cli("logs", "flaky", "--attempt", "1", check=True).stdout == "attempt 1\n"  # kept though the pod went
+    assert master.cli("logs", "flaky", "--attempt", "2", check=True).stdout == "attempt 2\n"
