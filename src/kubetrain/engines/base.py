@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kubetrain.core.planning import NodeCapacity
@@ -58,6 +59,19 @@ class Engine(abc.ABC):
     def volume_usage(self, name: str) -> tuple[str | None, int | None]:
         """Where a volume lives, in words a user can act on, and the bytes it holds (None: unknown)."""
         return None, None
+
+    # -- files the master serves (snapshots it keeps; volumes and outputs where it can reach them) --
+    def snapshot_path(self, snapshot: str) -> Path:
+        """Where the master keeps an uploaded code snapshot (``sha256:...``)."""
+        raise NotImplementedError(f"the {self.name} engine keeps no code snapshots")
+
+    def volume_dir(self, name: str) -> Path:
+        """A named volume's files as the master can read them (engines without such access raise a user error)."""
+        raise NotImplementedError(f"the {self.name} engine has no named volumes")
+
+    def output_dir(self, job: str, spec: JobSpec | None = None) -> Path:
+        """A job's output folder as the master can read it (for ``artifacts`` and ``cp``)."""
+        raise NotImplementedError(f"the {self.name} engine keeps no outputs on the master")
 
     @abc.abstractmethod
     def nodes(self) -> list[NodeCapacity]: ...

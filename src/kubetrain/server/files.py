@@ -17,7 +17,8 @@ from typing import Any, BinaryIO
 from kubetrain.core.errors import ConflictError, NotFoundError, SpecError
 from kubetrain.core.quantities import QuantityError, format_memory, parse_memory
 from kubetrain.core.specs import JobSpec, SNAPSHOT_RE, check_name, check_relative_path
-from kubetrain.engines.local.engine import RESULTS_VOLUME, LocalEngine
+from kubetrain.engines.base import Engine
+from kubetrain.engines.local.engine import RESULTS_VOLUME
 from kubetrain.store.store import Store
 
 #: Largest snapshot accepted; the CLI refuses bigger ones before uploading.
@@ -47,7 +48,7 @@ def valid_volume_name(name: str) -> str:
 
 
 class FileService:
-    def __init__(self, store: Store, engine: LocalEngine) -> None:
+    def __init__(self, store: Store, engine: Engine) -> None:
         self.store = store
         self.engine = engine
 
