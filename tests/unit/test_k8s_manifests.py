@@ -207,3 +207,15 @@ def test_the_job_token_travels_in_a_secret_never_in_the_job(version: str) -> Non
     assert TOKEN not in json.dumps(manifest)
     refs = [e["valueFrom"]["secretKeyRef"] for e in container(manifest)["env"] if "valueFrom" in e]
     assert refs == [{"name": "digits-2-token", "key": "token"}]
+
+
+def test_unreadable_cluster_credentials_are_a_config_error_naming_the_file(tmp_path) -> None:
+    from kubetrain.core.errors import ConfigError
+    from kubetrain.engines.kubernetes.engine import connect
+
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\ncurrent-context: nowhere\n")
+    with pytest.raises(ConfigError, match="kubeconfig"):
+        connect(str(broken))
+    with pytest.raises(ConfigError, match="missing"):
+        connect(str(tmp_path / "missing"))

@@ -58,9 +58,14 @@ def _kubernetes():
 def connect(kubeconfig: str | None = None, context: str | None = None):
     """An ApiClient from a kubeconfig (``KUBECONFIG`` or ``~/.kube/config``), or in-cluster when run in a pod."""
     kubernetes = _kubernetes()
-    if kubeconfig or os.environ.get("KUBECONFIG") or Path("~/.kube/config").expanduser().exists():
-        return kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context)
-    kubernetes.config.load_incluster_config()
+    try:
+        if kubeconfig or os.environ.get("KUBECONFIG") or Path("~/.kube/config").expanduser().exists():
+            return kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context)
+        kubernetes.config.load_incluster_config()
+    except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config, or the in-cluster service account"
+        raise ConfigError(f"engine kubernetes: cannot load cluster credentials from {where}: {exc}; "
+                          "set KUBECONFIG or kubernetes.kubeconfig in config.yaml") from None
     return kubernetes.client.ApiClient()
 
 
