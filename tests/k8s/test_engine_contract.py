@@ -211,3 +211,46 @@ def test_the_job_reads_its_token_from_a_secret_that_goes_with_its_job(cluster, e
     engine.observe([])  # recorded: the Job and its Secret go
     cluster.wait_for(lambda: not core.list_namespaced_secret(cluster.namespace, label_selector="kubetrain.io/job=tokened").items,
                      what="the token Secret to be deleted")
+
+
+def test_a_name_taken_by_another_master_is_refused_and_never_deleted(cluster, engine, tmp_path: Path) -> None:
+    from kubetrain.core.errors import EngineError
+
+    other = KubernetesEngine(KubernetesSettings(namespace=cluster.namespace, master_id="kt-test-b"),
+                             cluster.api_client, attempts_dir=tmp_path / "other")
+    theirs, _ = order("shared", "import time; time.sleep(120)")
+    other.launch(theirs)
+    ours, active = order("shared", "print('mine')")
+    with pytest.raises(EngineError, match="not this attempt's"):
+        engine.launch(ours)  # same name, other master: not mistaken for "launched before"
+    engine.cancel(replace(active, cancel_requested=True))
+    assert "shared-1" in job_names(cluster)  # their Job survives our cancel
+    other.cancel(active)
+
+
+def test_a_leftover_token_secret_is_swept(cluster, engine) -> None:
+    from kubernetes import client
+
+    from kubetrain.engines.kubernetes.manifests import render_secret
+
+    core = client.CoreV1Api(cluster.api_client)
+    launch, _ = order("orphan", "print(1)")
+    core.create_namespaced_secret(cluster.namespace, render_secret(launch, engine.settings))  # its Job never made it
+    engine.observe([])
+    cluster.wait_for(lambda: not core.list_namespaced_secret(cluster.namespace, label_selector="kubetrain.io/job=orphan").items,
+                     what="the leftover Secret to be deleted")
+
+
+def test_an_unreachable_api_server_is_an_engine_error_not_a_crash(tmp_path: Path) -> None:
+    from kubernetes import client
+
+    from kubetrain.core.errors import EngineError
+
+    configuration = client.Configuration()
+    configuration.host = "http://127.0.0.1:9"  # nothing listens on the discard port
+    configuration.retries = 0
+    engine = KubernetesEngine(KubernetesSettings(), client.ApiClient(configuration), attempts_dir=tmp_path)
+    with pytest.raises(EngineError, match="cannot reach the Kubernetes API"):
+        engine.nodes()
+    with pytest.raises(EngineError, match="cannot reach the Kubernetes API"):
+        engine.provision_volume("data", None)

@@ -170,6 +170,13 @@ def test_settings_come_from_config_then_environment_and_unknown_keys_are_refused
     assert (k8s.namespace, k8s.image, k8s.priority_classes) == ("ml", "train:2", ((0, "normal"), (100, "high")))
     other = load_settings({"KUBETRAIN_HOME": str(tmp_path), "KUBETRAIN_DATABASE_URL": "sqlite:////elsewhere.db"})
     assert kubernetes_settings(other, {}, master_url=None).master_id != k8s.master_id  # masters never share objects
+    rotated = load_settings({"KUBETRAIN_HOME": str(tmp_path), "KUBETRAIN_DATABASE_URL": "postgresql://u:new@db/kt"})
+    original = load_settings({"KUBETRAIN_HOME": str(tmp_path), "KUBETRAIN_DATABASE_URL": "postgresql://u:old@db/kt"})
+    assert kubernetes_settings(rotated, {}, master_url=None).master_id == kubernetes_settings(
+        original, {}, master_url=None).master_id  # a new password does not orphan running Jobs
+    (tmp_path / "config.yaml").write_text("kubernetes:\n  masterId: 'not a label!'\n")
+    with pytest.raises(ConfigError, match="masterId"):
+        kubernetes_settings(load_settings({"KUBETRAIN_HOME": str(tmp_path)}), {}, master_url=None)
     (tmp_path / "config.yaml").write_text("kubernetes:\n  namespce: ml\n")
     with pytest.raises(ConfigError, match="namespce"):
         kubernetes_settings(load_settings({"KUBETRAIN_HOME": str(tmp_path)}), {}, master_url=None)

@@ -12,10 +12,11 @@ T0 = "2026-11-29T10:00:00Z"
 T1 = "2026-11-29T10:00:05Z"
 
 
-def attempt(state: str = "Running", cancel: bool = False, started: float | None = 1.0) -> ActiveAttempt:
+def attempt(state: str = "Running", cancel: bool = False, started: float | None = 1.0,
+            stop: float | None = None) -> ActiveAttempt:
     return ActiveAttempt(job="digits", number=1, state=state, node="n1", gpus=(), cpu_millis=1000,
                          memory_bytes=2**30, token="t", spec={}, handle={}, created_at=0.0, started_at=started,
-                         cancel_requested=cancel)
+                         cancel_requested=cancel, stop_requested_at=stop)
 
 
 def job(*conditions: tuple[str, str]) -> dict:
@@ -48,6 +49,13 @@ def pod(phase: str, *, running: bool = False, terminated: dict | None = None, re
     (job(), [pod("Running", running=True, conditions=[{"type": "DisruptionTarget", "status": "True",
                                                        "message": "node lost"}])], Reason.LOST, None),
     (job(("Failed", "PodFailurePolicy")), [], Reason.LOST, None),
+    # A drain SIGTERMs the container, which then "terminates": still the cluster's doing.
+    (job(("Failed", "BackoffLimitExceeded")), [pod("Failed", terminated={"exitCode": 143, "reason": "Error"},
+                                                   conditions=[{"type": "DisruptionTarget", "status": "True",
+                                                                "reason": "EvictionByEvictionAPI"}])], Reason.LOST, None),
+    # 1.31+: FailureTarget comes before Failed.
+    (job(("FailureTarget", "DeadlineExceeded")), [pod("Failed", terminated={"exitCode": 143, "reason": "Error"})],
+     Reason.DEADLINE_EXCEEDED, 143),
 ])
 def test_ends(the_job, pods, reason: Reason, exit_code) -> None:
     seen = interpret(attempt(), the_job, pods, {})
@@ -78,6 +86,19 @@ def test_a_pending_pod_waits_and_says_why() -> None:
     assert interpret(attempt("Starting", started=None), job(), [], {}).phase == "starting"
 
 
+def test_a_failed_code_download_says_so() -> None:
+    fetch = pod("Pending")
+    fetch["status"]["initContainerStatuses"] = [{"name": "fetch-code", "state": {"terminated": {
+        "exitCode": 1, "reason": "Error", "message": "HTTP Error 401: Unauthorized"}}}]
+    seen = interpret(attempt(), job(("Failed", "BackoffLimitExceeded")), [fetch], {})
+    assert seen.outcome.reason == Reason.LOST and "fetch-code exited 1 HTTP Error 401" in seen.outcome.message
+
+
+def test_an_early_stop_past_its_grace_ends_even_before_the_pod_ran() -> None:
+    seen = interpret(attempt("Starting", started=None, stop=5.0), None, [], {})
+    assert seen.phase == "ended" and seen.outcome.reason == Reason.CANCELLED  # the store makes it EarlyStopped
+
+
 def test_a_missing_job() -> None:
     assert interpret(attempt("Starting", started=None), None, [], {}).phase == "relaunch"  # never created
     lost = interpret(attempt("Running"), None, [], {})
@@ -91,3 +112,24 @@ def test_the_newest_pod_decides() -> None:
     new = pod("Running", running=True)
     new["metadata"] = {"name": "digits-1-zzzzz", "creationTimestamp": T1}
     assert interpret(attempt(), job(), [new, old], {}).phase == "running"
+
+
+def test_a_log_the_cluster_cannot_give_keeps_the_streamed_copy(tmp_path) -> None:
+    """A pod on an unreachable node: the API answers 500 for its log; the loop must carry on."""
+    from kubetrain.engines.kubernetes.logs import LogKeeper
+
+    class Refused(Exception):
+        def __init__(self, status: int) -> None:
+            self.status, self.reason = status, "Internal Server Error"
+
+    class Core:  # only what LogKeeper calls, answering as the API does for a pod on a dead node
+        def read_namespaced_pod_log(self, *args, **kwargs):
+            raise Refused(500)
+
+    keeper = LogKeeper(Core(), "ml", tmp_path, Refused)
+    path = keeper.path("digits", 1)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"epoch 1\n")  # what the follower streamed before the node went away
+    keeper.keep("digits", 1, "digits-1-abcde")
+    assert path.read_bytes() == b"epoch 1\n" and (path.parent / "log.done").exists()
+    assert keeper.read("digits", 1, 0, None) == (b"epoch 1\n", 8)

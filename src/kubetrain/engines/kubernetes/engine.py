@@ -21,12 +21,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import urllib3
+from sqlalchemy.engine import make_url
+
 from kubetrain.core.attempts import ActiveAttempt, LaunchOrder
 from kubetrain.core.errors import ConfigError, EngineError, NotFoundError, SpecError
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.quantities import QuantityError, parse_cpu, parse_memory
 from kubetrain.core.records import NodeRecord
-from kubetrain.core.specs import JobSpec
+from kubetrain.core.specs import LABEL_VALUE_RE, JobSpec
 from kubetrain.engines.base import Engine, Observation
 from kubetrain.engines.kubernetes.manifests import (
     ATTEMPT_LABEL,
@@ -46,12 +49,15 @@ from kubetrain.settings import Settings
 
 log = logging.getLogger("kubetrain.kubernetes")
 
+#: Seconds any single (non-streaming) API call may take: a hung API server must not freeze the loop.
+REQUEST_TIMEOUT = 30
+
 
 def _kubernetes():
     try:
         import kubernetes
     except ImportError:  # pragma: no cover - depends on the install
-        raise EngineError("the Kubernetes engine needs the kubernetes package: pip install 'kubetrain[kubernetes]'") from None
+        raise ConfigError("engine kubernetes needs the kubernetes package: pip install 'kubetrain[kubernetes]'") from None
     return kubernetes
 
 
@@ -92,15 +98,22 @@ def kubernetes_settings(settings: Settings, env: Mapping[str, str], *, master_ur
                           "job priority that gets it, e.g. {high: 100, normal: 0}")
     if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
         raise ConfigError("config.yaml kubernetes.tolerations: a list of tolerations as Kubernetes writes them")
-    # Distinct per database, so two masters sharing a namespace never touch each other's Jobs.
-    default_id = "kt-" + hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
+    # Distinct per database, so two masters sharing a namespace never touch each other's Jobs; without the
+    # password, so rotating it does not orphan running Jobs (a moved database needs kubernetes.masterId).
+    url = make_url(settings.database_url)
+    where = f"{url.drivername}://{url.username or ''}@{url.host or ''}:{url.port or ''}/{url.database or ''}"
+    default_id = "kt-" + hashlib.sha256(where.encode()).hexdigest()[:12]
+    master_id = str(raw.get("masterId") or default_id)
+    if not LABEL_VALUE_RE.match(master_id) or len(master_id) > 63:
+        raise ConfigError(f"config.yaml kubernetes.masterId {master_id!r}: must be a label value (up to 63 "
+                          "letters, digits, '-', '_', '.'; starting and ending with a letter or digit)")
     return KubernetesSettings(
         namespace=str(raw.get("namespace") or "default"),
         image=str(raw.get("image") or KubernetesSettings.image),
         master_url=str(raw.get("masterUrl") or master_url or "") or None,
-        master_id=str(raw.get("masterId") or default_id),
+        master_id=master_id,
         results_claim=raw.get("resultsClaim") or None,
-        image_pull_policy=str(raw.get("imagePullPolicy") or "IfNotPresent"),
+        image_pull_policy=raw.get("imagePullPolicy") or None,
         service_account=raw.get("serviceAccount") or None,
         tolerations=tuple(tolerations),
         priority_classes=tuple(sorted((int(v), str(k)) for k, v in classes.items())),
@@ -145,17 +158,28 @@ class KubernetesEngine(Engine):
         self.logs = LogKeeper(self.core, settings.namespace, attempts_dir, self.ApiException)
 
     # -- helpers -------------------------------------------------------------
-    def _json(self, call, *args, **kwargs) -> Any:
-        """Call the API and take its JSON as plain dicts (no model objects: the status mapping reads dicts)."""
+    def _call(self, call, *args, what: str, allow: tuple[int, ...] = (), **kwargs) -> Any:
+        """One API call with a timeout; its JSON as plain dicts, or None for a status in ``allow``.
+
+        Every failure becomes an EngineError naming what was attempted: the kubernetes client
+        raises ApiException for HTTP errors and urllib3 errors (not OSErrors) for transport ones.
+        """
         try:
-            response = call(*args, _preload_content=False, **kwargs)
+            response = call(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
         except self.ApiException as exc:
-            if exc.status == 404:
+            if exc.status in allow:
                 return None
-            raise EngineError(f"Kubernetes API: {exc.status} {exc.reason}: {_message(exc)}") from None
-        except OSError as exc:  # urllib3 wraps connection failures in OSError subclasses
-            raise EngineError(f"cannot reach the Kubernetes API: {exc}") from None
-        return json.loads(response.data)
+            raise EngineError(f"Kubernetes API, {what}: {exc.status} {exc.reason}: {_message(exc)}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise EngineError(f"cannot reach the Kubernetes API ({what}): {exc}") from None
+        return json.loads(response.data) if response.data else {}
+
+    def _owned(self, obj: dict[str, Any] | None, job: str | None = None, number: int | None = None) -> bool:
+        """Is ``obj`` this master's (and, if given, that attempt's)? Names alone can collide across masters."""
+        found = ((obj or {}).get("metadata") or {}).get("labels") or {}
+        return (found.get(MASTER_LABEL) == self.settings.master_id
+                and (job is None or found.get(JOB_LABEL) == job)
+                and (number is None or found.get(ATTEMPT_LABEL) == str(number)))
 
     def attempt_dir(self, job: str, number: int) -> Path:
         return self.attempts_dir / job / str(number)
@@ -170,26 +194,18 @@ class KubernetesEngine(Engine):
                         f"{name!r} in namespace {self.settings.namespace!r} with kubectl, then name it in spec.volumes")
 
     def provision_volume(self, name: str, size_bytes: int | None) -> None:
-        try:
-            self.core.create_namespaced_persistent_volume_claim(
-                self.settings.namespace, render_claim(name, size_bytes, self.settings), _preload_content=False)
-        except self.ApiException as exc:
-            if exc.status != 409:  # 409: a claim of that name exists (made with kubectl): use it
-                raise EngineError(f"Kubernetes refused PersistentVolumeClaim {name}: {exc.status} {exc.reason}: "
-                                  f"{_message(exc)}") from None
-        except OSError as exc:
-            raise EngineError(f"cannot reach the Kubernetes API: {exc}") from None
+        # 409: a claim of that name exists (made with kubectl, or by us before): use it.
+        self._call(self.core.create_namespaced_persistent_volume_claim, self.settings.namespace,
+                   render_claim(name, size_bytes, self.settings), what=f"create PersistentVolumeClaim {name}",
+                   allow=(409,))
 
     def release_volume(self, name: str) -> None:
         """Delete the claim only if this master made it: a claim made with kubectl is the user's to delete."""
-        claim = self._json(self.core.read_namespaced_persistent_volume_claim, name, self.settings.namespace)
-        if claim is None or ((claim.get("metadata") or {}).get("labels") or {}).get(MASTER_LABEL) != self.settings.master_id:
-            return
-        try:
-            self.core.delete_namespaced_persistent_volume_claim(name, self.settings.namespace, _preload_content=False)
-        except self.ApiException as exc:
-            if exc.status != 404:
-                raise EngineError(f"could not delete PersistentVolumeClaim {name}: {exc.status} {exc.reason}") from None
+        claim = self._call(self.core.read_namespaced_persistent_volume_claim, name, self.settings.namespace,
+                           what=f"read PersistentVolumeClaim {name}", allow=(404,))
+        if self._owned(claim):
+            self._call(self.core.delete_namespaced_persistent_volume_claim, name, self.settings.namespace,
+                       what=f"delete PersistentVolumeClaim {name}", allow=(404,))
 
     def volume_usage(self, name: str) -> tuple[str | None, int | None]:
         return f"PersistentVolumeClaim {self.settings.namespace}/{name}", None
@@ -201,7 +217,8 @@ class KubernetesEngine(Engine):
 
     def validate(self, spec: JobSpec) -> None:
         for volume in spec.spec.volumes:
-            found = self._json(self.core.read_namespaced_persistent_volume_claim, volume.name, self.settings.namespace)
+            found = self._call(self.core.read_namespaced_persistent_volume_claim, volume.name, self.settings.namespace,
+                               what=f"read PersistentVolumeClaim {volume.name}", allow=(404,))
             if found is None:
                 raise SpecError(f"spec.volumes: no PersistentVolumeClaim {volume.name!r} in namespace "
                                 f"{self.settings.namespace!r}; create it with kubectl first",
@@ -215,7 +232,7 @@ class KubernetesEngine(Engine):
 
     # -- nodes ---------------------------------------------------------------
     def _node_list(self) -> list[dict[str, Any]]:
-        return (self._json(self.core.list_node) or {}).get("items", [])
+        return (self._call(self.core.list_node, what="list nodes") or {}).get("items", [])
 
     def nodes(self) -> list[NodeCapacity]:
         return [_capacity(node) for node in self._node_list()]
@@ -239,29 +256,35 @@ class KubernetesEngine(Engine):
         spec = JobSpec.model_validate(order.spec)
         manifest = render_job(order, spec, self.settings)
         name = manifest["metadata"]["name"]
+        secret = render_secret(order, self.settings)
+        ns = self.settings.namespace
+        # The token's Secret first: a pod that finds no Secret would not start.
+        if self._call(self.core.create_namespaced_secret, ns, secret, what=f"create Secret {secret['metadata']['name']}",
+                      allow=(409,)) is None:
+            self._claim_existing(self.core.read_namespaced_secret, secret["metadata"]["name"], order)
         try:
-            # The token's Secret first: a pod that finds no Secret would not start.
-            self.core.create_namespaced_secret(self.settings.namespace, render_secret(order, self.settings),
-                                               _preload_content=False)
-        except self.ApiException as exc:
-            if exc.status != 409:
-                raise EngineError(f"Kubernetes refused the token Secret of {name}: {exc.status} {exc.reason}: "
-                                  f"{_message(exc)}") from None
-        except OSError as exc:
-            raise EngineError(f"cannot reach the Kubernetes API: {exc}") from None
-        try:
-            self.batch.create_namespaced_job(self.settings.namespace, manifest, _preload_content=False)
-        except self.ApiException as exc:
-            if exc.status != 409:  # 409: created before (a relaunch after a master restart): never twice
-                raise EngineError(f"Kubernetes refused Job {name}: {exc.status} {exc.reason}: {_message(exc)}") from None
-        except OSError as exc:
-            raise EngineError(f"cannot reach the Kubernetes API: {exc}") from None
+            created = self._call(self.batch.create_namespaced_job, ns, manifest, what=f"create Job {name}", allow=(409,))
+        except EngineError:
+            self._call(self.core.delete_namespaced_secret, secret["metadata"]["name"], ns,
+                       what=f"delete Secret {secret['metadata']['name']}", allow=(404,))
+            raise
+        if created is None:  # 409: launched before (a relaunch after a master restart) -- if it is ours
+            self._claim_existing(self.batch.read_namespaced_job, name, order)
         self.attempt_dir(order.job, order.number).mkdir(parents=True, exist_ok=True)
-        return {"k8s_job": name, "namespace": self.settings.namespace}
+        return {"k8s_job": name, "namespace": ns}
+
+    def _claim_existing(self, read, name: str, order: LaunchOrder) -> None:
+        existing = self._call(read, name, self.settings.namespace, what=f"read {name}", allow=(404,))
+        if existing is not None and not self._owned(existing, order.job, order.number):
+            raise EngineError(f"{name} already exists in namespace {self.settings.namespace!r} and is not this "
+                              "attempt's (another master, or made by hand); rename the job or give each master "
+                              "its own namespace or kubernetes.masterId")
 
     def _ours(self, kind: str) -> dict[tuple[str, int], list[dict[str, Any]]]:
-        call = self.batch.list_namespaced_job if kind == "jobs" else self.core.list_namespaced_pod
-        items = (self._json(call, self.settings.namespace, label_selector=selector_for(self.settings)) or {}).get("items", [])
+        call = {"jobs": self.batch.list_namespaced_job, "pods": self.core.list_namespaced_pod,
+                "secrets": self.core.list_namespaced_secret}[kind]
+        items = (self._call(call, self.settings.namespace, label_selector=selector_for(self.settings),
+                            what=f"list {kind}") or {}).get("items", [])
         out: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for item in items:
             item_labels = (item.get("metadata") or {}).get("labels") or {}
@@ -293,25 +316,31 @@ class KubernetesEngine(Engine):
             if key not in active_keys:
                 self.logs.keep(*key, _pod_name(pods.get(key, [])))
                 self._delete(objects[0]["metadata"]["name"])
+        # A token Secret whose Job is gone (deleted by hand, refused, or its delete failed) and whose attempt
+        # has ended: delete it, so no credential of an ended attempt lingers in the cluster.
+        for key, objects in self._ours("secrets").items():
+            if key not in active_keys and key not in jobs:
+                self._call(self.core.delete_namespaced_secret, objects[0]["metadata"]["name"],
+                           self.settings.namespace, what="delete a leftover token Secret", allow=(404,))
         return out
 
     def _delete(self, name: str) -> None:
         """Delete an attempt's Job (its pods follow) and its token Secret; a missing one is fine."""
-        for call, target in ((self.batch.delete_namespaced_job, name),
-                             (self.core.delete_namespaced_secret, f"{name}-token")):
-            kwargs = {"propagation_policy": "Background"} if call == self.batch.delete_namespaced_job else {}
-            try:
-                call(target, self.settings.namespace, _preload_content=False, **kwargs)
-            except self.ApiException as exc:
-                if exc.status != 404:
-                    log.warning("could not delete %s: %s %s", target, exc.status, exc.reason)
-            except OSError as exc:
-                log.warning("could not delete %s: %s", target, exc)
+        ns = self.settings.namespace
+        try:
+            self._call(self.batch.delete_namespaced_job, name, ns, propagation_policy="Background",
+                       what=f"delete Job {name}", allow=(404,))
+            self._call(self.core.delete_namespaced_secret, f"{name}-token", ns, what=f"delete Secret {name}-token",
+                       allow=(404,))
+        except EngineError as exc:  # retried: the next pass finds the Job (or the Secret) again
+            log.warning("%s", exc.message)
 
     def cancel(self, attempt: ActiveAttempt) -> None:
-        pods = self._ours("pods").get((attempt.job, attempt.number), [])
-        self.logs.keep(attempt.job, attempt.number, _pod_name(pods))
-        self._delete(object_name(attempt.job, attempt.number))
+        key = (attempt.job, attempt.number)
+        jobs = self._ours("jobs")
+        self.logs.keep(*key, _pod_name(self._ours("pods").get(key, [])))
+        if key in jobs:  # by label, never by name alone: the name may be another master's
+            self._delete(jobs[key][0]["metadata"]["name"])
 
     def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
         pod = None

@@ -5,8 +5,11 @@ takes its log along, and that is the attempt whose log a user needs most.  A
 follower thread per running pod appends to the attempt's ``output.log`` on the
 master, so ``kubetrain logs -f`` reads a local file (offsets work, as on the
 embedded engine) and whatever was printed before a node died is still there.
-When the attempt ends the whole log is fetched once more and replaces the
-streamed copy, which may have missed a reconnect; ``log.done`` marks it final.
+When the attempt ends the log is fetched once more and replaces the streamed
+copy when it holds at least as much (a reconnect may have missed lines; the
+kubelet's rotation may have dropped the start, and then the streamed copy
+wins); ``log.done`` marks it final.  A log the cluster can no longer give (its
+node is unreachable, the API answers 500) is not an error: the copy is kept.
 """
 
 from __future__ import annotations
@@ -28,25 +31,32 @@ class _Follower(threading.Thread):
     def __init__(self, keeper: "LogKeeper", pod: str, path: Path) -> None:
         super().__init__(name=f"log-{pod}", daemon=True)
         self.keeper, self.pod, self.path = keeper, pod, path
+        #: Set (under the keeper's lock) once the attempt's log is final: never touch the file again.
         self.stopped = threading.Event()
+        self.capped = False
 
     def run(self) -> None:
         response = None
         try:
             response = self.keeper.core.read_namespaced_pod_log(
                 self.pod, self.keeper.namespace, follow=True, _preload_content=False)
+            with self.keeper.lock:  # never truncate a log that keep() has made final meanwhile
+                if self.stopped.is_set():
+                    return
+                out = open(self.path, "wb")
             written = 0
-            with open(self.path, "wb") as out:
+            with out:
                 for chunk in response.stream(1 << 16):
                     if self.stopped.is_set():
                         break
                     if written + len(chunk) > MAX_LOG_BYTES:
-                        out.write(b"\n[kubetrain: live copy capped; the whole log is kept when the attempt ends]\n")
+                        out.write(b"\n[kubetrain: live copy capped; the log is fetched again when the attempt ends]\n")
+                        self.capped = True
                         break
                     out.write(chunk)
                     out.flush()
                     written += len(chunk)
-        except Exception as exc:  # noqa: BLE001 - a broken stream is retried by the next pass
+        except Exception as exc:  # noqa: BLE001 - a broken stream is followed again by the next pass
             log.debug("following the log of pod %s stopped: %s", self.pod, exc)
         finally:
             if response is not None:
@@ -59,6 +69,7 @@ class LogKeeper:
         self.namespace = namespace
         self.attempts_dir = attempts_dir
         self.ApiException = api_exception
+        self.lock = threading.Lock()
         self._followers: dict[tuple[str, int], _Follower] = {}
 
     def path(self, job: str, number: int) -> Path:
@@ -68,8 +79,8 @@ class LogKeeper:
         """Stream a running pod's log into the attempt folder (again, from the start, if a stream broke)."""
         key = (job, number)
         current = self._followers.get(key)
-        if current is not None and current.is_alive():
-            return
+        if current is not None and (current.is_alive() or current.capped):
+            return  # a capped copy is not downloaded again and again: the end fetches the log
         path = self.path(job, number)
         if (path.parent / DONE).exists():
             return
@@ -78,17 +89,20 @@ class LogKeeper:
         follower.start()
 
     def keep(self, job: str, number: int, pod: str | None) -> None:
-        """The attempt ended: make its kept log final (the whole log if the pod still has it)."""
+        """The attempt ended: make its kept log final (the cluster's copy if it has more)."""
         path = self.path(job, number)
         done = path.parent / DONE
         if done.exists():
             return
         follower = self._followers.pop((job, number), None)
         if follower is not None:
-            follower.stopped.set()
+            with self.lock:
+                follower.stopped.set()
+            follower.join(timeout=1.0)  # let it write what it has read
         data = self.fetch(pod) if pod else None
         path.parent.mkdir(parents=True, exist_ok=True)
-        if data is not None:
+        streamed = path.stat().st_size if path.exists() else 0
+        if data is not None and len(data) >= streamed:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data[-MAX_LOG_BYTES:])
             os.replace(tmp, path)
@@ -97,13 +111,16 @@ class LogKeeper:
         done.touch()
 
     def fetch(self, pod: str) -> bytes | None:
+        """The pod's whole log as the cluster has it now; None when it cannot give it (gone, node down)."""
         try:
-            response = self.core.read_namespaced_pod_log(pod, self.namespace, _preload_content=False)
+            response = self.core.read_namespaced_pod_log(pod, self.namespace, _preload_content=False,
+                                                          _request_timeout=30)
         except self.ApiException as exc:
-            if exc.status in (400, 404):  # not started yet, or gone
-                return None
-            raise
-        except OSError:
+            if exc.status not in (400, 404):  # 400: not started yet; 404: gone
+                log.warning("cannot read the log of pod %s: %s %s; keeping the streamed copy", pod, exc.status, exc.reason)
+            return None
+        except Exception as exc:  # noqa: BLE001 - urllib3 errors are not OSErrors; none may stop the loop
+            log.warning("cannot read the log of pod %s: %s; keeping the streamed copy", pod, exc)
             return None
         return response.data
 
@@ -122,5 +139,6 @@ class LogKeeper:
         return chunk, offset + len(chunk)
 
     def stop(self) -> None:
-        for follower in self._followers.values():
-            follower.stopped.set()
+        with self.lock:
+            for follower in list(self._followers.values()):
+                follower.stopped.set()

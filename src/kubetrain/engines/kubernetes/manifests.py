@@ -47,13 +47,12 @@ ATTEMPT_DIR = "/kubetrain/attempt"
 
 #: Run by the init container (with the job's image): fetch the job's snapshot, unpack it safely.
 FETCH_SNAPSHOT = """\
-import io, os, tarfile, urllib.request
+import os, tarfile, urllib.request
 request = urllib.request.Request(os.environ["KUBETRAIN_SNAPSHOT_URL"],
                                  headers={"X-Kubetrain-Job-Token": os.environ["KUBETRAIN_JOB_TOKEN"]})
 with urllib.request.urlopen(request, timeout=300) as response:
-    data = response.read()
-with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-    archive.extractall(os.environ["KUBETRAIN_CODE_DIR"], filter="data")
+    with tarfile.open(fileobj=response, mode="r|gz") as archive:  # streamed: memory stays flat
+        archive.extractall(os.environ["KUBETRAIN_CODE_DIR"], filter="data")
 """
 
 
@@ -70,7 +69,8 @@ class KubernetesSettings:
     master_id: str = "kubetrain"
     #: A PersistentVolumeClaim for outputs (``<claim>/<job>/``); None: an emptyDir, lost with the pod.
     results_claim: str | None = None
-    image_pull_policy: str = "IfNotPresent"
+    #: None: Kubernetes' own default (Always for ``:latest``, IfNotPresent otherwise).
+    image_pull_policy: str | None = None
     service_account: str | None = None
     #: Extra tolerations, as Kubernetes writes them (e.g. for GPU node taints).
     tolerations: tuple[dict[str, Any], ...] = field(default_factory=tuple)
@@ -207,13 +207,14 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": body.image or settings.image,
-        "imagePullPolicy": settings.image_pull_policy,
         "command": argv[:1],
         "args": argv[1:],
         "env": [{"name": k, "value": v} for k, v in sorted(variables.items())] + [_token_from_secret(order)],
         "resources": {"requests": dict(limits), "limits": limits},
         "volumeMounts": mounts,
     }
+    if settings.image_pull_policy:
+        container["imagePullPolicy"] = settings.image_pull_policy
     pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "volumes": volumes}
     if body.snapshot:
         volumes.append({"name": "code", "emptyDir": {}})
@@ -223,14 +224,15 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
         pod["initContainers"] = [{
             "name": "fetch-code",
             "image": container["image"],
-            "imagePullPolicy": settings.image_pull_policy,
+            **({"imagePullPolicy": settings.image_pull_policy} if settings.image_pull_policy else {}),
             "command": ["python3", "-c", FETCH_SNAPSHOT],
             "env": [
                 {"name": "KUBETRAIN_SNAPSHOT_URL", "value": f"{(settings.master_url or '').rstrip('/')}/api/v1/jobs/{order.job}/snapshot"},
                 _token_from_secret(order),
                 {"name": "KUBETRAIN_CODE_DIR", "value": CODE_DIR},
             ],
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+            # requests = limits, like the job's container: the pod stays in the Guaranteed QoS class.
+            "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
             "volumeMounts": [code_mount],
         }]
     elif body.working_dir:

@@ -57,8 +57,9 @@ def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dic
     """What ``job`` (None: not found) and its ``pods`` say about ``attempt``."""
     key = (attempt.job, attempt.number)
     if job is None:
-        if attempt.cancel_requested:
-            return Observation(*key, "ended", handle, outcome=Outcome(Reason.CANCELLED, "cancelled; its Job was deleted"))
+        if attempt.cancel_requested or attempt.stop_requested_at is not None:
+            # Deleted by us: a cancel, or an early stop past its grace (the store makes that a result).
+            return Observation(*key, "ended", handle, outcome=Outcome(Reason.CANCELLED, "stopped; its Job was deleted"))
         if attempt.state == AttemptState.STARTING.value and not attempt.started_at:
             return Observation(*key, "relaunch", handle)  # decided, but the Job was never created
         return Observation(*key, "ended", handle, outcome=Outcome(
@@ -73,7 +74,8 @@ def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dic
     started_at = (timestamp(running.get("startedAt")) or timestamp(terminated.get("startedAt"))
                   or timestamp((job.get("status") or {}).get("startTime")))
 
-    failed = _condition(job, "Failed")
+    # Newer Job controllers (1.31+) set FailureTarget first and Failed once the pods are gone.
+    failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
     if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
         return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
             Reason.COMPLETED, "", exit_code=0, started_at=started_at))
@@ -85,8 +87,10 @@ def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dic
         return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
             Reason.OOM_KILLED, "exceeded its memory limit and was killed by the kernel",
             exit_code=terminated.get("exitCode"), signal=9, started_at=started_at))
+    # A drain, a preemption or a node shutdown SIGTERMs the container, so it may well have "terminated":
+    # still the cluster's doing, not the code's (retried on the infrastructure budget).
     disrupted = _condition(pod or {}, "DisruptionTarget")
-    if pod_status.get("reason") in INFRA_POD_REASONS or (disrupted and not terminated):
+    if pod_status.get("reason") in INFRA_POD_REASONS or disrupted:
         why = pod_status.get("message") or (disrupted or {}).get("message") or pod_status.get("reason")
         return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
             Reason.LOST, f"its pod was stopped by the cluster, not by the code: {why}", started_at=started_at))
@@ -95,13 +99,24 @@ def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dic
         return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
             Reason.ERROR, terminated.get("message") or explain_exit(code, None), exit_code=code, started_at=started_at))
     if failed:
+        why = _init_failure(pod) or failed.get("message") or failed.get("reason")
         return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
-            Reason.LOST, f"its Job failed before the code ran: {failed.get('message') or failed.get('reason')}"))
+            Reason.LOST, f"its Job failed before the code ran: {why}"))
     if pod is None:
         return Observation(*key, "starting", handle)
     if running or pod_status.get("phase") == "Running":
         return Observation(*key, "running", {**handle, "pod": pod["metadata"]["name"]}, started_at=started_at)
     return Observation(*key, "starting", {**handle, "pod": pod["metadata"]["name"]}, notes=_waiting_notes(pod))
+
+
+def _init_failure(pod: dict[str, Any] | None) -> str | None:
+    """Why an init container (the code download) failed, in its own words."""
+    for status in ((pod or {}).get("status") or {}).get("initContainerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if terminated and terminated.get("exitCode") not in (0, None):
+            detail = terminated.get("message") or terminated.get("reason") or ""
+            return f"init container {status.get('name')} exited {terminated['exitCode']} {detail}".rstrip()
+    return None
 
 
 def _waiting_notes(pod: dict[str, Any]) -> tuple[str, ...]:
