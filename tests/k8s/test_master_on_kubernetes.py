@@ -38,6 +38,8 @@ def test_jobs_submitted_to_the_master_run_as_kubernetes_jobs(cluster, master_fac
     assert "hello" in ok.stdout + ok.stderr
     job = master.wait_state("hello", "Succeeded", "Failed")
     assert (job.state, job.reason) == ("Succeeded", "Completed"), job
+    if not cluster.real:
+        assert job.attempts[0].node == "gpu-node"  # where the kube-scheduler (the fake's) put it
     assert master.cli("logs", "hello", check=True).stdout == "lr is 0.5\n"
     assert (master.home / "attempts" / "hello" / "1" / "output.log").read_text() == "lr is 0.5\n"
 

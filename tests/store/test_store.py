@@ -581,3 +581,12 @@ def test_record_pending_adds_a_warning_event_to_the_attempt(store: Store) -> Non
     event = store.get_job("waits").events[-1]
     assert (event.reason, event.type, event.attempt) == ("Pending", "Warning", 1)
     assert "0/3 nodes" in event.message
+
+
+def test_an_engine_that_places_by_itself_records_where_the_attempt_ran(store: Store) -> None:
+    submit(store, "placed")
+    store.commit_plan(Plan(placements=[Placement("placed", "node-1", ())]), {}, now=NOW + 1)
+    store.mark_running_many([("placed", 1, {"pod": "placed-1-x", "node": "node-7"}, NOW + 2, ())])
+    job = store.get_job("placed")
+    assert job.node == "node-7" and job.attempts[0].node == "node-7"
+    assert "node node-7" in [e for e in job.events if e.reason == "Started"][0].message

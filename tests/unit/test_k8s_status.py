@@ -133,3 +133,32 @@ def test_a_log_the_cluster_cannot_give_keeps_the_streamed_copy(tmp_path) -> None
     keeper.keep("digits", 1, "digits-1-abcde")
     assert path.read_bytes() == b"epoch 1\n" and (path.parent / "log.done").exists()
     assert keeper.read("digits", 1, 0, None) == (b"epoch 1\n", 8)
+
+
+def test_a_running_pod_reports_the_node_the_scheduler_chose() -> None:
+    placed = pod("Running", running=True)
+    placed["spec"] = {"nodeName": "gpu-7"}
+    assert interpret(attempt(), job(), [placed], {}).handle["node"] == "gpu-7"
+
+
+@pytest.mark.parametrize(("taints", "tolerations", "schedulable"), [
+    ([], (), True),
+    ([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}], (), False),
+    ([{"key": "nvidia.com/gpu", "effect": "NoSchedule"}], ({"key": "nvidia.com/gpu", "operator": "Exists"},), True),
+    ([{"key": "pool", "value": "a", "effect": "NoExecute"}], ({"key": "pool", "value": "b"},), False),
+    ([{"key": "pool", "value": "a", "effect": "NoExecute"}], ({"key": "pool", "value": "a", "effect": "NoExecute"},), True),
+    ([{"key": "spot", "effect": "PreferNoSchedule"}], (), True),  # a preference, not a bar
+    ([{"key": "anything", "effect": "NoSchedule"}], ({"operator": "Exists"},), True),  # tolerates every taint
+])
+def test_tainted_nodes_count_only_for_pods_that_tolerate_them(taints, tolerations, schedulable: bool) -> None:
+    from kubetrain.engines.kubernetes.engine import _capacity
+
+    node = {"metadata": {"name": "n1", "labels": {}}, "spec": {"taints": taints},
+            "status": {"allocatable": {"cpu": "4", "memory": "16Gi"}, "conditions": [{"type": "Ready", "status": "True"}]}}
+    assert _capacity(node, tolerations).schedulable is schedulable
+
+
+def test_an_ended_pod_also_reports_its_node() -> None:
+    placed = pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed"})
+    placed["spec"] = {"nodeName": "gpu-3"}
+    assert interpret(attempt(), job(("Complete", "")), [placed], {}).handle["node"] == "gpu-3"

@@ -284,6 +284,8 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
                 attempt.state = AttemptState.RUNNING.value
                 attempt.handle = handle
                 attempt.started_at = started_at
+                if handle.get("node"):  # an engine that places by itself (Kubernetes) says where it ran
+                    attempt.node = job_row.node = handle["node"]
                 if job_row.started_at is None:
                     job_row.started_at = started_at
                 s.add(EventRow(job_id=job_row.id, attempt=number, time=started_at, reason="Started",

@@ -235,7 +235,7 @@ class KubernetesEngine(Engine):
         return (self._call(self.core.list_node, what="list nodes") or {}).get("items", [])
 
     def nodes(self) -> list[NodeCapacity]:
-        return [_capacity(node) for node in self._node_list()]
+        return [_capacity(node, self.settings.tolerations) for node in self._node_list()]
 
     def describe_nodes(self, active: list[ActiveAttempt]) -> list[NodeRecord]:
         records = []
@@ -367,7 +367,21 @@ def _message(exc: Any) -> str:
         return str(exc.body or "")[:200]
 
 
-def _capacity(node: dict[str, Any]) -> NodeCapacity:
+def tolerated(taint: dict[str, Any], tolerations: tuple[dict[str, Any], ...]) -> bool:
+    """Kubernetes' rule: a toleration matches a taint's key (or all keys), its value (Equal) and its effect."""
+    for toleration in tolerations:
+        if toleration.get("key") not in (None, "", taint.get("key")):
+            continue
+        if toleration.get("effect") not in (None, "", taint.get("effect")):
+            continue
+        if toleration.get("operator", "Equal") == "Exists" or toleration.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+def _capacity(node: dict[str, Any], tolerations: tuple[dict[str, Any], ...] = ()) -> NodeCapacity:
+    """A node as the planner sees it: not schedulable when cordoned, not Ready, or tainted against our pods
+    (e.g. a control-plane node), so that a job no node can take fails at once as Unschedulable."""
     status = node.get("status") or {}
     allocatable = status.get("allocatable") or status.get("capacity") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
@@ -378,5 +392,7 @@ def _capacity(node: dict[str, Any]) -> NodeCapacity:
         memory_bytes=parse_memory(allocatable.get("memory", "0")),
         gpus=tuple(range(gpus)),
         labels=dict((node.get("metadata") or {}).get("labels") or {}),
-        schedulable=ready and not (node.get("spec") or {}).get("unschedulable", False),
+        schedulable=ready and not (node.get("spec") or {}).get("unschedulable", False) and not any(
+            taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerated(taint, tolerations)
+            for taint in (node.get("spec") or {}).get("taints") or []),
     )

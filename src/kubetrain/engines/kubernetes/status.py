@@ -66,6 +66,9 @@ def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dic
             Reason.LOST, "its Kubernetes Job disappeared (deleted outside kubetrain, or its node went away)"))
 
     pod = newest(pods)
+    node = ((pod or {}).get("spec") or {}).get("nodeName")
+    if node:  # where the kube-scheduler put it (the planner only admitted it): the attempt's node
+        handle = {**handle, "node": node}
     container = _container(pod)
     state = container.get("state") or {}
     terminated = state.get("terminated") or {}
