@@ -61,6 +61,9 @@ class Settings:
     engine: str = "local"
     #: The ``kubernetes:`` section of config.yaml, read by the Kubernetes engine when it is chosen.
     kubernetes: Mapping[str, Any] = field(default_factory=dict)
+    #: Queue order within a priority: round-robin over submitters (``scheduling: {fairShare: true}``,
+    #: ``KUBETRAIN_FAIR_SHARE=1``) instead of strict submit order.
+    fair_share: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -153,11 +156,26 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         limits=limits,
         engine=_engine(env.get("KUBETRAIN_ENGINE") or config.get("engine") or "local"),
         kubernetes=_mapping(config.get("kubernetes"), "kubernetes"),
+        fair_share=_fair_share(env.get("KUBETRAIN_FAIR_SHARE"), _mapping(config.get("scheduling"), "scheduling")),
     )
     return settings.with_overrides(**overrides)
 
 
 ENGINES = ("local", "kubernetes")
+
+
+def _fair_share(variable: str | None, scheduling: Mapping[str, Any]) -> bool:
+    unknown = set(scheduling) - {"fairShare"}
+    if unknown:
+        raise ConfigError(f"config.yaml scheduling: unknown field(s) {sorted(unknown)}; known: ['fairShare']")
+    if variable not in (None, ""):
+        if variable not in ("0", "1", "true", "false"):
+            raise ConfigError(f"KUBETRAIN_FAIR_SHARE={variable!r}: use 1 (round-robin over submitters) or 0")
+        return variable in ("1", "true")
+    value = scheduling.get("fairShare", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"config.yaml scheduling.fairShare: {value!r} is not true or false")
+    return value
 
 
 def _engine(name: str) -> str:

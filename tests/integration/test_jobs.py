@@ -195,3 +195,23 @@ def test_jobs_run_from_spare_supervisors_or_fresh_forks(master_factory, spares: 
         if dirs:
             assert all(os.path.basename(d).startswith("spare-") == (spares != "0") for d in dirs), dirs
     assert len(groups) in (0, 3 * len(dirs))  # no two jobs shared a group
+
+
+@pytest.mark.parametrize("fair", [False, True])
+def test_fair_share_lets_another_submitter_in_before_a_flood_ends(master_factory, home, fair: bool) -> None:
+    from kubetrain.core.records import Provenance
+
+    (home / "config.yaml").write_text(f"node: {{cpu: 2, reservedCpu: 0}}\nscheduling: {{fairShare: {str(fair).lower()}}}\n")
+    master = master_factory()
+    spec = lambda name: {"metadata": {"name": name}, "spec": {  # noqa: E731
+        "command": [PYTHON, "-c", "import time; time.sleep(1)"], "resources": {"cpu": "1", "memory": "64Mi"}}}
+    for i in range(4):
+        master.client.submit(spec(f"alice-{i}"), Provenance(submitter="alice"))
+    master.client.submit(spec("bob-0"), Provenance(submitter="bob"))
+    started = {}
+    for name in ("alice-3", "bob-0"):
+        job = master.wait_state(name, "Succeeded", timeout=60)
+        started[name] = job.attempts[0].created_at
+    # Two CPUs, 1-CPU jobs: alice-0 and -1 run first. Then strict order starts alice-2 and -3; fair share
+    # starts alice-2 and then bob-0 (alice has a job running, bob none), and alice-3 only after.
+    assert (started["bob-0"] < started["alice-3"]) is fair, started

@@ -590,3 +590,9 @@ def test_an_engine_that_places_by_itself_records_where_the_attempt_ran(store: St
     job = store.get_job("placed")
     assert job.node == "node-7" and job.attempts[0].node == "node-7"
     assert "node node-7" in [e for e in job.events if e.reason == "Started"][0].message
+
+
+def test_queued_jobs_carry_their_submitter_for_fair_share(store: Store) -> None:
+    submit(store, "mine")
+    (request, _), = store.queued()
+    assert request.owner == "alice"

@@ -538,3 +538,50 @@ def test_resources_held_for_the_big_job_are_never_re_offered_across_nodes():
             break
     # Round 1 held g0's freed GPU for big; if it stayed held, g0 drains at round 5.
     assert cluster.started["big"][0] <= 5
+
+
+# -- fair share (opt-in): one user's flood does not stand in front of everyone else ------------------
+
+def owned(key: str, seq: int, owner: str, **kwargs) -> JobRequest:
+    return replace(job(key, seq, **kwargs), owner=owner)
+
+
+def test_fair_share_lets_a_later_single_job_in_before_a_flood_finishes():
+    flood = [owned(f"alice-{i}", i, "alice") for i in range(10)]
+    bob = owned("bob-0", 100, "bob")
+    one_slot = [node("n1", cpu=2000)]  # room for two 1-CPU jobs
+    assert set(placed(plan([*flood, bob], one_slot))) == {"alice-0", "alice-1"}  # default: strict submit order
+    assert set(placed(plan([*flood, bob], one_slot, fair_share=True))) == {"alice-0", "bob-0"}
+
+
+def test_fair_share_keeps_priority_first_and_each_owners_own_order():
+    jobs = [owned("a1", 1, "a"), owned("a2", 2, "a"), owned("b1", 3, "b"), owned("urgent", 4, "a", priority=10),
+            owned("c1", 5, "c"), owned("b2", 6, "b")]
+    order = [j.key for j in planning.queue_order(jobs, fair_share=True)]
+    assert order == ["urgent", "a1", "b1", "c1", "a2", "b2"]
+    assert [j.key for j in planning.queue_order(jobs)] == ["urgent", "a1", "a2", "b1", "c1", "b2"]
+    # An owner with jobs running already waits behind those with fewer.
+    assert [j.key for j in planning.queue_order(jobs, fair_share=True, running={"a": 2})] == [
+        "urgent", "b1", "c1", "b2", "a1", "a2"]
+
+
+def test_fair_share_still_reserves_for_the_head_of_the_line():
+    big = owned("big", 1, "bob", cpu=16000)
+    smalls = [owned(f"s{i}", 10 + i, "alice") for i in range(5)]
+    result = plan([big, *smalls], [node("n1", cpu=16000, free_cpu_millis=8000)], fair_share=True)
+    assert "big" in waiting(result) and placed(result) == {}  # the head's reservation holds against the stream
+
+
+def test_fair_share_is_configured_by_file_or_variable_and_bad_values_are_named(tmp_path):
+    from kubetrain.core.errors import ConfigError
+    from kubetrain.settings import load_settings
+
+    assert load_settings({"KUBETRAIN_HOME": str(tmp_path)}).fair_share is False
+    (tmp_path / "config.yaml").write_text("scheduling: {fairShare: true}\n")
+    assert load_settings({"KUBETRAIN_HOME": str(tmp_path)}).fair_share is True
+    assert load_settings({"KUBETRAIN_HOME": str(tmp_path), "KUBETRAIN_FAIR_SHARE": "0"}).fair_share is False
+    with pytest.raises(ConfigError, match="KUBETRAIN_FAIR_SHARE"):
+        load_settings({"KUBETRAIN_HOME": str(tmp_path), "KUBETRAIN_FAIR_SHARE": "yes please"})
+    (tmp_path / "config.yaml").write_text("scheduling: {fairshare: true}\n")
+    with pytest.raises(ConfigError, match="fairshare"):
+        load_settings({"KUBETRAIN_HOME": str(tmp_path)})

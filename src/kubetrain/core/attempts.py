@@ -41,6 +41,8 @@ class ActiveAttempt:
     started_at: float | None
     cancel_requested: bool
     stop_requested_at: float | None = None
+    #: Who submitted the job (for fair share).
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)

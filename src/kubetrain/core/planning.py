@@ -4,7 +4,12 @@
 as tables and benchmarked on synthetic clusters.  The reconcile loop feeds it
 the store's view and commits what it returns.
 
-Order: higher ``priority`` first, then submit order (``seq``).
+Order: higher ``priority`` first, then submit order (``seq``).  With
+``fair_share`` (opt-in), jobs of equal priority take turns by owner instead:
+an owner's k-th queued job gets turn ``running + k``, where ``running`` counts
+that owner's attempts already running, and lower turns go first (ties: submit
+order).  So one user's flood of 500 jobs does not stand in front of a
+colleague's single one, and a user with many jobs running yields to one with none.
 
 Fit: a job fits a node when its selector matches the node's labels and the
 node's *free* CPU, memory and GPU device count cover the request.  GPUs are
@@ -52,6 +57,8 @@ class JobRequest:
     selector: tuple[Requirement, ...] = ()
     #: The node this job's reservation sat on in the previous pass (sticky reservations).
     reserved_node: str | None = None
+    #: Who submitted it: the unit of fairness when ``plan(..., fair_share=True)``.
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +181,27 @@ def _never_fits(job: JobRequest, eligible: list[NodeCapacity], all_nodes: list[N
     return "; ".join(reasons)
 
 
-def plan(jobs: list[JobRequest], nodes: list[NodeCapacity]) -> Plan:
-    """Decide, for each queued job, start-on-node, wait-with-reason or never-fits."""
+def queue_order(jobs: list[JobRequest], *, fair_share: bool = False,
+                running: Mapping[str, int] | None = None) -> list[JobRequest]:
+    """Priority first; then submit order, or with ``fair_share`` turns by owner (see the module docstring)."""
+    if not fair_share:
+        return sorted(jobs, key=lambda j: (-j.priority, j.seq))
+    running = running or {}
+    queued: dict[tuple[int, str], int] = {}
+    keyed = []
+    for job in sorted(jobs, key=lambda j: j.seq):
+        slot = (job.priority, job.owner)
+        queued[slot] = queued.get(slot, 0) + 1
+        keyed.append(((-job.priority, running.get(job.owner, 0) + queued[slot], job.seq), job))
+    return [job for _, job in sorted(keyed, key=lambda pair: pair[0])]
+
+
+def plan(jobs: list[JobRequest], nodes: list[NodeCapacity], *, fair_share: bool = False,
+         running: Mapping[str, int] | None = None) -> Plan:
+    """Decide, for each queued job, start-on-node, wait-with-reason or never-fits.
+
+    ``running``: attempts running per owner, for ``fair_share`` only.
+    """
     result = Plan()
     free = [
         _Free(
@@ -190,7 +216,7 @@ def plan(jobs: list[JobRequest], nodes: list[NodeCapacity]) -> Plan:
     all_nodes = [n for n in nodes if n.schedulable]
     eligible_cache: dict[tuple[Requirement, ...], list[_Free]] = {}
 
-    for job in sorted(jobs, key=lambda j: (-j.priority, j.seq)):
+    for job in queue_order(jobs, fair_share=fair_share, running=running):
         eligible = eligible_cache.get(job.selector)
         if eligible is None:
             eligible = [f for f in free if matches(job.selector, f.node.labels)]

@@ -111,7 +111,7 @@ def run_master(settings: Settings) -> None:
     else:
         engine = LocalEngine(settings, master_url=url)
     engine.start()
-    reconciler = Reconciler(store, engine, resync_seconds=settings.resync_seconds,
+    reconciler = Reconciler(store, engine, resync_seconds=settings.resync_seconds, fair_share=settings.fair_share,
                             wake_socket=str(settings.run_dir / "wake.sock"))
     service = JobService(store, engine, reconciler)
     service.sweeps = SweepController(store, settings.home)

@@ -27,6 +27,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import replace
 from typing import Callable
 
@@ -63,8 +64,10 @@ def free_capacity(nodes: list[NodeCapacity], active: list[ActiveAttempt]) -> lis
 class Reconciler:
     def __init__(self, store: Store, engine: Engine, *, resync_seconds: float = 1.0,
                  wake_socket: str | None = None, clock: Callable[[], float] = time.time,
-                 controllers: list | None = None) -> None:
+                 controllers: list | None = None, fair_share: bool = False) -> None:
         self.store = store
+        #: Round-robin over submitters within a priority (see core/planning.py), instead of strict submit order.
+        self.fair_share = fair_share
         self.engine = engine
         #: Higher-level controllers (experiments) run each pass, before planning.
         self.controllers = controllers or []
@@ -189,7 +192,9 @@ class Reconciler:
             return
         previous = {req.key: reason for req, reason in queued}
         requests = [replace(req, reserved_node=self._reservations.get(req.key)) for req, _ in queued]
-        decisions = plan(requests, free_capacity(self.engine.nodes(), active))
+        running = Counter(a.owner for a in active) if self.fair_share else None
+        decisions = plan(requests, free_capacity(self.engine.nodes(), active), fair_share=self.fair_share,
+                         running=running)
         self._reservations = {w.key: w.reserved_node for w in decisions.waiting if w.reserved_node}
         orders = self.store.commit_plan(decisions, previous, now=self.clock())
         for order in orders:

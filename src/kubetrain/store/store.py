@@ -158,7 +158,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
     def queued(self, *, now: float | None = None) -> list[tuple[JobRequest, str | None]]:
         """Planner inputs for every queued job ready to start (backoff over), with its last wait reason."""
         with self.session() as s:
-            query = (select(JobRow.id, JobRow.name, JobRow.priority, JobRow.spec, JobRow.wait_reason)
+            query = (select(JobRow.id, JobRow.name, JobRow.priority, JobRow.spec, JobRow.wait_reason, JobRow.provenance)
                      .where(JobRow.state == JobState.QUEUED.value).order_by(JobRow.id))
             if now is not None:
                 query = query.where((JobRow.not_before.is_(None)) | (JobRow.not_before <= now))
@@ -167,7 +167,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
         # re-validating every queued document on every pass.
         selectors: dict[str, tuple] = {}
         out = []
-        for job_id, name, priority, spec, wait_reason in rows:
+        for job_id, name, priority, spec, wait_reason, provenance in rows:
             body = spec["spec"]
             resources = body["resources"]
             selector = body.get("selector") or ""
@@ -175,13 +175,15 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
                 selectors[selector] = parse_selector(selector)
             out.append((JobRequest(key=name, seq=job_id, cpu_millis=parse_cpu(resources["cpu"]),
                                    memory_bytes=parse_memory(resources["memory"]), gpu=int(resources.get("gpu", 0)),
-                                   priority=priority, selector=selectors[selector]), wait_reason))
+                                   priority=priority, selector=selectors[selector],
+                                   owner=(provenance or {}).get("submitter") or ""), wait_reason))
         return out
 
     def active_attempts(self) -> list[ActiveAttempt]:
         with self.session() as s:
             rows = s.execute(
-                select(AttemptRow, JobRow.name, JobRow.spec, JobRow.cancel_requested, JobRow.stop_requested_at)
+                select(AttemptRow, JobRow.name, JobRow.spec, JobRow.cancel_requested, JobRow.stop_requested_at,
+                       JobRow.provenance)
                 .join(JobRow, JobRow.id == AttemptRow.job_id)
                 .where(AttemptRow.state.in_([AttemptState.STARTING.value, AttemptState.RUNNING.value]))
                 .order_by(AttemptRow.id)
@@ -202,8 +204,9 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
                 started_at=a.started_at,
                 cancel_requested=cancel,
                 stop_requested_at=stop_at,
+                owner=(provenance or {}).get("submitter") or "",
             )
-            for a, name, spec, cancel, stop_at in rows
+            for a, name, spec, cancel, stop_at, provenance in rows
         ]
 
     # -- reconcile-loop writes --------------------------------------------
