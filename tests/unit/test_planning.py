@@ -506,8 +506,9 @@ def test_big_job_waits_for_cpu_and_memory_too():
                                     "waiting: needs 32Gi memory, 22Gi free on node n"]
 
 
-def test_big_job_on_several_gpu_nodes_eventually_starts():
-    # Two GPU servers, both busy with 1-GPU jobs of mixed lengths, and an endless stream.
+def _four_gpu_job_behind_a_stream() -> "Cluster":
+    """Two 4-GPU servers busy with 1-GPU jobs ending at 1, 5, 5, 5 (g0) and 2, 2, 6, 6 (g1), then a
+    4-GPU job, then three new 1-GPU jobs every round until the big one starts (or 30 rounds pass)."""
     cluster = Cluster([node("g0", cpu=64000, mem=256 * GI, gpus=4), node("g1", cpu=64000, mem=256 * GI, gpus=4)])
     for index, duration in enumerate([1, 5, 5, 5, 2, 2, 6, 6]):
         cluster.submit(f"warm-{index}", duration, gpu=1)
@@ -519,23 +520,17 @@ def test_big_job_on_several_gpu_nodes_eventually_starts():
         cluster.step(now)
         if "big" in cluster.started:
             break
+    return cluster
+
+
+def test_big_job_on_several_gpu_nodes_eventually_starts():
+    cluster = _four_gpu_job_behind_a_stream()
     assert "big" in cluster.started
     assert len(cluster.started["big"][2]) == 4
 
 
 def test_resources_held_for_the_big_job_are_never_re_offered_across_nodes():
-    cluster = Cluster([node("g0", cpu=64000, mem=256 * GI, gpus=4), node("g1", cpu=64000, mem=256 * GI, gpus=4)])
-    # g0's jobs end at 1, 5, 5, 5; g1's at 2, 2, 6, 6.
-    for index, duration in enumerate([1, 5, 5, 5, 2, 2, 6, 6]):
-        cluster.submit(f"warm-{index}", duration, gpu=1)
-    cluster.step(0)
-    cluster.submit("big", 100, gpu=4)
-    for now in range(1, 30):
-        for index in range(3):
-            cluster.submit(f"s-{now}-{index}", 10, gpu=1)
-        cluster.step(now)
-        if "big" in cluster.started:
-            break
+    cluster = _four_gpu_job_behind_a_stream()
     # Round 1 held g0's freed GPU for big; if it stayed held, g0 drains at round 5.
     assert cluster.started["big"][0] <= 5
 

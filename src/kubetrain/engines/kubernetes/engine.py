@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from kubetrain.engines.kubernetes.manifests import (
     render_claim,
     render_job,
     render_secret,
+    secret_of,
     selector_for,
 )
 from kubetrain.engines.kubernetes.logs import LogKeeper
@@ -51,6 +53,8 @@ log = logging.getLogger("kubetrain.kubernetes")
 
 #: Seconds any single (non-streaming) API call may take: a hung API server must not freeze the loop.
 REQUEST_TIMEOUT = 30
+#: How often observe() looks for token Secrets left without their Job.
+SECRET_SWEEP_SECONDS = 60.0
 
 
 def _kubernetes():
@@ -156,6 +160,7 @@ class KubernetesEngine(Engine):
         self.attempts_dir = attempts_dir
         self.snapshots_dir = snapshots_dir
         self.logs = LogKeeper(self.core, settings.namespace, attempts_dir, self.ApiException)
+        self._next_sweep = 0.0  # monotonic time of the next leftover-Secret sweep
 
     # -- helpers -------------------------------------------------------------
     def _call(self, call, *args, what: str, allow: tuple[int, ...] = (), **kwargs) -> Any:
@@ -317,7 +322,11 @@ class KubernetesEngine(Engine):
                 self.logs.keep(*key, _pod_name(pods.get(key, [])))
                 self._delete(objects[0]["metadata"]["name"])
         # A token Secret whose Job is gone (deleted by hand, refused, or its delete failed) and whose attempt
-        # has ended: delete it, so no credential of an ended attempt lingers in the cluster.
+        # has ended: delete it, so no credential of an ended attempt lingers in the cluster.  Leaks are rare:
+        # one more LIST per SECRET_SWEEP_SECONDS, not per pass.
+        if time.monotonic() < self._next_sweep:
+            return out
+        self._next_sweep = time.monotonic() + SECRET_SWEEP_SECONDS
         for key, objects in self._ours("secrets").items():
             if key not in active_keys and key not in jobs:
                 self._call(self.core.delete_namespaced_secret, objects[0]["metadata"]["name"],
@@ -330,7 +339,7 @@ class KubernetesEngine(Engine):
         try:
             self._call(self.batch.delete_namespaced_job, name, ns, propagation_policy="Background",
                        what=f"delete Job {name}", allow=(404,))
-            self._call(self.core.delete_namespaced_secret, f"{name}-token", ns, what=f"delete Secret {name}-token",
+            self._call(self.core.delete_namespaced_secret, secret_of(name), ns, what=f"delete Secret {secret_of(name)}",
                        allow=(404,))
         except EngineError as exc:  # retried: the next pass finds the Job (or the Secret) again
             log.warning("%s", exc.message)

@@ -94,7 +94,12 @@ def object_name(job: str, number: int) -> str:
 
 def secret_name(job: str, number: int) -> str:
     """The Secret that holds an attempt's job token (a name may be longer than a label: 253 characters)."""
-    return f"{object_name(job, number)}-token"
+    return secret_of(object_name(job, number))
+
+
+def secret_of(job_object: str) -> str:
+    """The token Secret's name for an attempt's Job object name."""
+    return f"{job_object}-token"
 
 
 def render_secret(order: LaunchOrder, settings: KubernetesSettings) -> dict[str, Any]:
