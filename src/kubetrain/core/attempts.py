@@ -5,10 +5,27 @@ Plain data, defined in the core so that engines need not import the store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from kubetrain.core.states import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    """The OS identity an attempt's processes take: its submitter's, never the master's.
+
+    Decided by the master (who submitted the job, what the config allows) and
+    carried out by the engine: the embedded engine switches to it before exec
+    when the master runs as root; Kubernetes puts it in the securityContext.
+    """
+
+    user: str
+    uid: int
+    gid: int
+    #: Supplementary groups (``os.getgrouplist`` of the user on this machine).
+    groups: tuple[int, ...] = ()
+    home: str = "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +38,13 @@ class LaunchOrder:
     spec: dict[str, Any]
     node: str
     gpus: tuple[int, ...]
+    #: Whom the attempt runs as; None: as the master's own OS user (a master that is not root).
+    run_as: RunAs | None = None
+    #: Variables whose values come from secrets (``env[].valueFrom.secretKeyRef``), resolved by the
+    #: master at launch. Never stored in the spec; an engine keeps them where only it can read them.
+    secret_env: Mapping[str, str] = field(default_factory=dict)
+    #: Who submitted the job (the authenticated identity's name).
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,16 @@ from collections.abc import Mapping
 from kubetrain.core.attempts import LaunchOrder
 from kubetrain.core.specs import JobSpec
 
+#: What a job inherits from the environment of the process that starts it, where that is the master
+#: (the embedded engine): the search path, locale, time zone and terminal type.  Nothing else: the
+#: master's environment holds its tokens, database URL and cloud credentials.
+INHERITED_VARIABLES = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TERM"})
+
+
+def inherited_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """The allow-listed part of ``environ`` (:data:`INHERITED_VARIABLES` and every ``LC_*``)."""
+    return {k: v for k, v in environ.items() if k in INHERITED_VARIABLES or k.startswith("LC_")}
+
 
 def param_variable(key: str) -> str:
     """``lr`` -> ``KUBETRAIN_PARAM_LR``; ``model.depth`` -> ``KUBETRAIN_PARAM_MODEL_DEPTH``."""

@@ -12,6 +12,12 @@ running supervisors carry on (they only need their attempt folder) and the
 engine starts a new agent on the next launch.  It exits by itself after
 ``idle_seconds`` with no children and no requests.
 
+It runs as the master's user (root on a shared machine) with umask 077, so
+the control files its supervisors write are theirs alone; jobs take their
+submitter's identity only in their own process, right before exec (see
+:mod:`supervisor` and :mod:`privileges`).  Its socket is 0600: no job and no
+other user can ask it for anything.
+
 Protocol: one JSON request line per connection on ``run/agent.sock``, one JSON
 reply line: ``{"op": "launch", "dir": ...}`` -> ``{"pid": N}``;
 ``{"op": "ping"}`` -> ``{"pid": agent pid}``.
@@ -100,6 +106,9 @@ def _reap(children: set[int], wake_socket: str, spares: "_Spares | None" = None)
 
 
 def serve(run_dir: str, *, idle_seconds: float = 600.0, spares: int = 2) -> None:
+    # Whatever the agent and its supervisors create (control files with tokens and secrets, logs) is
+    # their user's alone unless they say otherwise: a job's workspace, environments and mounts do.
+    os.umask(0o077)
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, "agent.sock")
     wake_socket = os.path.join(run_dir, "wake.sock")

@@ -49,6 +49,19 @@ def _write(path: str, value: str) -> None:
         fh.write(value)
 
 
+def _make_group(directory: str) -> None:
+    """Create a group (and ``kubetrain/`` above it) readable by all, whatever the umask (the agent's is 077).
+
+    Root alone writes to them; a job that runs as its user still reads its own
+    limits and usage there, as runtimes do to size their thread pools.
+    """
+    if os.path.isdir(directory):
+        return
+    os.makedirs(directory, exist_ok=True)
+    for path in (os.path.dirname(directory), directory):
+        os.chmod(path, 0o755)
+
+
 def _read(path: str) -> str | None:
     try:
         with open(path) as fh:
@@ -187,7 +200,7 @@ def create(name: str, *, cpu_millis: int, memory_bytes: int, pids_max: int) -> A
         directory = os.path.join(mount, base.lstrip("/"), "kubetrain", name)
         try:
             existed = existed or os.path.isdir(directory)
-            os.makedirs(directory, exist_ok=True)
+            _make_group(directory)
             dirs[controller] = directory
         except OSError as exc:
             notes.append(f"{controller} cgroup not available ({exc.strerror}); run the master as root or delegate cgroups")
@@ -231,7 +244,7 @@ def _create_v2(root: str, name: str, cpu_millis: int, memory_bytes: int, pids_ma
     parent = os.path.join(root, base.lstrip("/"), "kubetrain")
     directory = os.path.join(parent, name)
     try:
-        os.makedirs(directory, exist_ok=True)
+        _make_group(directory)
     except OSError as exc:
         notes.append(f"no limits enforced: cannot create a cgroup v2 group ({exc.strerror}); delegate a subtree")
         return AttemptCgroup(2, {}, notes)

@@ -1,17 +1,40 @@
 """The embedded engine: this machine is one node; a node agent runs the attempts.
 
-Each attempt has a folder ``$KUBETRAIN_HOME/attempts/<job>/<n>/`` holding the
-launch request, the fence, the supervisor's pid, the final status and the
-log.  The engine talks to the supervisors only through those files (and a
-SIGTERM for cancel), so any master, restarted or not, can observe them.
+Each attempt has two folders.  Its control folder
+``$KUBETRAIN_HOME/attempts/<job>/<n>/`` (root's, 0700) holds the launch
+request with the job token and secret values, the fence, the supervisor's
+pid, the final status and the log: the engine talks to the supervisors only
+through those files (and a SIGTERM for cancel), so any master, restarted or
+not, can observe them, and no job can forge them.  Its workspace
+``$KUBETRAIN_HOME/workspaces/<job>/<n>/`` (the job's user's, 0700) holds the
+code snapshot, ``params.json`` and the mount point of the output folder.
+
+On disk, when the master is root (other users may only pass through the home
+to reach the master's socket and their own workspace)::
+
+    $KUBETRAIN_HOME/            0711  root
+      run/                      0711  root   (agent.sock 0600)
+      attempts/  snapshots/     0700  root
+      envs/                     0711  root   (each environment 0755: every user's jobs run them)
+      volumes/                  0700  root   (jobs reach volumes only through bind mounts)
+        <name>/                 1777  root   (a named volume: shared, like /tmp)
+        results/                0700  root
+          [<experiment>/]<job>/ 0700  the job's user (its output folder, and checkpoints/)
+      workspaces/  <job>/       0711  root
+        <n>/                    0700  the job's user
+
+A job that runs as another user than the master's sees its output folder
+bound at ``<workspace>/output`` and its volumes at their mountPath, in a
+mount namespace of its own.  A master that is not root keeps the host paths
+(its jobs run as itself anyway).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,33 +42,37 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kubetrain.core.attempts import ActiveAttempt, LaunchOrder, Outcome, RunAs
 from kubetrain.core.errors import EngineError, SpecError
 from kubetrain.core.planning import NodeCapacity
+from kubetrain.core.quantities import format_memory
 from kubetrain.core.records import NodeRecord
-from kubetrain.core.specs import JobSpec
+from kubetrain.core.specs import JobBody, JobSpec
 from kubetrain.core.states import Reason, explain_exit
-from kubetrain.engines.variables import job_variables
 from kubetrain.engines.base import Engine, Observation
+from kubetrain.engines.local import attempt_files as files
+from kubetrain.engines.local import privileges, workspace
 from kubetrain.engines.local import supervisor as sv
 from kubetrain.engines.local.cgroups import AttemptCgroup
 from kubetrain.engines.local.inventory import Inventory
 from kubetrain.engines.local.workspace import can_mount
+from kubetrain.engines.variables import inherited_variables, job_variables
 from kubetrain.settings import Settings
-from kubetrain.core.attempts import ActiveAttempt, LaunchOrder, Outcome
 
 #: Every job's output folder lives on this volume, created on first use.
 RESULTS_VOLUME = "results"
 
 #: A supervisor gets this long to claim its attempt before the launch is retried.
 CLAIM_TIMEOUT_SECONDS = 15.0
+#: A job's PATH when none of the master's folders is open to its user.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: Below this much free space, a lost attempt's message blames the full disk.
+DISK_FULL_BYTES = 1 << 20
+#: Modes of the home's folders (see the module docstring): others pass through to what is theirs, read nothing.
+HOME_MODES = {"": 0o711, "run": 0o711, "attempts": 0o700, "snapshots": 0o700, "envs": 0o711, "volumes": 0o700,
+              "workspaces": 0o711}
 
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
+_read_json = files.read_json
 
 _alive = sv.process_alive
 
@@ -61,9 +88,16 @@ class LocalEngine(Engine):
         self.wake_socket = str(settings.run_dir / "wake.sock")
 
     # -- agent ---------------------------------------------------------------
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.settings.home / "workspaces"
+
     def start(self) -> None:
-        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
-        self.settings.attempts_dir.mkdir(parents=True, exist_ok=True)
+        for name, mode in HOME_MODES.items():
+            path = self.settings.home / name
+            path.mkdir(parents=True, exist_ok=True)
+            if path.stat().st_uid == os.geteuid():
+                path.chmod(mode)
         self._ensure_agent()
 
     def _request(self, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
@@ -82,7 +116,7 @@ class LocalEngine(Engine):
             return
         except (OSError, ValueError):
             pass
-        log = open(self.settings.run_dir / "agent.log", "ab")
+        log = open(os.open(self.settings.run_dir / "agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         try:
             subprocess.Popen(
                 [sys.executable, "-m", "kubetrain.engines.local.agent", str(self.settings.run_dir)],
@@ -124,8 +158,22 @@ class LocalEngine(Engine):
     def volume_dir(self, name: str) -> Path:
         return self.settings.volumes_dir / name
 
+    def workspace_dir(self, job: str, number: int) -> Path:
+        return self.workspaces_dir / job / str(number)
+
     def provision_volume(self, name: str, size_bytes: int | None) -> None:
-        self.volume_dir(name).mkdir(parents=True, exist_ok=True)
+        self._volume_root(name)
+
+    def _volume_root(self, name: str) -> Path:
+        """A volume's folder: writable by every job that mounts it, like /tmp (sticky: no one deletes others'
+        files); ``results`` is root's alone, each job reaching its own output folder only."""
+        path = self.volume_dir(name)
+        path.mkdir(parents=True, exist_ok=True)
+        mode = 0o700 if name == RESULTS_VOLUME else 0o1777
+        st = path.stat()
+        if st.st_uid == os.geteuid() and st.st_mode & 0o7777 != mode:
+            path.chmod(mode)
+        return path
 
     def release_volume(self, name: str) -> None:
         shutil.rmtree(self.volume_dir(name), ignore_errors=True)
@@ -133,8 +181,8 @@ class LocalEngine(Engine):
     def volume_usage(self, name: str) -> tuple[str | None, int | None]:
         path = self.volume_dir(name)
         total = 0
-        for root, _dirs, files in os.walk(path):
-            for file in files:
+        for root, _dirs, names in os.walk(path):
+            for file in names:
                 try:
                     total += os.lstat(os.path.join(root, file)).st_size
                 except OSError:
@@ -160,48 +208,124 @@ class LocalEngine(Engine):
                 "refusing rather than mounting it writable"
             )
 
-    def _mounts(self, body) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    def _mounts(self, body: JobBody, *, output: Path, workspace_dir: Path, bind_output: bool,
+                cover: str | None) -> tuple[list[dict[str, Any]], dict[str, str], str]:
+        """(mounts for the job's namespace, ``KUBETRAIN_VOLUME_*`` variables, the output folder as the job sees it).
+
+        With mounts, a subPath is resolved by the job's child, as root, without
+        following links (see :mod:`mounts`); here only host paths are made, for a
+        master that cannot mount and whose jobs run as itself.  ``cover``: the
+        folder above the home that the job's user may not pass through, covered
+        in the job's namespace so that its workspace is reachable all the same.
+        """
         mounts, env = [], {}
         mountable = can_mount()
-        for volume in body.volumes:
-            source = self.volume_dir(volume.name) / (volume.sub_path or "")
-            source.mkdir(parents=True, exist_ok=True)
+        for index, volume in enumerate(body.volumes):
+            root = self._volume_root(volume.name)
             key = "KUBETRAIN_VOLUME_" + volume.name.upper().replace("-", "_")
             if mountable:
-                mounts.append({"source": str(source), "target": volume.mount_path, "read_only": volume.read_only})
+                mounts.append({"source": str(root), "sub_path": volume.sub_path, "target": volume.mount_path,
+                               "read_only": volume.read_only, "field": f"spec.volumes[{index}]",
+                               "target_field": f"spec.volumes[{index}].mountPath"})
                 env[key] = volume.mount_path
             else:
+                source = root / (volume.sub_path or "")
+                source.mkdir(parents=True, exist_ok=True)
                 env[key] = str(source)
-        return mounts, env
+        if not bind_output:
+            return mounts, env, str(output)
+        real = str(workspace_dir)
+        if cover:
+            mounts.append({"source": real, "target": real, "cover": cover, "field": "the workspace"})
+        target = os.path.join(real, workspace.OUTPUT_MOUNT)
+        mounts.append({"source": str(output), "target": target, "field": "the output folder"})
+        return mounts, env, target
 
-    def _environment(self, order: LaunchOrder, spec: JobSpec, attempt_dir: Path, output_dir: Path,
-                     volume_env: dict[str, str]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
-        # `python` in a job is the master's interpreter: one pinned environment for every job.
-        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "/usr/bin:/bin")])
-        env.update(job_variables(order, spec, attempt_dir=str(attempt_dir), output_dir=str(output_dir),
+    def _environment(self, order: LaunchOrder, spec: JobSpec, *, workspace_dir: str, output_dir: str,
+                     volume_env: dict[str, str], interpreter_ok: bool) -> dict[str, str]:
+        """What the job sees: an allow-list of the master's variables, who it is, its secrets, then ours.
+
+        Never a copy of the master's environment, which holds its tokens and credentials.
+        """
+        env = inherited_variables(os.environ)
+        path = [p for p in env.get("PATH", SYSTEM_PATH).split(os.pathsep) if p]
+        run_as = order.run_as
+        if run_as is not None:
+            gids = _gids(run_as)
+            path = [p for p in path if not privileges.unusable(p, run_as.uid, gids, want=privileges.EXECUTE)]
+            path = path or SYSTEM_PATH.split(os.pathsep)
+            env.update({"HOME": run_as.home, "USER": run_as.user, "LOGNAME": run_as.user})
+        else:
+            env.update({k: os.environ[k] for k in ("HOME", "USER", "LOGNAME") if k in os.environ})
+        if interpreter_ok:
+            # `python` in a job is the master's interpreter: one pinned environment for every job.
+            path.insert(0, os.path.dirname(sys.executable))
+        env["PATH"] = os.pathsep.join(path)
+        env.update(order.secret_env)
+        env.update(job_variables(order, spec, attempt_dir=workspace_dir, output_dir=output_dir,
                                  master_url=self.master_url, gpus=",".join(map(str, order.gpus)), volumes=volume_env))
         return env
+
+    def _refusal(self, body: JobBody, argv: list[str], run_as: RunAs | None, *, home_covered: bool) -> str | None:
+        """Why this attempt can never start as ``run_as`` (field, value, fix), or None; checked at launch."""
+        if run_as is None:
+            return None
+        if os.geteuid() != 0 and run_as.uid != os.geteuid():
+            return (f"this master runs as uid {os.geteuid()}, not root, so it cannot run jobs as {run_as.user} "
+                    f"(uid {run_as.uid}); run the master as root, or submit as its own user")
+        gids = _gids(run_as)
+        why = privileges.unusable(str(self.workspaces_dir), run_as.uid, gids, want=privileges.EXECUTE)
+        if why and not home_covered:  # a closed folder above it is covered in the job's namespace
+            return (f"KUBETRAIN_HOME {self.settings.home}: user {run_as.user} (uid {run_as.uid}) cannot reach its "
+                    f"workspace under {self.workspaces_dir}: {why}; put KUBETRAIN_HOME where other users may pass "
+                    "through, e.g. /var/lib/kubetrain (`chmod o+x` on every folder above it)")
+        if not body.snapshot and body.working_dir:
+            why = privileges.unusable(body.working_dir, run_as.uid, gids, want=privileges.EXECUTE)
+            if why:
+                return (f"spec.workingDir {body.working_dir!r}: user {run_as.user} (uid {run_as.uid}) cannot enter "
+                        f"it: {why}; pick a folder that user may open, or send the code with the job (a snapshot)")
+        interpreter = sys.executable
+        if body.environment is not None:
+            try:
+                interpreter = workspace.interpreter_for(body.environment.python)
+            except workspace.WorkspaceError:
+                return None  # the supervisor says so, with the fix
+        # With `shell: true` the command's first word says what runs: `python train.py` is still python.
+        first = (argv[0].split() or [""])[0] if body.shell else argv[0]
+        if privileges.is_python(first, interpreter):
+            return privileges.interpreter_refusal(interpreter, run_as.uid, gids, run_as.user)
+        return None
 
     def launch(self, order: LaunchOrder) -> dict[str, Any]:
         spec = JobSpec.model_validate(order.spec)
         attempt_dir = self.attempt_dir(order.job, order.number)
         output_dir = self.output_dir(order.job, spec)
-        attempt_dir.mkdir(parents=True, exist_ok=True)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        log_path = attempt_dir / "output.log"
+        # The real path: mounts follow no link, and the job's variables name what its mounts show.
+        workspace_dir = Path(os.path.realpath(self.workspace_dir(order.job, order.number)))
+        for folder in (attempt_dir.parent, attempt_dir):  # root's alone: launch.json holds the token and secrets
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o700)
+        log_path = attempt_dir / files.LOG
         handle = {"attempt_dir": str(attempt_dir), "log_path": str(log_path), "output_dir": str(output_dir)}
         if (attempt_dir / sv.CLAIM).exists():
             return handle  # launched before (e.g. by a master that then died): never twice
         body = spec.spec
+        run_as = order.run_as
+        switching = run_as is not None and os.geteuid() == 0
+        self._volume_root(RESULTS_VOLUME)
+        workspace.prepare_output(str(output_dir), run_as.uid if switching else None, run_as.gid if switching else None)
         argv = ["/bin/sh", "-c", " ".join(body.argv)] if body.shell else body.argv
-        (attempt_dir / "params.json").write_text(json.dumps(body.params, indent=2))
-        mounts, volume_env = self._mounts(body)
-        code_dir = attempt_dir / "code"
-        if body.snapshot:
-            cwd = str(code_dir / (body.working_dir or "."))
-        else:
-            cwd = body.working_dir or str(output_dir)
+        mountable = switching and can_mount()
+        closed = (privileges.first_closed(str(self.workspaces_dir), run_as.uid, _gids(run_as))
+                  if mountable and run_as is not None else None)
+        cover = closed if closed != "/" else None  # / itself cannot be covered: refused below
+        mounts, volume_env, seen_output = self._mounts(body, output=output_dir, workspace_dir=workspace_dir,
+                                                       bind_output=mountable, cover=cover)
+        code_dir = workspace_dir / "code"
+        cwd = str(code_dir / (body.working_dir or ".")) if body.snapshot else (body.working_dir or seen_output)
+        refused = self._refusal(body, body.argv, run_as, home_covered=bool(cover))
+        interpreter_ok = run_as is None or privileges.interpreter_refusal(
+            sys.executable, run_as.uid, _gids(run_as), run_as.user) is None
         environment = None
         if body.environment is not None:
             environment = {"python": body.environment.python, "requirements": body.environment.requirements,
@@ -213,9 +337,15 @@ class LocalEngine(Engine):
                 "attempt": order.number,
                 "token": order.token,
                 "argv": argv,
-                "env": self._environment(order, spec, attempt_dir, output_dir, volume_env),
+                "env": self._environment(order, spec, workspace_dir=str(workspace_dir), output_dir=seen_output,
+                                         volume_env=volume_env, interpreter_ok=interpreter_ok),
                 "cwd": cwd,
                 "mounts": mounts,
+                "run_as": ({"user": run_as.user, "uid": run_as.uid, "gid": run_as.gid, "groups": sorted(_gids(run_as))}
+                           if switching and run_as is not None else None),
+                "refused": refused,
+                "workspace": str(workspace_dir),
+                "params": body.params,
                 "snapshot": str(self.snapshot_path(body.snapshot)) if body.snapshot else None,
                 "code_dir": str(code_dir),
                 "environment": environment,
@@ -225,6 +355,8 @@ class LocalEngine(Engine):
                 "memory_bytes": body.resources.memory_bytes,
                 "pids_max": self.settings.limits.pids,
                 "log_max_bytes": self.settings.limits.log_bytes,
+                "unpack_max_bytes": self.settings.limits.unpack_bytes,
+                "unpack_max_files": self.settings.limits.unpack_files,
                 "grace_seconds": self.settings.limits.grace_seconds,
                 "deadline_seconds": body.active_deadline_seconds,
                 "created_at": time.time(),
@@ -251,7 +383,7 @@ class LocalEngine(Engine):
             status = _read_json(directory / sv.STATUS)
             info = _read_json(directory / sv.SUPERVISOR)
             notes = tuple((info or {}).get("cgroup", {}).get("notes", ()))
-            handle = {**attempt.handle, "attempt_dir": str(directory), "log_path": str(directory / "output.log")}
+            handle = {**attempt.handle, "attempt_dir": str(directory), "log_path": str(directory / files.LOG)}
             if status is not None:
                 out.append(Observation(attempt.job, attempt.number, "ended", handle,
                                        started_at=status.get("started_at"), outcome=_outcome(status), notes=notes))
@@ -271,14 +403,18 @@ class LocalEngine(Engine):
                 self._kill_leftovers(info)
                 out.append(Observation(attempt.job, attempt.number, "ended", handle, outcome=Outcome(
                     Reason.LOST, "the supervisor of this attempt died (killed, or the node went away); "
-                    "its process tree was stopped", started_at=info.get("started_at"))))
+                    "its process tree was stopped" + _disk_note(directory), started_at=info.get("started_at"))))
                 continue
             claimed = (directory / sv.CLAIM).exists()
             launched = (directory / sv.LAUNCH).exists()
             age = now - attempt.created_at
-            if claimed and age > CLAIM_TIMEOUT_SECONDS:
+            claimant = files.read_claim(directory / sv.CLAIM) if claimed else None
+            if claimant is not None and _alive(*claimant):
+                # Alive, but its supervisor.json is not there (yet, or the disk is full): it will record.
+                out.append(Observation(attempt.job, attempt.number, "starting", handle))
+            elif claimed and age > CLAIM_TIMEOUT_SECONDS:
                 out.append(Observation(attempt.job, attempt.number, "ended", handle, outcome=Outcome(
-                    Reason.LOST, "the supervisor claimed the attempt but never started it")))
+                    Reason.LOST, "the supervisor claimed the attempt but never started it" + _disk_note(directory))))
             elif not launched or (not claimed and age > CLAIM_TIMEOUT_SECONDS):
                 out.append(Observation(attempt.job, attempt.number, "relaunch", handle))
             else:
@@ -314,7 +450,7 @@ class LocalEngine(Engine):
         return self.settings.snapshots_dir / f"{snapshot.removeprefix('sha256:')}.tar.gz"
 
     def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
-        path = self.attempt_dir(job, number) / "output.log"
+        path = self.attempt_dir(job, number) / files.LOG
         prefix = b""
         try:
             with open(path, "rb") as fh:
@@ -326,6 +462,22 @@ class LocalEngine(Engine):
         except FileNotFoundError:
             return b"", offset
         return prefix + data, offset + len(data)
+
+
+def _gids(run_as: RunAs) -> set[int]:
+    """Every group the job's user acts with: its own and its supplementary ones."""
+    return {run_as.gid, *run_as.groups}
+
+
+def _disk_note(directory: Path) -> str:
+    """Words blaming a full disk for a lost attempt, when it is full; "" otherwise."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return ""
+    if free >= DISK_FULL_BYTES:
+        return ""
+    return f" (the disk holding {directory} is full: {format_memory(free)} free; free space under KUBETRAIN_HOME)"
 
 
 def _outcome(status: dict[str, Any]) -> Outcome:

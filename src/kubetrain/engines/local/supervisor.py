@@ -1,9 +1,10 @@
-"""The per-attempt supervisor: starts the command under limits and records how it ended.
+"""The per-attempt supervisor: starts the command under limits, as its user, and records how it ended.
 
 Forked by the node agent (see :mod:`agent`), one per attempt, in its own
-session so the master can die and restart without touching it.  Everything it
-needs is in ``launch.json`` in the attempt folder; everything it learns goes
-back as files there, written atomically:
+session so the master can die and restart without touching it.  It runs as
+root (when the master does); the job does not.  Everything it needs is in
+``launch.json`` in the attempt's control folder; everything it learns goes
+back as files there (see :mod:`attempt_files`):
 
 * ``claim`` — created with O_EXCL before anything runs: the fence that makes a
   second supervisor for the same attempt (a relaunch after a master crash)
@@ -11,13 +12,20 @@ back as files there, written atomically:
 * ``supervisor.json`` — pid and start time of supervisor and job, cgroup paths
   and which limits the kernel enforces;
 * ``status.json`` — exit code or signal, reason, peak memory and CPU time;
-* ``output.log`` — the command's stdout and stderr.
+  reserved at the start and never given up on, so a full disk delays the
+  record but never loses it (a lost record would rerun a finished job);
+* ``output.log`` — the command's stdout and stderr (:mod:`logpump`).
+
+The job's own files — the code snapshot, ``params.json``, its working folder —
+are in its workspace ``workspaces/<job>/<n>/``, made by root and then handed
+to the job's user (:mod:`workspace`).  In the job's child, in this order:
+its cgroups, its mounts (:mod:`mounts`), its user (:mod:`privileges`), exec.
 
 Cancel is SIGTERM to the supervisor; the deadline is a timer inside it.  Both
 stop the whole process tree: SIGTERM to the job's process group, then SIGKILL
 to the group and to everything in its cgroup after the grace period.
 
-Standard library only (plus the small cgroups module): it runs per attempt.
+Standard library only (plus this package's small modules): it runs per attempt.
 """
 
 from __future__ import annotations
@@ -26,18 +34,27 @@ import json
 import os
 import signal
 import socket
-import threading
+import tarfile
 import time
+from typing import Any
 
 from kubetrain.core.quantities import format_memory
 from kubetrain.core.states import explain_exit
-from kubetrain.engines.local import cgroups
+from kubetrain.engines.local import attempt_files as files
+from kubetrain.engines.local import cgroups, mounts, privileges, workspace
+from kubetrain.engines.local.attempt_files import CANCEL, CLAIM, LAUNCH, STATUS, SUPERVISOR, write_json_atomic
+from kubetrain.engines.local.logpump import LogPump
+from kubetrain.engines.local.privileges import SetupError
 
-CLAIM = "claim"
-LAUNCH = "launch.json"
-SUPERVISOR = "supervisor.json"
-STATUS = "status.json"
-CANCEL = "cancel"
+__all__ = ["CANCEL", "CLAIM", "LAUNCH", "STATUS", "SUPERVISOR", "LogPump", "become_job", "notify", "process_alive",
+           "process_start_time", "serve_spare", "supervise", "write_json_atomic"]
+
+#: Marks a setup error sent up the exec pipe: its text is the attempt's message, as is.
+SETUP_ERROR = b"setup:"
+#: The job's umask: what it creates is readable where its folders let others in (its own are 0700).
+JOB_UMASK = 0o022
+#: An attempt's message is cut here, so that its record always fits its reservation.
+MESSAGE_MAX_CHARS = 8000
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -62,18 +79,6 @@ def process_alive(pid: int | None, start: str | None = None) -> bool:
     if not fields or fields[0] in ("Z", "X"):
         return False
     return start is None or (len(fields) > 19 and fields[19] == start)
-
-
-def write_json_atomic(path: str, data: dict, *, durable: bool = True) -> None:
-    """Write-then-rename, so readers never see half a file.  ``durable`` adds an fsync: worth it
-    for the record of how an attempt ended, not for files a host crash makes moot anyway."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def notify(wake_socket: str | None) -> None:
@@ -119,52 +124,6 @@ class _Stopper:
         self.stop("DeadlineExceeded")
 
 
-class LogPump:
-    """Copies the job's output from a pipe into ``output.log``, rotating at ``max_bytes``.
-
-    The job writes into a pipe, never the file: a log flood is held back by
-    the pipe (the writer blocks) and the disk holds at most two files of
-    ``max_bytes`` — the newest output in ``output.log``, the previous chunk in
-    ``output.log.1``.  Runs on a thread of the supervisor.
-    """
-
-    def __init__(self, read_fd: int, path: str, max_bytes: int) -> None:
-        self.read_fd = read_fd
-        self.path = path
-        self.max_bytes = max(int(max_bytes), 4096)
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self.size = os.fstat(self.fd).st_size
-        self.rotations = 0
-        self.thread = threading.Thread(target=self._run, name="log-pump", daemon=True)
-
-    def write(self, data: bytes) -> None:
-        if self.size + len(data) > self.max_bytes and self.size > 0:
-            os.close(self.fd)
-            os.replace(self.path, self.path + ".1")
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            self.size = 0
-            self.rotations += 1
-        os.write(self.fd, data)
-        self.size += len(data)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.read_fd, 1 << 16)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries
-                continue
-            except OSError:
-                break
-            if not chunk:
-                break
-            self.write(chunk)
-        os.close(self.read_fd)
-
-    def finish(self, timeout: float = 5.0) -> None:
-        self.thread.join(timeout)
-        os.close(self.fd)
-
-
 def _killpg(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -172,34 +131,58 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
-def _prepare(launch: dict, attempt_dir: str, pump: "LogPump") -> tuple[str | None, dict]:
-    """Unpack the code snapshot and build the environment; returns (error, job environment)."""
+def _requirements(spec: dict[str, Any], cwd: str) -> list[str]:
+    """The environment's requirements; a requirements file is read now, as root, before the job's user owns the tree."""
+    if not spec.get("requirements_file"):
+        return list(spec.get("requirements") or [])
+    with open(os.path.join(cwd, spec["requirements_file"])) as fh:
+        return [line.strip() for line in fh if line.strip() and not line.startswith("#")]
+
+
+def _prepare(launch: dict[str, Any], attempt_dir: str,
+             pump: LogPump) -> tuple[str | None, dict[str, str], list[dict[str, Any]]]:
+    """Make the workspace, unpack the code, hand it to the job's user, build the environment.
+
+    Returns (why the job cannot start, its environment, its mounts).  Root
+    does the writing while the workspace is still its own; the job's user
+    gets it only once nothing more is written there as root.
+    """
     env = dict(launch["env"])
-    if not (launch.get("snapshot") or launch.get("environment")):
-        return None, env
-    import tarfile
-
-    from kubetrain.engines.local import workspace
-
+    mount_list = list(launch.get("mounts") or [])
+    if launch.get("refused"):
+        return launch["refused"], env, mount_list
+    run_as = launch.get("run_as")
     try:
+        if launch.get("workspace"):
+            workspace.create_workspace(launch["workspace"], launch.get("params") or {})
         if launch.get("snapshot"):
-            workspace.unpack_snapshot(launch["snapshot"], launch["code_dir"])
+            workspace.unpack_snapshot(launch["snapshot"], launch["code_dir"], max_bytes=launch.get("unpack_max_bytes"),
+                                      max_files=launch.get("unpack_max_files"))
         spec = launch.get("environment")
+        requirements = _requirements(spec, launch["cwd"]) if spec else []
+        if launch.get("workspace") and run_as:
+            workspace.hand_over(launch["workspace"], int(run_as["uid"]), int(run_as["gid"]))
         if spec:
-            requirements = list(spec.get("requirements") or [])
-            if spec.get("requirements_file"):
-                path = os.path.join(launch["cwd"], spec["requirements_file"])
-                with open(path) as fh:
-                    requirements = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
             bin_dir, packages = workspace.ensure_environment(
                 launch["envs_dir"], spec.get("python"), requirements, lambda text: pump.write(text.encode()))
             env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
             env["VIRTUAL_ENV"] = os.path.dirname(bin_dir)
+            if run_as:
+                mount_list += _reach(os.path.dirname(bin_dir), run_as, "spec.environment")
             with open(os.path.join(attempt_dir, "packages.txt"), "w") as fh:
                 fh.write(packages)
     except (workspace.WorkspaceError, OSError, tarfile.TarError) as exc:
-        return f"could not prepare the workspace: {exc}", env
-    return None, env
+        return f"could not prepare the workspace: {exc}", env, mount_list
+    return None, env, mount_list
+
+
+def _reach(path: str, run_as: dict[str, Any], field: str) -> list[dict[str, Any]]:
+    """The mount that lets the job's user reach ``path`` (read-only) when a folder above it is closed to it."""
+    closed = privileges.first_closed(os.path.dirname(path), int(run_as["uid"]),
+                                     {int(run_as["gid"]), *map(int, run_as.get("groups") or ())})
+    if closed is None or closed == "/" or not workspace.can_mount():
+        return []
+    return [{"source": path, "target": path, "cover": closed, "read_only": True, "field": field}]
 
 
 def _setpgid(pid: int) -> None:
@@ -209,27 +192,40 @@ def _setpgid(pid: int) -> None:
         pass
 
 
-def become_job(order: dict, log_write: int, exec_write: int) -> None:
-    """In the job's process: its own group, volumes, stdio, folder, then exec.  Never returns."""
+def become_job(order: dict[str, Any], log_write: int, exec_write: int) -> None:
+    """In the job's process: its own group, mounts, stdio, user, folder, then exec.  Never returns.
+
+    Mounts need root and come first; the user switch comes last before the
+    folder and exec, so that the job's code never runs with a privilege.
+    Nothing may be imported between the mounts and the switch: a volume
+    mounted over a library folder would have its code run as root (every
+    module used here is imported with this one).
+    """
     try:
         if order.get("error"):
-            raise RuntimeError(order["error"])
+            raise SetupError(order["error"])
         os.setpgid(0, 0)
-        if order.get("mounts"):
-            from kubetrain.engines.local.workspace import bind_mounts
-
-            bind_mounts(order["mounts"])
+        mounts.mount_all(order.get("mounts") or [])
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(log_write, 1)
         os.dup2(log_write, 2)
-        os.chdir(order["cwd"])
+        if order.get("run_as"):
+            privileges.switch_user(order["run_as"])
+        os.umask(JOB_UMASK)
+        try:
+            os.chdir(order["cwd"])
+        except OSError as exc:
+            raise SetupError(f"cannot enter the working folder {order['cwd']} ({exc.strerror}); spec.workingDir "
+                             "must be a folder the job's user may open") from None
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         os.execvpe(order["argv"][0], order["argv"], order["env"])
     except BaseException as exc:  # noqa: BLE001 - report anything, then leave
         try:
-            os.write(exec_write, f"{type(exc).__name__}: {exc}".encode()[:4000])
+            text = SETUP_ERROR + str(exc).encode() if isinstance(exc, SetupError) else \
+                f"{type(exc).__name__}: {exc}".encode()
+            os.write(exec_write, text[:4000])
         finally:
             os._exit(127)
 
@@ -295,22 +291,45 @@ def serve_spare(conn) -> int:
     return supervise(data.decode().strip(), spare=spare)
 
 
-def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
-    """Run one attempt to its end.  Returns the supervisor's own exit code."""
+def _write_info(attempt_dir: str, info: dict[str, Any], *, last: bool) -> None:
+    """Best effort: the claim already says who runs the attempt, and ``status.json`` is reserved."""
+    try:
+        files.record(os.path.join(attempt_dir, SUPERVISOR), info, durable=False, last=last)
+    except OSError:
+        pass
+
+
+def _claim(attempt_dir: str) -> bool:
     try:
         fd = os.open(os.path.join(attempt_dir, CLAIM), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
+        return False  # another supervisor owns this attempt: never run it twice
+    files.write_claim(fd, os.getpid(), process_start_time(os.getpid()))
+    os.close(fd)
+    return True
+
+
+def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
+    """Run one attempt to its end.  Returns the supervisor's own exit code."""
+    if not _claim(attempt_dir):
         if spare:
             spare.discard()
-        return 0  # another supervisor owns this attempt: never run it twice
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
+        return 0
     try:
         os.setsid()
     except OSError:
         pass
     with open(os.path.join(attempt_dir, LAUNCH)) as fh:
         launch = json.load(fh)
+    status_path = os.path.join(attempt_dir, STATUS)
+    try:
+        files.reserve(status_path)
+    except OSError:
+        # No room even for the reservation: nothing has run and nothing could be recorded. The engine
+        # sees the claim of a dead supervisor; the attempt is relaunched on the infrastructure budget.
+        if spare:
+            spare.discard()
+        return 1
     wake = launch.get("wake_socket")
     limits = {"cpu_millis": int(launch["cpu_millis"]), "memory_bytes": int(launch["memory_bytes"]),
               "pids_max": int(launch["pids_max"])}
@@ -325,12 +344,10 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
     started_at = time.time()
     info = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid()), "started_at": started_at,
             "cgroup": cgroup.to_dict()}
-    if launch.get("snapshot") or launch.get("environment"):
-        # Preparing can take minutes: say we are alive before it starts.
-        write_json_atomic(os.path.join(attempt_dir, SUPERVISOR), info, durable=False)
-    prepare_error, env = _prepare(launch, attempt_dir, pump)
-    order = {"argv": launch["argv"], "env": env, "cwd": launch["cwd"], "mounts": launch.get("mounts") or [],
-             "error": prepare_error}
+    _write_info(attempt_dir, info, last=False)  # preparing can take minutes: say we are alive before it starts
+    prepare_error, env, mount_list = _prepare(launch, attempt_dir, pump)
+    order = {"argv": launch["argv"], "env": env, "cwd": launch["cwd"], "mounts": mount_list,
+             "run_as": launch.get("run_as"), "error": prepare_error}
     if spare:
         pid = spare.stub_pid
         _setpgid(pid)
@@ -353,19 +370,11 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
     signal.signal(signal.SIGTERM, stopper.on_term)
     signal.signal(signal.SIGINT, stopper.on_term)
     signal.signal(signal.SIGALRM, stopper.on_deadline)
-    write_json_atomic(os.path.join(attempt_dir, SUPERVISOR),
-                      {**info, "job_pid": pid, "job_pid_start": process_start_time(pid)}, durable=False)
-    exec_error = b""
-    while True:
-        try:
-            chunk = os.read(read_end, 4096)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries
-            continue
-        if not chunk:
-            break
-        exec_error += chunk
-    os.close(read_end)
-    if exec_error:
+    _write_info(attempt_dir, {**info, "job_pid": pid, "job_pid_start": process_start_time(pid)}, last=True)
+    exec_error = _read_all(read_end)
+    if exec_error.startswith(SETUP_ERROR):
+        pump.write(b"kubetrain: " + exec_error.removeprefix(SETUP_ERROR) + b"\n")
+    elif exec_error:
         pump.write(b"kubetrain: cannot start " + launch["argv"][0].encode() + b": " + exec_error + b"\n")
     else:
         notify(wake)
@@ -383,6 +392,32 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
     # Whatever the job left behind dies with it, as in a container.
     _killpg(pid, signal.SIGKILL)
     cgroup.kill_all()
+    pump.finish()
+    result = _verdict(launch, cgroup, status, rusage, exec_error, stopper, pump)
+    cgroup.remove()
+    files.record_until_written(status_path, {**result, "started_at": started_at, "finished_at": finished_at},
+                               say=lambda text: pump.write(text.encode()))
+    notify(wake)
+    return 0
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        if not chunk:
+            break
+        data += chunk
+    os.close(fd)
+    return data
+
+
+def _verdict(launch: dict[str, Any], cgroup: cgroups.AttemptCgroup, status: int, rusage: Any, exec_error: bytes,
+             stopper: _Stopper, pump: LogPump) -> dict[str, Any]:
+    """How the attempt ended, in the words and numbers of ``status.json``."""
     exit_code = os.waitstatus_to_exitcode(status)
     sig = -exit_code if exit_code < 0 else None
     code = exit_code if exit_code >= 0 else None
@@ -390,19 +425,19 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
     cpu = cgroup.cpu_seconds()
     if cpu is None:
         cpu = rusage.ru_utime + rusage.ru_stime
-    oom = cgroup.oom_killed()
-    refused_forks = cgroup.pids_limit_hits()
-    if exec_error:
-        text = exec_error.decode(errors="replace").removeprefix("RuntimeError: ")
+    deadline = launch.get("deadline_seconds")
+    if exec_error.startswith(SETUP_ERROR):
+        reason, message = "Error", exec_error.removeprefix(SETUP_ERROR).decode(errors="replace")
+    elif exec_error:
         reason = "Error"
-        message = text if text.startswith("could not prepare") else f"could not start {launch['argv'][0]!r}: {text}"
+        message = f"could not start {launch['argv'][0]!r}: {exec_error.decode(errors='replace')}"
     elif stopper.reason == "Cancelled":
         reason, message = "Cancelled", "cancelled; the process tree was stopped"
     elif stopper.reason == "DeadlineExceeded":
         reason, message = "DeadlineExceeded", f"ran past activeDeadlineSeconds={deadline}; the process tree was stopped"
     elif code == 0:
         reason, message = "Completed", "exited 0"
-    elif oom:
+    elif cgroup.oom_killed():
         reason = "OOMKilled"
         message = (
             f"killed by the kernel: memory reached its limit of {format_memory(int(launch['memory_bytes']))} "
@@ -410,26 +445,14 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
         )
     else:
         reason, message = "Error", explain_exit(code, sig)
-    pump.finish()
+    notes = []
+    refused_forks = cgroup.pids_limit_hits()
     if refused_forks:
-        message = (message + "; " if message else "") + (
-            f"the pids limit ({launch['pids_max']}) refused {refused_forks} fork(s)")
+        notes.append(f"the pids limit ({launch['pids_max']}) refused {refused_forks} fork(s)")
     if pump.rotations:
-        message = (message + "; " if message else "") + (
-            f"log rotated {pump.rotations} time(s) at {format_memory(pump.max_bytes)}: older output was dropped")
-    cgroup.remove()
-    write_json_atomic(
-        os.path.join(attempt_dir, STATUS),
-        {
-            "reason": reason,
-            "message": message,
-            "exit_code": code,
-            "signal": sig,
-            "peak_memory_bytes": peak,
-            "cpu_seconds": round(cpu, 3),
-            "started_at": started_at,
-            "finished_at": finished_at,
-        },
-    )
-    notify(wake)
-    return 0
+        notes.append(f"log rotated {pump.rotations} time(s) at {format_memory(pump.max_bytes)}: older output was dropped")
+    if pump.note():
+        notes.append(pump.note())
+    message = "; ".join([message, *notes] if message else notes)[:MESSAGE_MAX_CHARS]
+    return {"reason": reason, "message": message, "exit_code": code, "signal": sig, "peak_memory_bytes": peak,
+            "cpu_seconds": round(cpu, 3)}

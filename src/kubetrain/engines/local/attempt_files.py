@@ -1,0 +1,168 @@
+"""The files through which the engine and an attempt's supervisor talk, and how they are written.
+
+The control folder ``attempts/<job>/<n>/`` is root's, mode 0700: nothing a job
+can write is believed, and ``launch.json`` holds the job token and secret
+values.  It holds ``launch.json`` (the request), ``claim`` (the fence: pid and
+start time of the one supervisor), ``supervisor.json`` (pids, cgroups),
+``status.json`` (how the attempt ended), ``cancel`` and ``output.log``.
+
+A full disk must lose no outcome: an attempt that ran to its end and is then
+recorded ``Lost`` would be run again.  So ``status.json`` and
+``supervisor.json`` are reserved when the supervisor starts — written at
+``RESERVED_BYTES`` — and a record that cannot get new blocks overwrites its
+reservation in place.  No fsync is needed for the reservation to hold: ext4
+and XFS reserve the blocks of delayed allocation at ``write()`` time (a
+copy-on-write file system would need new blocks anyway; there the
+supervisor's retry loop is what saves the record).  Readers take the JSON and
+ignore the blank padding; a file of blanks reads as "no record yet".
+
+Standard library only: the supervisor imports it per attempt.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+CLAIM = "claim"
+LAUNCH = "launch.json"
+SUPERVISOR = "supervisor.json"
+STATUS = "status.json"
+CANCEL = "cancel"
+LOG = "output.log"
+
+#: Size of a reserved record: room for a status with a long message, one or a few pages on any file system.
+RESERVED_BYTES = 16384
+#: The longest wait between two tries to record a status on a full disk.
+RETRY_MAX_SECONDS = 30.0
+
+
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The record at ``path``, or None when absent, blank (only reserved) or half written."""
+    try:
+        with open(path, "rb") as fh:
+            data = json.loads(fh.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _payload(data: dict[str, Any], pad: bool) -> bytes:
+    """The record as bytes, blank-padded to the reserved size when ``pad`` (a longer one is left as it is)."""
+    text = json.dumps(data).encode()
+    return text + b" " * (RESERVED_BYTES - len(text)) if pad and len(text) < RESERVED_BYTES else text
+
+
+def _replace_with(path: str, payload: bytes, *, durable: bool) -> None:
+    """Write-then-rename, mode 0600; a failed write leaves no temporary file behind (on a full disk it would hold blocks)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json_atomic(path: str, data: dict[str, Any], *, durable: bool = True, pad: bool = False) -> None:
+    """Write-then-rename, so readers never see half a file; mode 0600 (the folder may hold secrets).
+
+    ``durable`` adds an fsync: worth it for the record of how an attempt ended,
+    not for files a host crash makes moot anyway.  ``pad`` writes the record at
+    its reserved size, so that a later one fits in place.
+    """
+    _replace_with(path, _payload(data, pad), durable=durable)
+
+
+def reserve(path: str, data: dict[str, Any] | None = None) -> None:
+    """Create the record at its reserved size: blank (nothing recorded) or holding ``data``."""
+    payload = b" " * RESERVED_BYTES if data is None else _payload(data, pad=True)
+    _replace_with(path, payload, durable=False)
+
+
+def overwrite(path: str, data: dict[str, Any]) -> None:
+    """Write ``data`` over the reservation at ``path``, in place: needs no new block."""
+    payload = _payload(data, pad=True)
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    try:
+        if os.fstat(fd).st_size < len(payload):
+            raise OSError(errno.ENOSPC, "the record does not fit its reservation", path)
+        os.pwrite(fd, payload, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def record(path: str, data: dict[str, Any], *, durable: bool = True, last: bool = True) -> None:
+    """Atomically while the disk allows, in place into the reservation otherwise; raises the first error if neither.
+
+    A record that is not the ``last`` at ``path`` keeps the reserved size, for the next one to fit in place;
+    the last one takes no more room than it needs.
+    """
+    try:
+        write_json_atomic(path, data, durable=durable, pad=not last)
+        return
+    except OSError as exc:
+        first = exc
+    try:
+        overwrite(path, data)
+    except OSError:
+        raise first from None
+
+
+def record_until_written(path: str, data: dict[str, Any], *, say: Callable[[str], None],
+                         sleep: Callable[[float], None] = time.sleep) -> int:
+    """Record ``data``, retrying with backoff until it is written; returns how many tries failed.
+
+    Why never give up: a supervisor that exits without a record is seen as
+    dead, the attempt as ``Lost``, and a job that had finished would run again.
+    Alive, it is seen as still running until the disk has room.
+    """
+    failures = 0
+    delay = 0.1
+    while True:
+        try:
+            record(path, data)
+            return failures
+        except OSError as exc:
+            failures += 1
+            if failures == 1:
+                say(f"kubetrain: cannot record how the attempt ended ({exc.strerror}); retrying until the disk "
+                    f"holding {os.path.dirname(path)} has room\n")
+        sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+
+def write_claim(fd: int, pid: int, start: str | None) -> None:
+    """Fill the claim with who owns the attempt; best effort (a full disk leaves it empty, still a fence)."""
+    try:
+        os.write(fd, f"{pid} {start or ''}".strip().encode())
+    except OSError:
+        pass
+
+
+def read_claim(path: str | os.PathLike[str]) -> tuple[int, str | None] | None:
+    """(pid, start time) of the claiming supervisor, or None when unknown."""
+    try:
+        with open(path) as fh:
+            fields = fh.read().split()
+    except OSError:
+        return None
+    if not fields or not fields[0].isdigit():
+        return None
+    return int(fields[0]), (fields[1] if len(fields) > 1 else None)

@@ -1,0 +1,118 @@
+"""Copies a job's output from a pipe into ``output.log``: rotating at a size, surviving a full disk.
+
+The job writes into a pipe, never the file: a log flood is held back by the
+pipe (the writer blocks) and the disk holds at most two files of
+``max_bytes`` — the newest output in ``output.log``, the previous chunk in
+``output.log.1``.  Runs on a thread of the supervisor.
+
+A full disk (or any write error) must not stop the pump: a stopped pump would
+leave the job blocked on a full pipe, and a dead supervisor would turn a
+finished job into a ``Lost`` one that runs again.  Output that cannot be
+written is dropped and counted; the next write that succeeds says how much
+was lost, and so does the attempt's final message.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from kubetrain.core.quantities import format_memory
+
+
+class LogPump:
+    def __init__(self, read_fd: int, path: str, max_bytes: int) -> None:
+        self.read_fd = read_fd
+        self.path = path
+        self.max_bytes = max(int(max_bytes), 4096)
+        self.fd: int | None = None
+        self.size = 0
+        self.rotations = 0
+        #: Bytes of output that could not be written, and why (the first error's words).
+        self.dropped = 0
+        self.drop_reason: str | None = None
+        self._unreported = 0
+        self._lock = threading.Lock()  # the supervisor's own notes and the pump thread both write
+        self._open(truncate=False)
+        self.thread = threading.Thread(target=self._run, name="log-pump", daemon=True)
+
+    def _open(self, *, truncate: bool) -> bool:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_TRUNC if truncate else os.O_APPEND)
+        try:
+            self.fd = os.open(self.path, flags, 0o600)
+            self.size = os.fstat(self.fd).st_size
+            return True
+        except OSError as exc:
+            self.fd = None
+            self.drop_reason = self.drop_reason or exc.strerror
+            return False
+
+    def _rotate(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        try:
+            os.replace(self.path, self.path + ".1")
+        except OSError:
+            pass  # nothing to keep; the new file starts empty all the same
+        if self._open(truncate=True):
+            self.rotations += 1
+
+    def _drop(self, count: int, reason: str | None) -> None:
+        self.dropped += count
+        self._unreported += count
+        self.drop_reason = self.drop_reason or reason
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(fd, view)
+                self.size += written
+                view = view[written:]
+        except OSError as exc:
+            self._drop(len(view), exc.strerror)
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self.fd is None:
+                self._open(truncate=False)
+            elif self.size + len(data) > self.max_bytes and self.size > 0:
+                self._rotate()
+            fd = self.fd
+            if fd is None:
+                self._drop(len(data), None)
+                return
+            if self._unreported:
+                note = (f"[kubetrain: {format_memory(self._unreported)} of output dropped: "
+                        f"output.log could not be written ({self.drop_reason})]\n").encode()
+                self._unreported = 0
+                self._write_all(fd, note)
+            self._write_all(fd, data)
+
+    def note(self) -> str | None:
+        """Words for the attempt's message when output was lost, or None."""
+        if not self.dropped:
+            return None
+        return (f"{format_memory(self.dropped)} of output dropped: output.log could not be written "
+                f"({self.drop_reason or 'write error'})")
+
+    def _run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 1 << 16)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.write(chunk)
+        os.close(self.read_fd)
+
+    def finish(self, timeout: float = 5.0) -> None:
+        self.thread.join(timeout)
+        with self._lock:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
