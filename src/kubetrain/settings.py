@@ -7,6 +7,7 @@ variables < explicit arguments.  Nothing here runs at import time.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,6 +44,37 @@ class LimitSettings:
     grace_seconds: float = 10.0
     #: An attempt's log rotates at this size; the disk holds at most twice it per attempt.
     log_bytes: int = 64 * 2**20
+    # -- what a caller may send the API (``limits:`` keys in parentheses); over a cap is a 413 ---------
+    #: A job or experiment spec body (``specMax``): a spec is text, 1 MiB is tens of thousands of lines.
+    spec_bytes: int = 2**20
+    #: One metrics batch (``metricsMax``); the in-job SDK sends batches far smaller than this.
+    metrics_bytes: int = 16 * 2**20
+    #: One code snapshot upload (``snapshotMax``, ``KUBETRAIN_SNAPSHOT_MAX``, the CLI's own cap too).
+    snapshot_bytes: int = 100 * 2**20
+    #: Any other request body (``bodyMax``): volumes, reruns' params, user admin.
+    body_bytes: int = 2**20
+    #: What one snapshot may unpack to (``unpackMax``; default 10x ``snapshotMax``, at most 4 GiB),
+    #: and how many entries (``unpackMaxFiles``): a gzip bomb stops here, not at a full disk.
+    unpack_bytes: int = 1000 * 2**20
+    unpack_files: int = 100_000
+    #: Seconds a connection has to send a complete request head (``headerTimeout``): slowloris stops here.
+    header_timeout_seconds: float = 10.0
+    #: Seconds without a byte while a request body is still expected (``idleTimeout``).
+    idle_timeout_seconds: float = 60.0
+    #: Open connections at most (``maxConnections``); past it the oldest idle ones are closed first.
+    max_connections: int = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """Whom jobs run as when the master is root (``security:`` and ``defaults:`` in config.yaml)."""
+
+    #: Jobs submitted by root (or users mapped to uid 0) may run as root (``security.allowRootJobs``,
+    #: ``KUBETRAIN_ALLOW_ROOT_JOBS=1``). Off: they run as ``run_as_user``, or are refused at submit.
+    allow_root_jobs: bool = False
+    #: The OS user (name or uid) for jobs whose submitter has no account here (``defaults.runAsUser``,
+    #: ``KUBETRAIN_RUN_AS_USER``), e.g. ``nobody`` or a service account.
+    run_as_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +96,10 @@ class Settings:
     #: Queue order within a priority: round-robin over submitters (``scheduling: {fairShare: true}``,
     #: ``KUBETRAIN_FAIR_SHARE=1``) instead of strict submit order.
     fair_share: bool = False
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    #: Host names (besides loopback and the bound address) the API answers to (``allowedHosts``,
+    #: ``KUBETRAIN_ALLOWED_HOSTS=a,b``): any other ``Host`` header is refused, which stops DNS rebinding.
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def run_dir(self) -> Path:
@@ -124,6 +160,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             config = yaml.safe_load(config_file.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{config_file}: malformed YAML: {exc}") from None
+        except PermissionError:
+            config = {}  # another user's master: its config is its own; a client needs none of it
         if not isinstance(config, dict):
             raise ConfigError(f"{config_file}: must be a mapping")
     node = _node_settings(config.get("node") or {})
@@ -144,6 +182,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             env.get("KUBETRAIN_GRACE_SECONDS") or limits_raw.get("graceSeconds", default_limits.grace_seconds)
         ),
         log_bytes=parse_memory(env.get("KUBETRAIN_LOG_MAX") or limits_raw.get("logMax", default_limits.log_bytes)),
+        **_request_limits(env, limits_raw),
     )
     settings = Settings(
         home=home,
@@ -157,6 +196,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         engine=_engine(env.get("KUBETRAIN_ENGINE") or config.get("engine") or "local"),
         kubernetes=_mapping(config.get("kubernetes"), "kubernetes"),
         fair_share=_fair_share(env.get("KUBETRAIN_FAIR_SHARE"), _mapping(config.get("scheduling"), "scheduling")),
+        security=_security(env, _mapping(config.get("security"), "security"), _mapping(config.get("defaults"), "defaults")),
+        allowed_hosts=_allowed_hosts(env.get("KUBETRAIN_ALLOWED_HOSTS"), config.get("allowedHosts")),
     )
     return settings.with_overrides(**overrides)
 
@@ -178,6 +219,26 @@ def _fair_share(variable: str | None, scheduling: Mapping[str, Any]) -> bool:
     return value
 
 
+def _flag(text: str, name: str) -> bool:
+    if text not in ("0", "1", "true", "false"):
+        raise ConfigError(f"{name}={text!r}: use 1 or 0")
+    return text in ("1", "true")
+
+
+def _security(env: Mapping[str, str], security: Mapping[str, Any], defaults: Mapping[str, Any]) -> SecuritySettings:
+    for section, raw, known in (("security", security, {"allowRootJobs"}), ("defaults", defaults, {"runAsUser"})):
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(f"config.yaml {section}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+    allow = security.get("allowRootJobs", False)
+    if env.get("KUBETRAIN_ALLOW_ROOT_JOBS") not in (None, ""):
+        allow = _flag(env["KUBETRAIN_ALLOW_ROOT_JOBS"], "KUBETRAIN_ALLOW_ROOT_JOBS")
+    if not isinstance(allow, bool):
+        raise ConfigError(f"config.yaml security.allowRootJobs: {allow!r} is not true or false")
+    run_as = env.get("KUBETRAIN_RUN_AS_USER") or defaults.get("runAsUser")
+    return SecuritySettings(allow_root_jobs=allow, run_as_user=None if run_as in (None, "") else str(run_as))
+
+
 def _engine(name: str) -> str:
     if name not in ENGINES:
         raise ConfigError(f"engine {name!r} is unknown; use one of {', '.join(ENGINES)} (KUBETRAIN_ENGINE or engine: in config.yaml)")
@@ -190,3 +251,64 @@ def _mapping(value: Any, section: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"config.yaml {section}: must be a mapping, got {type(value).__name__}")
     return value
+
+
+#: The ``limits:`` keys about what callers send: (field, config key, variable, unit).
+_REQUEST_LIMITS = (
+    ("spec_bytes", "specMax", "KUBETRAIN_SPEC_MAX", "bytes"),
+    ("metrics_bytes", "metricsMax", "KUBETRAIN_METRICS_MAX", "bytes"),
+    ("snapshot_bytes", "snapshotMax", "KUBETRAIN_SNAPSHOT_MAX", "bytes"),
+    ("body_bytes", "bodyMax", "KUBETRAIN_BODY_MAX", "bytes"),
+    ("unpack_bytes", "unpackMax", "KUBETRAIN_UNPACK_MAX", "bytes"),
+    ("unpack_files", "unpackMaxFiles", "KUBETRAIN_UNPACK_MAX_FILES", "count"),
+    ("max_connections", "maxConnections", "KUBETRAIN_MAX_CONNECTIONS", "count"),
+    ("header_timeout_seconds", "headerTimeout", "KUBETRAIN_HEADER_TIMEOUT", "seconds"),
+    ("idle_timeout_seconds", "idleTimeout", "KUBETRAIN_IDLE_TIMEOUT", "seconds"),
+)
+_UNITS = {"bytes": "a size such as 1Mi or 100Mi", "count": "a whole number such as 2048",
+          "seconds": "a number of seconds such as 10"}
+
+
+def _request_limits(env: Mapping[str, str], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The request caps and timeouts that are set (variable over config.yaml); the rest keep their defaults."""
+    values: dict[str, Any] = {}
+    for name, key, variable, unit in _REQUEST_LIMITS:
+        text = env.get(variable)
+        source, value = (variable, text) if text not in (None, "") else (f"config.yaml limits.{key}", raw.get(key))
+        if value is None:
+            continue
+        try:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = parse_memory(value) if unit == "bytes" else int(value) if unit == "count" else float(value)
+        except (QuantityError, TypeError, ValueError):
+            raise ConfigError(f"{source}: {value!r} is not {_UNITS[unit]}") from None
+        if not number > 0:
+            raise ConfigError(f"{source}: {value!r} must be more than 0 (it is a cap, not a switch)")
+        values[name] = number
+    if "unpack_bytes" not in values:  # follows the snapshot cap: 10x a snapshot, never past 4 GiB by default
+        values["unpack_bytes"] = min(10 * values.get("snapshot_bytes", LimitSettings().snapshot_bytes), 4 * 2**30)
+    return values
+
+
+def _allowed_hosts(variable: str | None, configured: Any) -> tuple[str, ...]:
+    """``KUBETRAIN_ALLOWED_HOSTS`` (comma-separated) or ``allowedHosts`` (a list): lower-case names, ports dropped."""
+    if variable not in (None, ""):
+        source, items = "KUBETRAIN_ALLOWED_HOSTS", variable.split(",")
+    elif configured is None:
+        return ()
+    elif isinstance(configured, (list, str)):
+        source, items = "config.yaml allowedHosts", configured.split(",") if isinstance(configured, str) else configured
+    else:
+        raise ConfigError(f"config.yaml allowedHosts: must be a list of host names, got {type(configured).__name__}")
+    hosts: list[str] = []
+    for item in items:
+        text = str(item).strip().lower()
+        if not text:
+            continue
+        match = re.fullmatch(r"\[([0-9a-f:.]+)\](?::\d+)?|([a-z0-9._-]+)(?::\d+)?|([0-9a-f:]+:[0-9a-f:.]*)", text)
+        if match is None:
+            raise ConfigError(f"{source}: {item!r} is not a host name; write it as it appears in URLs, without "
+                              "scheme or path, e.g. kubetrain.example.com or 10.0.0.5")
+        hosts.append(next(group for group in match.groups() if group))
+    return tuple(hosts)

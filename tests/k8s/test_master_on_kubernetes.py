@@ -27,7 +27,7 @@ def test_jobs_submitted_to_the_master_run_as_kubernetes_jobs(cluster, master_fac
         cluster.add_node("gpu-node", cpu="8", memory="32Gi", gpus=1, labels={"gpu-type": "a100"})
     master = master_factory(KUBETRAIN_ENGINE="kubernetes", KUBECONFIG=kubeconfig_for(cluster, tmp_path),
                             KUBETRAIN_K8S_NAMESPACE=cluster.namespace)
-    assert master.client._http.get("/healthz").json()["engine"] == "kubernetes"
+    assert {node.engine for node in master.client.nodes()} == {"kubernetes"}  # /healthz says only {"ok": true}
     if not cluster.real:
         nodes = json.loads(master.cli("nodes", "-o", "json", check=True).stdout)
         assert [(n["name"], n["gpus"], n["labels"]["gpu-type"]) for n in nodes] == [("gpu-node", [0], "a100")]

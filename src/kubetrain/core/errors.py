@@ -62,6 +62,13 @@ class UnauthorizedError(KubetrainError):
     http_status = 401
 
 
+class ForbiddenError(KubetrainError):
+    """The caller is known but may not do this (another user's job, an admin-only command)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class MasterUnavailableError(KubetrainError):
     """The CLI/SDK could not reach a master."""
 
@@ -93,6 +100,7 @@ _BY_CODE: dict[str, type[KubetrainError]] = {
         ConflictError,
         InvalidTransitionError,
         UnauthorizedError,
+        ForbiddenError,
         MasterUnavailableError,
         EngineError,
         ConfigError,
@@ -104,3 +112,13 @@ def error_from_dict(data: dict[str, Any]) -> KubetrainError:
     """Rebuild the error class a server sent (unknown codes become the base class)."""
     cls = _BY_CODE.get(str(data.get("code")), KubetrainError)
     return cls(str(data.get("message", "unknown error")), details=data.get("details") or {})
+
+
+class InsufficientStorageError(KubetrainError):
+    """The master's disk (its home or its database) is full; the request was not done. Freeing space fixes it."""
+
+    code = "insufficient_storage"
+    http_status = 507
+
+
+_BY_CODE[InsufficientStorageError.code] = InsufficientStorageError

@@ -3,26 +3,46 @@
 Every user-given name or path is validated before it touches the disk:
 volume names are DNS labels, paths are relative and normalised, and the
 final path must still lie inside its volume after resolving links.
+
+Files a job wrote are served only as what they are: a regular file with a
+single name (``st_nlink == 1``), checked on the opened file, not on its path.
+A job that hard-links, say, another user's file or the master's database into
+its output folder (possible wherever it can reach the file system they share)
+would otherwise have the master send it with the master's own rights.
+
+A snapshot upload streams to a temporary file beside its final place, hashed
+and counted as it arrives: over the cap it stops at once, and a body whose
+sha256 is not its name never becomes a snapshot.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from kubetrain.core.errors import ConflictError, NotFoundError, SpecError
+from kubetrain.core.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    SpecError,
+)
+from kubetrain.core.identity import Identity, check_admin, check_may_manage
 from kubetrain.core.quantities import QuantityError, format_memory, parse_memory
-from kubetrain.core.specs import JobSpec, SNAPSHOT_RE, check_name, check_relative_path
+from kubetrain.core.specs import SNAPSHOT_RE, JobSpec, check_name, check_relative_path
 from kubetrain.engines.base import Engine
 from kubetrain.engines.local.engine import RESULTS_VOLUME
+from kubetrain.settings import LimitSettings
 from kubetrain.store.store import Store
 
-#: Largest snapshot accepted; the CLI refuses bigger ones before uploading.
-MAX_SNAPSHOT_BYTES = 512 * 2**20
+#: Largest snapshot accepted when the caller names no cap (the API passes ``limits.snapshotMax``).
+MAX_SNAPSHOT_BYTES = LimitSettings().snapshot_bytes
 MAX_LISTED_FILES = 10_000
 
 
@@ -53,7 +73,7 @@ class FileService:
         self.engine = engine
 
     # -- volumes -------------------------------------------------------------
-    def create_volume(self, name: str, size: str | None) -> dict[str, Any]:
+    def create_volume(self, name: str, size: str | None, *, owner: str | None = None) -> dict[str, Any]:
         valid_volume_name(name)
         size_bytes = None
         if size is not None:
@@ -64,7 +84,7 @@ class FileService:
         if any(row.name == name for row in self.store.list_volumes()):
             raise ConflictError(f"volume {name!r} already exists; use it, or `kubetrain volume rm {name}` first")
         self.engine.provision_volume(name, size_bytes)  # a folder here, a PersistentVolumeClaim on Kubernetes
-        row = self.store.create_volume(name, size_bytes, now=time.time())
+        row = self.store.create_volume(name, size_bytes, now=time.time(), owner=owner)
         return self._volume_view(row)
 
     def ensure_volume(self, name: str) -> None:
@@ -73,15 +93,18 @@ class FileService:
 
     def _volume_view(self, row) -> dict[str, Any]:
         where, used = self.engine.volume_usage(row.name)
-        return {"name": row.name, "size": format_memory(row.size_bytes) if row.size_bytes else None,
+        return {"name": row.name, "owner": row.owner, "size": format_memory(row.size_bytes) if row.size_bytes else None,
                 "used_bytes": used, "path": where, "created_at": row.created_at}
 
     def list_volumes(self) -> list[dict[str, Any]]:
         return [self._volume_view(r) for r in self.store.list_volumes()]
 
-    def delete_volume(self, name: str) -> None:
+    def delete_volume(self, name: str, caller: Identity) -> None:
         valid_volume_name(name)
-        self.store.get_volume(name)
+        row = self.store.get_volume(name)
+        if name == RESULTS_VOLUME:
+            check_admin(caller, f"delete the {RESULTS_VOLUME!r} volume, which holds every job's outputs")
+        check_may_manage(caller, row.owner, f"volume {name!r}", "delete")
         users = sorted({a.job for a in self.store.active_attempts()
                         if any(v.get("name") == name for v in a.spec.get("spec", {}).get("volumes", []))
                         or (name == RESULTS_VOLUME)})
@@ -120,30 +143,20 @@ class FileService:
             raise SpecError(f"{digest!r} is not a snapshot id (sha256:<64 hex digits>)")
         return self.engine.snapshot_path(snapshot)
 
-    def put_snapshot(self, digest: str, body: BinaryIO) -> dict[str, Any]:
-        """Store an uploaded snapshot under its sha256, verifying the content matches the name."""
-        path = self._snapshot_path(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        hasher = hashlib.sha256()
-        size = 0
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-            try:
-                while chunk := body.read(1 << 20):
-                    size += len(chunk)
-                    if size > MAX_SNAPSHOT_BYTES:
-                        raise SpecError(f"snapshot larger than {format_memory(MAX_SNAPSHOT_BYTES)}")
-                    hasher.update(chunk)
-                    tmp.write(chunk)
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            except BaseException:
-                os.unlink(tmp.name)
-                raise
-        if f"sha256:{hasher.hexdigest()}" != (digest if digest.startswith("sha256:") else f"sha256:{digest}"):
-            os.unlink(tmp.name)
-            raise SpecError("snapshot content does not match its sha256 name; upload again")
-        os.replace(tmp.name, path)
-        return {"snapshot": f"sha256:{hasher.hexdigest()}", "bytes": size}
+    def begin_snapshot(self, digest: str, *, max_bytes: int = MAX_SNAPSHOT_BYTES) -> SnapshotUpload:
+        """Start receiving the snapshot named ``digest``: feed it chunks, then commit (or discard) it."""
+        expected = digest if digest.startswith("sha256:") else f"sha256:{digest}"
+        return SnapshotUpload(self._snapshot_path(digest), expected=expected, max_bytes=max_bytes)
+
+    def put_snapshot(self, digest: str, body: BinaryIO, *, max_bytes: int = MAX_SNAPSHOT_BYTES) -> dict[str, Any]:
+        """Store a snapshot read from a file object (see :meth:`begin_snapshot` for a stream)."""
+        upload = self.begin_snapshot(digest, max_bytes=max_bytes)
+        try:
+            while chunk := body.read(1 << 20):
+                upload.write(chunk)
+            return upload.commit()
+        finally:
+            upload.discard()
 
     # -- artifacts -----------------------------------------------------------
     def job_snapshot(self, name: str) -> Path:
@@ -159,6 +172,7 @@ class FileService:
         return self.engine.output_dir(name, JobSpec.model_validate(job.spec))
 
     def list_files(self, root: Path) -> list[dict[str, Any]]:
+        """The files under ``root`` (at most :data:`MAX_LISTED_FILES`); hard-linked ones are left out, never served."""
         out: list[dict[str, Any]] = []
         if not root.exists():
             return out
@@ -170,21 +184,111 @@ class FileService:
                     st = full.lstat()
                 except OSError:
                     continue
+                if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    continue
                 out.append({"path": str(full.relative_to(root)), "size": st.st_size, "mtime": st.st_mtime})
                 if len(out) >= MAX_LISTED_FILES:
                     return out
         return out
 
-    def job_file(self, name: str, relative: str) -> Path:
-        path = safe_join(self.job_output_dir(name), relative, what="path")
-        if not path.is_file():
-            raise NotFoundError(f"job {name!r} has no file {relative!r}; list them with `kubetrain artifacts {name}`")
-        return path
+    def job_file(self, name: str, relative: str) -> tuple[BinaryIO, os.stat_result]:
+        """A file of the job's outputs, opened and checked (see :func:`open_served_file`)."""
+        return open_served_file(self.job_output_dir(name), relative, missing=(
+            f"job {name!r} has no file {relative!r}; list them with `kubetrain artifacts {name}`"))
 
-    def volume_file(self, volume: str, relative: str) -> Path:
+    def volume_file(self, volume: str, relative: str) -> tuple[BinaryIO, os.stat_result]:
+        """A file of a volume, opened and checked (see :func:`open_served_file`)."""
         valid_volume_name(volume)
         self.store.get_volume(volume)
-        path = safe_join(self.engine.volume_dir(volume), relative, what="path")
-        if not path.is_file():
-            raise NotFoundError(f"volume {volume!r} has no file {relative!r}")
-        return path
+        return open_served_file(self.engine.volume_dir(volume), relative,
+                                missing=f"volume {volume!r} has no file {relative!r}")
+
+
+def open_served_file(root: Path, relative: str, *, missing: str) -> tuple[BinaryIO, os.stat_result]:
+    """Open ``root/relative`` for sending, refusing what it must not be, judged on the open file itself.
+
+    The path is checked first (:func:`safe_join`), then the opened file: it
+    must be a regular file, still inside ``root`` (a folder swapped for a link
+    after the check shows here) and have a single name (``st_nlink == 1``).
+    """
+    path = safe_join(root, relative, what="path")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP):
+            raise NotFoundError(missing) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotFoundError(missing)
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+        base = str(root.resolve())
+        if opened != base and not opened.startswith(base.rstrip(os.sep) + os.sep):
+            raise SpecError(f"path {relative!r} leaves its folder (through a link); refused",
+                            details={"field": "path", "value": relative})
+        if info.st_nlink > 1:
+            raise ForbiddenError(
+                f"{relative!r} is hard-linked ({info.st_nlink} names for one file) and is not served: a hard link "
+                "can expose a file from outside this folder with the master's rights. Write a copy instead of "
+                "a link (shutil.copy, not os.link)",
+                details={"path": relative, "links": info.st_nlink})
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb"), info
+
+
+class SnapshotUpload:
+    """One snapshot arriving: a temp file beside its final place, hashed and counted chunk by chunk.
+
+    ``write`` refuses the chunk that passes ``max_bytes`` (nothing more is
+    kept); ``commit`` checks the sha256 against the name, makes the file
+    durable and moves it into place; ``discard`` removes whatever is left.
+    """
+
+    def __init__(self, path: Path, *, expected: str, max_bytes: int) -> None:
+        self.path = path
+        self.expected = expected
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._hasher = hashlib.sha256()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        self._file: BinaryIO | None = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        if self._file is None:
+            raise RuntimeError(f"snapshot upload {self.expected} was already committed or discarded")
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            self.discard()
+            raise PayloadTooLargeError(
+                f"snapshot over {format_memory(self.max_bytes)}, this master's cap (limits.snapshotMax, "
+                "KUBETRAIN_SNAPSHOT_MAX); leave files out with .kubetrainignore, or an admin raises the cap",
+                details={"limit_bytes": self.max_bytes})
+        self._hasher.update(chunk)
+        self._file.write(chunk)
+
+    def commit(self) -> dict[str, Any]:
+        if self._file is None:
+            raise RuntimeError(f"snapshot upload {self.expected} was already committed or discarded")
+        digest = f"sha256:{self._hasher.hexdigest()}"
+        if digest != self.expected:
+            self.discard()
+            raise SpecError("snapshot content does not match its sha256 name; upload again")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        os.replace(self._tmp, self.path)
+        return {"snapshot": digest, "bytes": self.size}
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
