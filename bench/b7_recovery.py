@@ -25,7 +25,7 @@ from _common import PYTHON, master, percentile  # noqa: E402
 
 from kubetrain.core.specs import validate_job  # noqa: E402
 from kubetrain.sdk.client import Client  # noqa: E402
-from kubetrain.server.daemon import read_master, start_background  # noqa: E402
+from kubetrain.server.daemon import socket_path, read_master, start_background  # noqa: E402
 from kubetrain.settings import load_settings  # noqa: E402
 
 
@@ -77,8 +77,8 @@ def master_rounds(rounds: int) -> list[float]:
             pid = int(read_master(settings)["pid"])
             start = time.monotonic()
             os.kill(pid, signal.SIGKILL)
-            url = start_background(settings, env=env)
-            fresh = Client(url)
+            start_background(settings, env=env)
+            fresh = Client(f"unix://{socket_path(settings)}")
             spec = validate_job({"metadata": {"name": f"after-{index}"}, "spec": {
                 "command": [PYTHON, "-c", "import time; time.sleep(600)"],
                 "resources": {"cpu": "100m", "memory": "64Mi"}}})

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import httpx
 import pytest
 
 from kubetrain.sdk.client import Client
-from kubetrain.server.daemon import read_master, start_background, stop_master
+from kubetrain.server.daemon import read_local_token, read_master, start_background, stop_master
 from kubetrain.settings import load_settings
 
 PYTHON = sys.executable
@@ -41,11 +42,24 @@ def wait_until(condition: Callable[[], object], *, timeout: float = 30.0, interv
 class Master:
     home: Path
     env: dict[str, str]
+    #: Through the Unix socket, as the CLI does: the test process's OS user, the master's first admin.
     client: Client
+    #: The TCP URL (a token is required there, on loopback too).
+    url: str = ""
 
     @property
-    def url(self) -> str:
-        return self.client.url
+    def token(self) -> str:
+        """The first admin's token, as the master keeps it for its own user (run/token)."""
+        return read_local_token(load_settings(self.env)) or ""
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers for raw HTTP calls to ``url``."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def http(self, **kwargs) -> httpx.Client:
+        """An httpx client for raw calls over TCP, with the admin's token."""
+        return httpx.Client(base_url=self.url, headers=self.auth, **kwargs)
 
     def cli(self, *args: str, check: bool = False, timeout: float = 120, input: str | None = None,
             cwd: str | Path | None = None) -> subprocess.CompletedProcess:
@@ -54,6 +68,12 @@ class Master:
         if check and result.returncode != 0:
             raise AssertionError(f"kubetrain {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
         return result
+
+    def cli_as(self, env: dict[str, str], *args: str, input: str | None = None,
+               timeout: float = 120) -> subprocess.CompletedProcess:
+        """The CLI with another environment (another user's config folder, KUBETRAIN_URL...)."""
+        return subprocess.run([KUBETRAIN, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                              input=input)
 
     def wait_state(self, name: str, *states: str, timeout: float = 60.0):
         wanted = states or ("Succeeded", "Failed", "Cancelled")
@@ -68,7 +88,10 @@ class Master:
 
 def make_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
-    env.update({"KUBETRAIN_HOME": str(home), "KUBETRAIN_GRACE_SECONDS": "2"}, **extra)
+    # As root (CI), jobs of the test process's user would be refused (never root by default): these tests
+    # exercise the engine, not identities, so they allow it; tests/security/ runs jobs as real other users.
+    env.update({"KUBETRAIN_HOME": str(home), "KUBETRAIN_GRACE_SECONDS": "2", "KUBETRAIN_ALLOW_ROOT_JOBS": "1"},
+               **extra)
     env["PATH"] = f"{Path(PYTHON).parent}:{env.get('PATH', '')}"
     return env
 
@@ -88,7 +111,7 @@ def master_factory(home: Path):
         env = make_env(home, **extra)
         url = start_background(load_settings(env), env=env)
         started.append(env)
-        return Master(home=home, env=env, client=Client(url, token=env.get("KUBETRAIN_TOKEN")))
+        return Master(home=home, env=env, client=Client.local(str(home)), url=url)
 
     yield start
     for env in started:

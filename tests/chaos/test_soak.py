@@ -42,7 +42,7 @@ from kubetrain.core.errors import ConflictError, MasterUnavailableError
 from kubetrain.engines.local import cgroups
 from kubetrain.engines.local.supervisor import process_alive
 from kubetrain.sdk.client import Client
-from kubetrain.server.daemon import read_master
+from kubetrain.server.daemon import socket_path, read_master
 from kubetrain.settings import load_settings
 from tests.conftest import PYTHON, wait_until
 
@@ -143,8 +143,7 @@ class Chaos:
         else:
             self.factory()
             self.restarts["start_background"] += 1
-        info = read_master(self.settings)
-        self.client = Client(info["url"], timeout=30)
+        self.client = Client(f"unix://{socket_path(self.settings)}", timeout=30)
         self.downtime += time.monotonic() - started
 
     def call(self, method: str, *args, **kwargs):
@@ -285,6 +284,7 @@ def test_soak_under_master_and_supervisor_kills(master, master_factory, tmp_path
         if len(runs) != len(set(runs)):
             problems.append(f"{job.name}: an attempt ran twice (runs: {runs})")
     assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(problems[:40])
-    log = (master.home / "run" / "master.log").read_text(errors="replace")
+    log = "".join((master.home / "run" / f).read_text(errors="replace")  # the log, and what went to stderr
+                  for f in ("master.log", "master.out") if (master.home / "run" / f).exists())
     where = log.find("Traceback")
     assert where < 0, f"the master logged a traceback:\n{log[max(where - 300, 0):where + 4000]}"

@@ -64,20 +64,20 @@ def seed(master, tmp_path: Path) -> dict[str, list[str]]:
     client.cancel(slow.name)
     for job in (ok, bad, slow):
         master.wait_state(job.name, *TERMINAL, timeout=60)
-    response = httpx.post(f"{master.url}/api/v1/jobs/seed-ok/metrics",
+    response = httpx.post(f"{master.url}/api/v1/jobs/seed-ok/metrics", headers=master.auth,
                           json={"points": [{"step": s, "name": "loss", "value": 1.0 / s} for s in range(1, 6)]})
     assert response.status_code == 200, response.text
     wait_until(lambda: client.get_experiment(experiment.name).state != "Running", timeout=90,
                what="the seed experiment to end")
-    assert httpx.post(f"{master.url}/api/v1/volumes", json={"name": "seed-vol"}).status_code == 201
+    assert httpx.post(f"{master.url}/api/v1/volumes", json={"name": "seed-vol"}, headers=master.auth).status_code == 201
     jobs = [j.name for j in client.list_jobs(limit=10_000)]
     return {"jobs": sorted(jobs), "experiments": [experiment.name], "volumes": ["seed-vol"]}
 
 
-def snapshot(url: str, seeded: dict[str, list[str]]) -> dict[str, Any]:
+def snapshot(url: str, seeded: dict[str, list[str]], auth: dict[str, str]) -> dict[str, Any]:
     """Everything the API shows about the seeded objects."""
     out: dict[str, Any] = {}
-    with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT) as http:
+    with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT, headers=auth) as http:
         for name in seeded["jobs"]:
             out[f"job/{name}"] = http.get(f"/api/v1/jobs/{name}").json()
             out[f"logs/{name}"] = http.get(f"/api/v1/jobs/{name}/logs").text
@@ -138,10 +138,13 @@ def _real_names(seeded: dict[str, list[str]], operation) -> list[str]:
 
 
 class Fuzzer:
-    def __init__(self, url: str, seeded: dict[str, list[str]]) -> None:
+    def __init__(self, url: str, seeded: dict[str, list[str]], auth: dict[str, str],
+                 openapi: dict[str, Any] | None = None) -> None:
+        self.openapi = openapi or {}
         self.url = url
         self.seeded = seeded
         self.session = requests.Session()
+        self.session.headers.update(auth)
         self.calls: dict[str, int] = {}
         self.statuses: dict[int, int] = {}
         self.http_seconds = 0.0
@@ -163,6 +166,16 @@ class Fuzzer:
             self.session.post(f"{self.url}/api/v1/experiments/{name}/cancel", timeout=REQUEST_TIMEOUT)
         return response
 
+    def check_declared(self, case, response: requests.Response) -> None:
+        """The OpenAPI document says what the master answers: each status is declared for its operation."""
+        operation = self.openapi.get("paths", {}).get(case.operation.path, {}).get(case.method.lower(), {})
+        status = response.status_code
+        if status == 405:  # a method the path does not have: the answer says which it has
+            assert response.headers.get("allow"), f"{case.method} {case.formatted_path} -> 405 without Allow"
+            return
+        assert str(status) in operation.get("responses", {}), (
+            f"{case.method} {case.operation.path} answered {status}, which its OpenAPI entry does not declare")
+
     def run(self, operation, mode: GenerationMode) -> None:
         names = _real_names(self.seeded, operation)
         real = st.one_of(st.none(), st.none(), st.sampled_from(names)) if names else st.none()
@@ -175,6 +188,7 @@ class Fuzzer:
             response = self.call(case, real)
             try:
                 check_response(case, response)
+                self.check_declared(case, response)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\nreproduce with: {case.as_curl_command()}") from None
 
@@ -185,9 +199,9 @@ class Fuzzer:
 
 def test_every_operation_survives_fuzzing_and_stored_jobs_stay_intact(master, master_factory, tmp_path: Path) -> None:
     seeded = seed(master, tmp_path)
-    before = snapshot(master.url, seeded)
+    before = snapshot(master.url, seeded, master.auth)
     master = restart_without_capacity(master, master_factory)
-    assert snapshot(master.url, seeded) == before, "a restart changed what was stored"
+    assert snapshot(master.url, seeded, master.auth) == before, "a restart changed what was stored"
     pid = master.master_pid()
 
     schema = schemathesis.openapi.from_url(f"{master.url}/openapi.json", timeout=REQUEST_TIMEOUT)
@@ -195,7 +209,7 @@ def test_every_operation_survives_fuzzing_and_stored_jobs_stay_intact(master, ma
     live = httpx.get(f"{master.url}/openapi.json").json()
     assert len(operations) == sum(len(v) for v in live["paths"].values()) >= 12
 
-    fuzzer = Fuzzer(master.url, seeded)
+    fuzzer = Fuzzer(master.url, seeded, master.auth, live)
     failures: list[str] = []
     started = time.monotonic()
     for operation in operations:
@@ -214,13 +228,14 @@ def test_every_operation_survives_fuzzing_and_stored_jobs_stay_intact(master, ma
 
     # Nothing stored before the run was touched, and the master is the same, healthy process.
     assert master.master_pid() == pid, "the master restarted (crashed?) during the fuzz run"
-    after = snapshot(master.url, seeded)
+    after = snapshot(master.url, seeded, master.auth)
     changed = sorted(k for k in before if before[k] != after.get(k))
     assert not changed, f"the fuzz run changed stored data: {changed}"
     probe = master.client.submit({"metadata": {"name": "after-fuzz"}, "spec": {"command": ["true"]}})
     done = master.wait_state(probe.name, *TERMINAL, timeout=60)
     assert done.reason == "Unschedulable", "the reconcile loop no longer plans (a stored spec poisoned it?)"
-    log = (master.home / "run" / "master.log").read_text(errors="replace")
+    log = "".join((master.home / "run" / f).read_text(errors="replace")  # the log, and what went to stderr
+                  for f in ("master.log", "master.out") if (master.home / "run" / f).exists())
     where = log.find("Traceback")
     assert where < 0, log[max(where - 300, 0):where + 4000]
 
@@ -230,7 +245,7 @@ def test_following_logs_of_finished_jobs_returns(master) -> None:
     master.client.submit({"metadata": {"name": "followed"}, "spec": {"command": [PYTHON, "-c", "print('x' * 10)"],
                                                                        "resources": {"cpu": "100m"}}})
     master.wait_state("followed", *TERMINAL)
-    with httpx.Client(base_url=master.url, timeout=REQUEST_TIMEOUT) as http:
+    with httpx.Client(base_url=master.url, timeout=REQUEST_TIMEOUT, headers=master.auth) as http:
         assert http.get("/api/v1/jobs/followed/logs", params={"follow": "true"}).text.strip() == "x" * 10
         for attempt in ("1", "2", "0", "-1", "999999999999", "x"):
             response = http.get("/api/v1/jobs/followed/logs", params={"follow": "true", "attempt": attempt})
@@ -261,7 +276,7 @@ HOSTILE_BODIES = {
 def test_hostile_json_bodies_are_clean_4xx_and_store_nothing(master) -> None:
     """Bodies no JSON-schema generator writes: raw bytes, escapes Python accepts and UTF-8 refuses."""
     problems = []
-    with httpx.Client(base_url=master.url, timeout=REQUEST_TIMEOUT) as http:
+    with httpx.Client(base_url=master.url, timeout=REQUEST_TIMEOUT, headers=master.auth) as http:
         for case, content in HOSTILE_BODIES.items():
             for path in ("/api/v1/jobs", "/api/v1/experiments", "/api/v1/jobs/nobody/metrics", "/api/v1/volumes"):
                 response = http.post(path, content=content, headers={"content-type": "application/json"})
@@ -286,12 +301,12 @@ TRAVERSALS = [
 def test_file_paths_never_leave_their_folder(master) -> None:
     master.client.submit({"metadata": {"name": "files"}, "spec": {"command": ["true"], "resources": {"cpu": "100m"}}})
     master.wait_state("files", *TERMINAL)
-    assert httpx.post(f"{master.url}/api/v1/volumes", json={"name": "vol"}).status_code == 201
+    assert httpx.post(f"{master.url}/api/v1/volumes", json={"name": "vol"}, headers=master.auth).status_code == 201
     problems = []
     for path in TRAVERSALS:
         for route in (f"/api/v1/jobs/files/artifacts/{path}", f"/api/v1/volumes/vol/files/{path}"):
             # Dots percent-encoded: HTTP clients drop literal ``..`` segments before sending.
-            response = httpx.get(master.url + route, timeout=REQUEST_TIMEOUT)
+            response = httpx.get(master.url + route, timeout=REQUEST_TIMEOUT, headers=master.auth)
             if (response.status_code not in (404, 422) or "root:" in response.text or "SQLite" in response.text
                     or response.json().get("code") not in ("not_found", "invalid_spec")):
                 problems.append(f"GET {route} -> {response.status_code} {response.text[:200]}")

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubetrain.server.daemon import read_master
-from kubetrain.settings import load_settings
 from kubetrain.sdk.client import Client
 from tests.conftest import PYTHON, wait_until
 
@@ -128,7 +126,7 @@ def test_kill_9_of_master_mid_sweep_completes_with_exactly_max_trials(master, tm
     wait_until(lambda: master.client.get_experiment("crashsafe").counts.get("done", 0) >= 1, what="a first trial")
     os.kill(master.master_pid(), signal.SIGKILL)
     master.cli("ls", check=True)  # brings a new master up
-    client = Client(read_master(load_settings(master.env))["url"])
+    client = Client.local(str(master.home))
     record = wait_until(lambda: (e := client.get_experiment("crashsafe")).state != "Running" and e, timeout=120,
                         what="the sweep to finish after the restart")
     assert record.state == "Succeeded"
@@ -170,21 +168,22 @@ def test_metric_batches_are_validated_deduplicated_and_size_capped(master) -> No
     master.wait_state(name)
     url = f"{master.url}/api/v1/jobs/{name}/metrics"
     batch = {"batch": "b-1", "points": [{"step": s, "name": "loss", "value": 1.0 / (s + 1)} for s in range(10)]}
-    assert httpx.post(url, json=batch).status_code == 200
-    assert httpx.post(url, json=batch).status_code == 200  # an SDK retry after a timeout
+    assert httpx.post(url, json=batch, headers=master.auth).status_code == 200
+    assert httpx.post(url, json=batch, headers=master.auth).status_code == 200  # an SDK retry after a timeout
     assert len(master.client.metrics(name)) == 10
     bad = httpx.post(url, content=b'{"points": [{"step": 1, "name": "x", "value": NaN}], "extra": 1}',
-                     headers={"Content-Type": "application/json"})
+                     headers={"Content-Type": "application/json", **master.auth})
     assert bad.status_code == 422 and bad.json()["code"] == "invalid_spec"
     assert "points[0].value" in bad.json()["message"] and "extra" in bad.json()["message"]
-    huge = httpx.post(url, content=b" " * (33 * 2**20), headers={"Content-Type": "application/json"}, timeout=60)
+    huge = httpx.post(url, content=b" " * (33 * 2**20), headers={"Content-Type": "application/json", **master.auth},
+                      timeout=60)
     assert huge.status_code == 413
     assert len(master.client.metrics(name)) == 10
     # Numbers beyond a database integer are a 422 naming the field, never an overflow inside the store
     # (found by the API fuzzer: ?after=2**90 reached SQLite and came back as a 500).
     for query in ({"after": 2**90}, {"after": -1}):
-        far = httpx.get(url, params=query)
+        far = httpx.get(url, params=query, headers=master.auth)
         assert far.status_code == 422 and "after" in far.json()["message"], far.text
-    assert httpx.get(url, params={"after": 2**63 - 1}).json() == []
-    overflow = httpx.post(url, json={"attempt": 2**70, "points": []})
+    assert httpx.get(url, params={"after": 2**63 - 1}, headers=master.auth).json() == []
+    overflow = httpx.post(url, json={"attempt": 2**70, "points": []}, headers=master.auth)
     assert overflow.status_code == 422 and "attempt" in overflow.json()["message"], overflow.text

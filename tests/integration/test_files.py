@@ -127,7 +127,7 @@ def test_api_refuses_escaping_artifact_paths(master) -> None:
     name = submitted(master.cli("run", "-o", "json", "--cpu", "100m", "--", "true", check=True))
     master.wait_state(name)
     for path in ("..%2F..%2Fkubetrain.db", "%2Fetc%2Fpasswd", "a/%2E%2E/%2E%2E/%2E%2E/kubetrain.db"):
-        response = httpx.get(f"{master.url}/api/v1/jobs/{name}/artifacts/{path}")
+        response = httpx.get(f"{master.url}/api/v1/jobs/{name}/artifacts/{path}", headers=master.auth)
         assert response.status_code in (404, 422), (path, response.status_code)
         assert "root:" not in response.text and "SQLite" not in response.text
 
@@ -163,13 +163,14 @@ def test_a_pod_fetches_its_code_snapshot_with_its_own_token(master_factory, tmp_
     project = tmp_path / "project"
     (project / "pkg").mkdir(parents=True)
     (project / "pkg" / "model.py").write_text("WIDTH = 64\n")
-    (project / "show_token.py").write_text("import os\nprint(os.environ['KUBETRAIN_JOB_TOKEN'])\n")
+    # Each job prints its token and stays running: a job token works only while its attempt runs.
+    (project / "show_token.py").write_text(
+        "import os, time\nprint(os.environ['KUBETRAIN_JOB_TOKEN'], flush=True)\ntime.sleep(120)\n")
     names = [submitted(master.cli("run", "-o", "json", "--cpu", "100m", "--", PYTHON, "show_token.py",
                                   cwd=project, check=True)) for _ in range(2)]
     tokens = []
     for name in names:
-        assert master.wait_state(name).state == "Succeeded"
-        tokens.append(master.cli("logs", name, check=True).stdout.strip())
+        tokens.append(wait_until(lambda: master.cli("logs", name).stdout.strip(), what=f"{name}'s token"))
     url = f"{master.url}/api/v1/jobs/{names[0]}/snapshot"
     assert httpx.get(url).status_code == 401
     assert httpx.get(url, headers={"X-Kubetrain-Job-Token": tokens[1]}).status_code == 401  # another job's token
@@ -178,6 +179,11 @@ def test_a_pod_fetches_its_code_snapshot_with_its_own_token(master_factory, tmp_
         "KUBETRAIN_SNAPSHOT_URL": url, "KUBETRAIN_JOB_TOKEN": tokens[0], "KUBETRAIN_CODE_DIR": str(code)})
     assert fetched.returncode == 0, fetched.stderr
     assert (code / "pkg" / "model.py").read_text() == "WIDTH = 64\n" and (code / "show_token.py").exists()
+    master.client.cancel(names[0])
+    master.wait_state(names[0])
+    after = httpx.get(url, headers={"X-Kubetrain-Job-Token": tokens[0]})
+    assert after.status_code == 401, "a job's token must stop working when its attempt ends"
+    master.client.cancel(names[1])
     plain = master.cli("run", "-o", "json", "--cpu", "100m", "--no-snapshot", "--", "true", check=True)
     no_code = httpx.get(f"{master.url}/api/v1/jobs/{submitted(plain)}/snapshot",
                         headers={"Authorization": "Bearer s3cret"})

@@ -48,7 +48,7 @@ def test_log_flood_is_capped_and_the_master_stays_responsive(master_factory) -> 
     healthy = run(master, "--cpu", "500m", "--", PYTHON, "-c", HEALTHY)
     while master.client.get_job(flood).state not in ("Succeeded", "Failed"):
         # Every request during the flood is answered (within the client's timeout).
-        assert httpx.get(f"{master.url}/api/v1/jobs", timeout=10).status_code == 200
+        assert httpx.get(f"{master.url}/api/v1/jobs", headers=master.auth, timeout=10).status_code == 200
         time.sleep(0.1)
     job = master.wait_state(flood)
     assert job.state == "Succeeded" and "log rotated" in job.message

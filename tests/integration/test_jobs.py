@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from kubetrain.sdk.client import Client
+
 from tests.conftest import PYTHON, wait_until
 
 
@@ -204,10 +206,17 @@ def test_fair_share_lets_another_submitter_in_before_a_flood_ends(master_factory
     (home / "config.yaml").write_text(f"node: {{cpu: 2, reservedCpu: 0}}\nscheduling: {{fairShare: {str(fair).lower()}}}\n")
     master = master_factory()
     spec = lambda name: {"metadata": {"name": name}, "spec": {  # noqa: E731
-        "command": [PYTHON, "-c", "import time; time.sleep(1)"], "resources": {"cpu": "1", "memory": "64Mi"}}}
+        "command": ["sleep", "1"], "resources": {"cpu": "1", "memory": "64Mi"}}}
+    # Two remote users (their jobs run as uid 65534 on a root master); the owner comes from the token,
+    # never from what the client says (the provenance's submitter is ignored).
+    clients = {}
+    for user in ("alice", "bob"):
+        master.client.add_user(user, uid=65534)
+        clients[user] = Client(master.url, token=master.client.create_token(user=user).token)
     for i in range(4):
-        master.client.submit(spec(f"alice-{i}"), Provenance(submitter="alice"))
-    master.client.submit(spec("bob-0"), Provenance(submitter="bob"))
+        clients["alice"].submit(spec(f"alice-{i}"), Provenance(submitter="bob"))
+    clients["bob"].submit(spec("bob-0"), Provenance(submitter="alice"))
+    assert master.client.get_job("bob-0").provenance.submitter == "bob"
     started = {}
     for name in ("alice-3", "bob-0"):
         job = master.wait_state(name, "Succeeded", timeout=60)
@@ -215,3 +224,18 @@ def test_fair_share_lets_another_submitter_in_before_a_flood_ends(master_factory
     # Two CPUs, 1-CPU jobs: alice-0 and -1 run first. Then strict order starts alice-2 and -3; fair share
     # starts alice-2 and then bob-0 (alice has a job running, bob none), and alice-3 only after.
     assert (started["bob-0"] < started["alice-3"]) is fair, started
+
+
+def test_labels_under_kubetrain_io_are_reserved_for_the_master(master) -> None:
+    forged = master.cli("run", "--label", "kubetrain.io/experiment=someone-elses", "--", "true")
+    assert forged.returncode != 0
+    assert "'kubetrain.io/experiment' is reserved" in forged.stderr and "Traceback" not in forged.stderr
+    assert master.client.list_jobs() == []
+
+
+def test_the_owner_is_the_caller_not_what_the_client_says(master) -> None:
+    from kubetrain.core.records import Provenance
+
+    record = master.client.submit({"spec": {"command": ["true"]}}, Provenance(submitter="someone-else"))
+    assert record.provenance.submitter == master.client.whoami().name
+    assert "Owner" in master.cli("describe", record.name, check=True).stdout

@@ -36,7 +36,7 @@ def test_kill_9_of_master_loses_nothing_and_duplicates_nothing(master, tmp_path:
     info = read_master(load_settings(master.env))
     from kubetrain.sdk.client import Client
 
-    client = Client(info["url"])
+    client = Client(info["url"], token=master.token)
     job = wait_until(lambda: (j := client.get_job(name)).state == "Succeeded" and j, timeout=30, what="the job to finish")
     assert len(job.attempts) == 1
     assert [e.reason for e in job.events].count("Completed") == 1
@@ -108,7 +108,8 @@ def test_bad_flags_are_user_errors(master) -> None:
 def test_api_rejects_bad_json_naming_the_field(master) -> None:
     import httpx
 
-    response = httpx.post(f"{master.url}/api/v1/jobs", json={"spec": {"spec": {"command": ["true"], "priority": "high"}}})
+    response = httpx.post(f"{master.url}/api/v1/jobs", json={"spec": {"spec": {"command": ["true"], "priority": "high"}}},
+                          headers=master.auth)
     assert response.status_code == 422
     body = response.json()
     assert body["code"] == "invalid_spec" and "priority" in body["message"]

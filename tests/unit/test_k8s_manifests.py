@@ -226,3 +226,28 @@ def test_unreadable_cluster_credentials_are_a_config_error_naming_the_file(tmp_p
         connect(str(broken))
     with pytest.raises(ConfigError, match="missing"):
         connect(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_secret_values_and_the_submitters_uid_reach_the_pod_but_not_the_job_object(version: str) -> None:
+    import base64
+    import json
+
+    from kubetrain.core.attempts import RunAs
+    from kubetrain.engines.kubernetes.manifests import render_secret
+
+    spec = job(env=[{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}])
+    order = LaunchOrder(job="digits", number=1, token=TOKEN, spec=spec.to_document(), node="", gpus=(),
+                        run_as=RunAs("alice", 1001, 1001), secret_env={"HF_TOKEN": "v4lue"})
+    settings = KubernetesSettings(namespace="ml", master_url="http://master:8080")
+    manifest = render_job(order, spec, settings)
+    secret = render_secret(order, settings)
+    for document in (manifest, secret):
+        kubernetes_validate.validate(document, version, strict=True)
+    assert "v4lue" not in json.dumps(manifest)
+    assert base64.b64decode(secret["data"]["env-HF_TOKEN"]).decode() == "v4lue"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container(manifest)["env"] if "valueFrom" in e}
+    assert refs["HF_TOKEN"] == {"name": "digits-1-token", "key": "env-HF_TOKEN"}
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsUser": 1001, "runAsGroup": 1001, "runAsNonRoot": True}
+    assert container(manifest)["securityContext"] == {"allowPrivilegeEscalation": False}

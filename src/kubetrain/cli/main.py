@@ -18,6 +18,7 @@ from kubetrain.cli.experiments import progress_line, register, show_compare
 from kubetrain.cli.files import attach_snapshot
 from kubetrain.cli.files import register as register_files
 from kubetrain.cli.flags import spec_from_flags, specs_from_file
+from kubetrain.cli.identity import register as register_identity
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.errors import KubetrainError, MasterUnavailableError
 from kubetrain.core.records import JobRecord
@@ -50,7 +51,18 @@ def _client() -> Client:
     from kubetrain.server.daemon import ensure_master
 
     settings = _settings()
-    return Client(ensure_master(settings, notify=_say), token=settings.token)
+    url = ensure_master(settings, notify=_say)
+    return Client(url, token=_token_for(url, settings))
+
+
+def _token_for(url: str, settings: Settings) -> str | None:
+    """The token for a TCP URL: KUBETRAIN_TOKEN, else the one `kubetrain login` saved, else this home's own."""
+    if url.startswith("unix://"):
+        return None
+    from kubetrain.cli.credentials import stored_token
+    from kubetrain.server.daemon import read_local_token
+
+    return settings.token or stored_token(url) or read_local_token(settings)
 
 
 def _check_output(output: str | None) -> None:
@@ -288,20 +300,27 @@ def server_stop() -> None:
 
 @server_app.command("status")
 def server_status() -> None:
-    """Say whether this home's master runs, where, and where its data lives."""
-    from kubetrain.server.daemon import healthy, read_master
+    """Say whether this home's master runs, where, whose it is, and what isolation it gives jobs."""
+    from kubetrain.server.daemon import ensure_master, read_master
 
     settings = _settings()
-    info = read_master(settings)
-    if info and healthy(info["url"]):
-        typer.echo(f"running at {info['url']} (pid {info['pid']}, data in {settings.home})")
-    else:
+    try:
+        url = ensure_master(settings, autostart=False)
+        with Client(url, token=_token_for(url, settings)) as client:
+            info = client.info()
+            me = client.whoami()
+    except MasterUnavailableError:
         typer.echo(f"not running (data in {settings.home})")
         raise typer.Exit(3)
+    tcp = (read_master(settings) or {}).get("url")
+    typer.echo(f"running at {url}{f' and {tcp}' if tcp else ''} (master user {info['user']}, data in {info['home']})")
+    typer.echo(f"isolation: {info['isolation']}")
+    typer.echo(f"you: {me.name} ({me.role}, via {me.via})")
 
 
 register(app, _client, capture)
 register_files(app, _client)
+register_identity(app, _client)
 
 
 def spec_dir(spec) -> str | None:

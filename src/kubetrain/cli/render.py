@@ -117,6 +117,7 @@ def describe(job: JobRecord) -> None:
         ("Message", job.message or "-"),
         ("Labels", ", ".join(f"{k}={v}" for k, v in job.labels.items()) or "-"),
         ("Priority", str(job.priority)),
+        ("Owner", prov.submitter or "?"),
         ("Submitted", f"{timestamp(job.created_at)} by {prov.submitter or '?'}@{prov.hostname or '?'}"),
         ("Submit dir", prov.submit_dir or "-"),
         ("Git", f"{git.commit[:12]}{' (dirty)' if git.dirty else ''} {git.branch or ''}".strip() if git and git.commit else "-"),

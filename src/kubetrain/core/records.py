@@ -138,3 +138,39 @@ class ExperimentRecord(Record):
     best_trial: int | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     trials: list[TrialRecord] = Field(default_factory=list)
+
+
+class UserRecord(Record):
+    name: str
+    role: str
+    uid: int | None = None
+    created_at: float | None = None
+
+
+class TokenRecord(Record):
+    """A token as listed: never its value, which is shown once, when it is created."""
+
+    id: str
+    user: str
+    created_at: float
+    expires_at: float | None = None
+    revoked: bool = False
+    description: str | None = None
+    #: Only in the reply to ``token create``.
+    token: str | None = None
+
+
+class SecretRecord(Record):
+    """A secret as listed: its keys, never its values."""
+
+    name: str
+    owner: str
+    keys: list[str] = Field(default_factory=list)
+    created_at: float | None = None
+
+
+class WhoAmI(Record):
+    name: str
+    role: str
+    via: str
+    uid: int | None = None

@@ -132,6 +132,39 @@ class EnvVar(StrictModel):
     value: str = ""
 
 
+class SecretKeyRef(StrictModel):
+    """One key of a named secret (``kubetrain secret create``; a Kubernetes Secret on that engine)."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._-]+$")
+
+
+def _split_secret_env(data: Any) -> Any:
+    """Kubernetes' ``env: [{name, valueFrom: {secretKeyRef: {name, key}}}]`` -> ``secretEnv: {NAME: ref}``.
+
+    The value itself never enters the spec: the master resolves the reference
+    when it launches an attempt, so ``describe``, the API and the store hold
+    only the secret's name and key.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("env"), list):
+        return data
+    plain, secret = [], dict(data.get("secretEnv") or {})
+    for index, item in enumerate(data["env"]):
+        if isinstance(item, dict) and "valueFrom" in item:
+            source = item.get("valueFrom")
+            extra = set(item) - {"name", "valueFrom"}
+            if extra or not isinstance(source, dict) or set(source) != {"secretKeyRef"}:
+                raise ValueError(f"env[{index}]: valueFrom supports only {{secretKeyRef: {{name, key}}}} "
+                                 "(and no value beside it)")
+            name = item.get("name")
+            if not isinstance(name, str):
+                raise ValueError(f"env[{index}].name is required")
+            secret[name] = source["secretKeyRef"]
+        else:
+            plain.append(item)
+    return {**data, "env": plain, "secretEnv": secret}
+
+
 SNAPSHOT_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -247,6 +280,8 @@ class JobBody(StrictModel):
     snapshot: str | None = None
     working_dir: str | None = Field(default=None, alias="workingDir")
     env: dict[str, str] = Field(default_factory=dict)
+    #: Variables taken from secrets at launch (``env[].valueFrom.secretKeyRef`` lands here).
+    secret_env: dict[str, SecretKeyRef] = Field(default_factory=dict, alias="secretEnv", max_length=256)
     params: dict[str, ParamValue] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     selector: str = ""
@@ -260,11 +295,21 @@ class JobBody(StrictModel):
     environment: Environment | None = None
     image: str | None = Field(default=None, max_length=512)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_refs(cls, data: Any) -> Any:
+        return _split_secret_env(data)
+
     @model_validator(mode="after")
     def _paths(self) -> "JobBody":
         paths = [v.mount_path for v in self.volumes]
         if len(set(paths)) != len(paths):
             raise ValueError("volumes: two volumes share a mountPath")
+        for key in self.secret_env:
+            if not ENV_NAME_RE.match(key) or key.startswith("KUBETRAIN_"):
+                raise ValueError(f"secretEnv name {key!r} is invalid or reserved; use letters, digits and '_'")
+            if key in self.env:
+                raise ValueError(f"env {key!r} is given both as a value and from a secret; keep one")
         return self
 
     @field_validator("command", "args")

@@ -6,21 +6,45 @@ Errors come back as the same classes the server raised: the JSON body's
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator
 
 import httpx
 
 from kubetrain.core.errors import KubetrainError, MasterUnavailableError, error_from_dict
 from kubetrain.core.experiments import ExperimentSpec
-from kubetrain.core.records import ExperimentRecord, JobRecord, NodeRecord, Provenance
+from kubetrain.core.records import (ExperimentRecord, JobRecord, NodeRecord, Provenance, SecretRecord, TokenRecord,
+                                    UserRecord, WhoAmI)
 from kubetrain.core.specs import JobSpec
 
 
+def local_socket(home: str | None = None) -> str:
+    """The Unix socket of the master of ``home`` (default ``$KUBETRAIN_HOME``, else ``~/.kubetrain``)."""
+    home = home or os.environ.get("KUBETRAIN_HOME") or os.path.join(os.path.expanduser("~"), ".kubetrain")
+    return os.path.join(os.path.abspath(home), "run", "kubetrain.sock")
+
+
 class Client:
+    """Talks to a master at ``url``: ``http(s)://host:port`` (with a token), or ``unix:///path/to/kubetrain.sock``.
+
+    On the Unix socket no token is needed: the master learns who you are from
+    the kernel.  ``Client.local()`` reaches this machine's master that way.
+    """
+
     def __init__(self, url: str, *, token: str | None = None, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        if self.url.startswith("unix://"):
+            transport = httpx.HTTPTransport(uds=self.url.removeprefix("unix://"))
+            self._http = httpx.Client(base_url="http://localhost", headers=headers, timeout=timeout,
+                                      transport=transport)
+        else:
+            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def local(cls, home: str | None = None, **kwargs: Any) -> "Client":
+        """The master of this machine's ``KUBETRAIN_HOME`` (yours, or a shared one), through its Unix socket."""
+        return cls(f"unix://{local_socket(home)}", **kwargs)
 
     def close(self) -> None:
         self._http.close()
@@ -67,6 +91,49 @@ class Client:
         if selector:
             params["selector"] = selector
         return [JobRecord.model_validate(j) for j in self._call("GET", "/api/v1/jobs", params=params)]
+
+    # -- identity --------------------------------------------------------------
+    def whoami(self) -> WhoAmI:
+        return WhoAmI.model_validate(self._call("GET", "/api/v1/whoami"))
+
+    def info(self) -> dict[str, Any]:
+        return self._call("GET", "/api/v1/info")
+
+    def add_user(self, name: str, *, role: str = "member", uid: int | None = None) -> UserRecord:
+        return UserRecord.model_validate(self._call("POST", "/api/v1/users", json={"name": name, "role": role, "uid": uid}))
+
+    def list_users(self) -> list[UserRecord]:
+        return [UserRecord.model_validate(u) for u in self._call("GET", "/api/v1/users")]
+
+    def remove_user(self, name: str) -> None:
+        self._delete(f"/api/v1/users/{name}")
+
+    def create_token(self, *, user: str | None = None, expires_seconds: int = 30 * 86400,
+                     description: str | None = None) -> TokenRecord:
+        body = {"user": user, "expires_seconds": expires_seconds, "description": description}
+        return TokenRecord.model_validate(self._call("POST", "/api/v1/tokens", json=body))
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return [TokenRecord.model_validate(t) for t in self._call("GET", "/api/v1/tokens")]
+
+    def revoke_token(self, token_id: str) -> None:
+        self._delete(f"/api/v1/tokens/{token_id}")
+
+    def create_secret(self, name: str, data: dict[str, str]) -> SecretRecord:
+        return SecretRecord.model_validate(self._call("POST", "/api/v1/secrets", json={"name": name, "data": data}))
+
+    def list_secrets(self) -> list[SecretRecord]:
+        return [SecretRecord.model_validate(s) for s in self._call("GET", "/api/v1/secrets")]
+
+    def delete_secret(self, name: str) -> None:
+        self._delete(f"/api/v1/secrets/{name}")
+
+    def _delete(self, path: str) -> None:
+        try:
+            response = self._http.delete(path)
+        except httpx.TransportError as exc:
+            raise MasterUnavailableError(f"cannot reach the master at {self.url}: {exc}") from None
+        self._raise_for(response)
 
     def cancel(self, name: str) -> JobRecord:
         return JobRecord.model_validate(self._call("POST", f"/api/v1/jobs/{name}/cancel"))
@@ -129,11 +196,7 @@ class Client:
         return self._call("GET", "/api/v1/volumes")
 
     def delete_volume(self, name: str) -> None:
-        try:
-            response = self._http.delete(f"/api/v1/volumes/{name}")
-        except httpx.TransportError as exc:
-            raise MasterUnavailableError(f"cannot reach the master at {self.url}: {exc}") from None
-        self._raise_for(response)
+        self._delete(f"/api/v1/volumes/{name}")
 
     def artifacts(self, job: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/api/v1/jobs/{job}/artifacts")

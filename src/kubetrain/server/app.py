@@ -2,7 +2,8 @@
 
 Errors leave as ``{"code", "message", "details"}`` with the status the error
 tree assigns; an unexpected failure is a 500 carrying a request id, never a
-traceback.  When a token is configured every route but ``/healthz`` needs it.
+traceback.  Every route but ``/healthz`` knows its caller (``server/auth.py``):
+the kernel's word on the Unix socket, a token over TCP.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import secrets
 from typing import Annotated, Any, Callable
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
@@ -21,13 +22,16 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kubetrain import __version__
-from kubetrain.core.errors import KubetrainError, SpecError, UnauthorizedError
+from kubetrain.core.errors import KubetrainError, SpecError
+from kubetrain.core.identity import Identity
 from kubetrain.core.records import MAX_ATTEMPT, JobRecord, NodeRecord, Provenance
 from kubetrain.core.selectors import SelectorError, parse_selector
 from kubetrain.core.specs import JobSpec
-from kubetrain.server.auth import bearer_matches, job_authorizer
+from kubetrain.server.auth import Authenticator
 from kubetrain.server.experiment_routes import add_experiment_routes
 from kubetrain.server.file_routes import add_file_routes
+from kubetrain.server.guards import install_guards
+from kubetrain.server.identity_routes import add_identity_routes
 from kubetrain.server.services import JobService
 from kubetrain.settings import Settings
 
@@ -39,6 +43,29 @@ class SubmitRequest(BaseModel):
     spec: JobSpec
     provenance: Provenance = Provenance()
 
+
+class ErrorBody(BaseModel):
+    """Every error the API answers: a stable code, a message that says what to do, and details."""
+
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+#: Declared on every operation, so the OpenAPI document lists what the master really answers.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in (
+        (400, "malformed request, or a Host the master does not serve"),
+        (401, "no identity: a token is needed over TCP"),
+        (403, "known caller, not allowed (another user's object, a cross-site request)"),
+        (404, "no such object"),
+        (409, "conflicts with what is stored"),
+        (413, "body over its cap"),
+        (415, "wrong Content-Type"),
+        (422, "invalid field; the message names it"),
+        (507, "the master's disk is full"),
+    )
+}
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -73,15 +100,15 @@ class _Utf8Route(APIRoute):
         return checked
 
 
-def create_app(settings: Settings, service: JobService) -> FastAPI:
-    app = FastAPI(title="kubetrain", version=__version__, description="One master for every training job.")
+def create_app(settings: Settings, service: JobService, auth: Authenticator | None = None) -> FastAPI:
+    app = FastAPI(title="kubetrain", version=__version__, description="One master for every training job.",
+                  responses=ERROR_RESPONSES)
+    install_guards(app, settings)  # Host, cross-site, body caps, /healthz, disk full: before any route
     app.router.route_class = _Utf8Route
 
-    def authorize(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not settings.token:
-            return
-        if not bearer_matches(authorization, settings.token):
-            raise UnauthorizedError("missing or wrong token; set KUBETRAIN_TOKEN to the master's token")
+    auth = auth or Authenticator(settings, service.store)
+    authorize = auth.user
+    caller_dep = Depends(auth.user)  # a default, not an Annotated alias: these routes are closures
 
     @app.exception_handler(KubetrainError)
     async def _kubetrain_error(_request: Request, exc: KubetrainError) -> JSONResponse:
@@ -131,15 +158,11 @@ def create_app(settings: Settings, service: JobService) -> FastAPI:
             status_code=500,
         )
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        return {"ok": True, "version": __version__, "home": str(settings.home), "engine": service.engine.name}
-
     api = [Depends(authorize)]
 
-    @app.post("/api/v1/jobs", status_code=201, dependencies=api)
-    def submit(body: SubmitRequest) -> JobRecord:
-        return service.submit(body.spec, body.provenance)
+    @app.post("/api/v1/jobs", status_code=201)
+    def submit(body: SubmitRequest, caller: Identity = caller_dep) -> JobRecord:
+        return service.submit(body.spec, body.provenance, caller)
 
     @app.get("/api/v1/jobs", dependencies=api)
     def list_jobs(
@@ -158,9 +181,9 @@ def create_app(settings: Settings, service: JobService) -> FastAPI:
     def get_job(name: str) -> JobRecord:
         return service.store.get_job(name)
 
-    @app.post("/api/v1/jobs/{name}/cancel", dependencies=api)
-    def cancel_job(name: str) -> JobRecord:
-        return service.cancel(name)
+    @app.post("/api/v1/jobs/{name}/cancel")
+    def cancel_job(name: str, caller: Identity = caller_dep) -> JobRecord:
+        return service.cancel(name, caller)
 
     @app.get("/api/v1/jobs/{name}/logs", dependencies=api)
     def job_logs(
@@ -177,9 +200,10 @@ def create_app(settings: Settings, service: JobService) -> FastAPI:
 
         return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
 
-    add_experiment_routes(app, settings, service, authorize)
+    add_experiment_routes(app, service, auth)
+    add_identity_routes(app, service, auth)
     if service.files is not None:
-        add_file_routes(app, service, service.files, authorize, job_authorizer(settings, service.store))
+        add_file_routes(app, service, service.files, auth)
 
     @app.get("/api/v1/nodes", dependencies=api)
     def nodes() -> list[NodeRecord]:

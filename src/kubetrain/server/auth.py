@@ -1,42 +1,123 @@
-"""Tokens: the master's own (``Authorization: Bearer``), and each job's (what the in-job SDK and pods hold).
+"""Who is calling: the master's authentication, one FastAPI dependency per kind of route.
 
-Both are checked in constant time.  A job's token opens only that job's
-routes (metrics, its code snapshot), so a leaked pod spec exposes one job.
+How a caller is known (see ``core/identity.py`` for what each may do):
+
+1. **Unix socket** (``run/kubetrain.sock``): the kernel's peer credentials
+   (``SO_PEERCRED``, put into the request scope by ``server/protocol.py``).
+   The OS user who runs the master, and root, are admins; another OS user is
+   the kubetrain user of the same name (a member unless ``user add`` said
+   otherwise).  No token: the kernel cannot be lied to.
+2. **TCP** (any address, loopback too): ``Authorization: Bearer <token>``, the
+   scheme case-insensitive.  A user token (``kubetrain token create``; its
+   hash is stored), or the master's configured ``token`` (the first admin's).
+   No token, no entry — on 127.0.0.1 too, because every local user can reach
+   loopback.
+3. **A job's token** (``X-Kubetrain-Job-Token``, or as the bearer): only its
+   own job's routes, and only while that attempt runs.
+
+Tokens are compared in constant time.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Annotated, Callable
+import os
+import pwd
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from fastapi import Header
+from fastapi import Request
 
-from kubetrain.core.errors import UnauthorizedError
+from kubetrain.core.errors import ForbiddenError, UnauthorizedError
+from kubetrain.core.identity import Identity, Role, Via
+from kubetrain.server.protocol import PEER_KEY, PeerCred
 
 if TYPE_CHECKING:
     from kubetrain.settings import Settings
     from kubetrain.store.store import Store
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive, RFC 7235)."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
 def bearer_matches(authorization: str | None, token: str) -> bool:
     """True if the ``Authorization`` header is ``Bearer <token>``."""
-    return authorization is not None and hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
+    given = bearer_token(authorization)
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
-def job_authorizer(settings: "Settings", store: "Store") -> Callable[..., None]:
-    """A FastAPI dependency for ``/jobs/{name}/...`` routes: the master's token, or that job's own."""
+def os_user_name(uid: int) -> str:
+    """The OS name of ``uid``, or ``uid-N`` for a uid with no passwd entry (a container's random uid)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid-{uid}"
 
-    def authorize_job(
-        name: str,
-        authorization: Annotated[str | None, Header()] = None,
-        x_kubetrain_job_token: Annotated[str | None, Header()] = None,
-    ) -> None:
-        if not settings.token:
-            return
-        if bearer_matches(authorization, settings.token):
-            return
-        if x_kubetrain_job_token and store.job_token_valid(name, x_kubetrain_job_token):
-            return
-        raise UnauthorizedError("missing or wrong token for this job")
 
-    return authorize_job
+@dataclass
+class Authenticator:
+    """Turns a request into an :class:`Identity`, or refuses it with a 401 that says how to get in."""
+
+    settings: "Settings"
+    store: "Store"
+    #: The OS user running the master: its first admin.
+    master_uid: int = os.getuid()
+
+    @property
+    def master_user(self) -> str:
+        return os_user_name(self.master_uid)
+
+    def identify(self, request: Request) -> Identity:
+        peer: PeerCred | None = request.scope.get(PEER_KEY)
+        if peer is not None:
+            return self._local(peer)
+        authorization = request.headers.get("authorization")
+        token = bearer_token(authorization)
+        if token is not None:
+            if self.settings.token and hmac.compare_digest(token.encode(), self.settings.token.encode()):
+                return Identity(self.master_user, Role.ADMIN, Via.TOKEN, uid=self.master_uid)
+            user = self.store.user_for_token(token, now=time.time())
+            if user is not None:
+                return Identity(user.name, Role(user.role), Via.TOKEN, uid=user.uid)
+        job_token = request.headers.get("x-kubetrain-job-token") or token
+        name = request.path_params.get("name")
+        if job_token and name:
+            attempt = self.store.attempt_for_token(name, job_token)
+            if attempt is not None:
+                return Identity(f"job:{name}", Role.MEMBER, Via.JOB, job=name, attempt=attempt)
+        if token is not None or job_token:
+            raise UnauthorizedError("the token is unknown, revoked or expired (a job's token works only for its own "
+                                    "job while its attempt runs); get a new one with `kubetrain token create`")
+        raise UnauthorizedError(
+            "this master needs a token over TCP (on 127.0.0.1 too): send `Authorization: Bearer <token>`. "
+            "Local users need none through the Unix socket ($KUBETRAIN_HOME/run/kubetrain.sock, which the CLI uses); "
+            "remote users get a token from an admin (`kubetrain token create --user NAME`) and run `kubetrain login URL`"
+        )
+
+    def _local(self, peer: PeerCred) -> Identity:
+        name = os_user_name(peer.uid)
+        if peer.uid in (0, self.master_uid):
+            return Identity(name, Role.ADMIN, Via.SOCKET, uid=peer.uid)
+        user = self.store.get_user(name)
+        role = Role(user.role) if user is not None else Role.MEMBER
+        return Identity(name, role, Via.SOCKET, uid=peer.uid)
+
+    # -- FastAPI dependencies ------------------------------------------------
+    def user(self, request: Request) -> Identity:
+        """For every route but a job's own: a user (or admin), never a job token."""
+        caller = self.identify(request)
+        if caller.via is Via.JOB:
+            raise ForbiddenError("a job token opens only its own job's metrics and code snapshot")
+        return caller
+
+    def job_or_user(self, request: Request) -> Identity:
+        """For ``/jobs/{name}/...`` routes a running job calls (metrics, snapshot): its token, or a user."""
+        return self.identify(request)

@@ -64,7 +64,11 @@ def run_master(settings: Settings) -> None:
     import uvicorn
 
     from kubetrain.engines.local.engine import LocalEngine
+    from kubetrain.core.identity import Role
     from kubetrain.server.app import create_app
+    from kubetrain.server.auth import Authenticator
+    from kubetrain.server.protocol import MasterProtocol
+    from kubetrain.server.runas import RunAsPolicy
     from kubetrain.server.reconciler import Reconciler
     from kubetrain.server.services import JobService
     from kubetrain.server.files import FileService
@@ -76,7 +80,7 @@ def run_master(settings: Settings) -> None:
             f"refusing to listen on {settings.host}: anyone who reaches it could run code on this machine. "
             "Set a token (--token or KUBETRAIN_TOKEN) or bind 127.0.0.1"
         )
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_home(settings)
     lock = open(settings.run_dir / "master.lock", "a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -102,8 +106,14 @@ def run_master(settings: Settings) -> None:
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{shown_host}:{port}"
 
+    local_socket = _unix_listener(settings.run_dir / SOCKET_NAME)
+
     store = Store(settings.database_url)
     store.migrate()
+    _secure_database(settings)
+    auth = Authenticator(settings, store)
+    store.add_user(auth.master_user, Role.ADMIN.value, os.getuid(), now=time.time(), exist_ok=True)
+    _write_local_token(settings, store, auth.master_user)
     if settings.engine == "kubernetes":
         from kubetrain.engines.kubernetes.engine import build_engine
 
@@ -116,19 +126,22 @@ def run_master(settings: Settings) -> None:
     service = JobService(store, engine, reconciler)
     service.sweeps = SweepController(store, settings.home)
     service.files = FileService(store, engine)
+    service.run_as = RunAsPolicy(settings.security, store)
+    reconciler.prepare_order = service.run_as.prepare
     if not engine.volumes_are_claims:
         service.files.ensure_volume("results")  # every job's output folder lives there
     reconciler.controllers.append(service.sweeps)
-    app = create_app(settings, service)
+    app = create_app(settings, service, auth)
     reconciler.start()
     pid_start = process_start_time(os.getpid())
     master_file(settings).write_text(json.dumps({"url": url, "pid": os.getpid(), "pid_start": pid_start,
                                                  "home": str(settings.home)}))
     log.info("kubetrain master listening on %s, data in %s", url, settings.home)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3,
+                            http=MasterProtocol.configured(settings.limits), log_config=None, timeout_keep_alive=5)
     server = uvicorn.Server(config)
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=[sock, local_socket])
     finally:
         reconciler.stop()
         engine.stop()
@@ -136,7 +149,82 @@ def run_master(settings: Settings) -> None:
         current = read_master(settings)
         if current and current.get("pid") == os.getpid():
             master_file(settings).unlink(missing_ok=True)
+            socket_path(settings).unlink(missing_ok=True)
         lock.close()
+
+
+#: The master's Unix socket, under ``run/``: local users reach the API here, known by their uid.
+SOCKET_NAME = "kubetrain.sock"
+#: The first admin's API token for TCP (SDK scripts, curl), readable by the master's user only.
+TOKEN_FILE = "token"
+
+
+def socket_path(settings: Settings) -> Path:
+    return settings.run_dir / SOCKET_NAME
+
+
+def prepare_home(settings: Settings) -> None:
+    """Make the home private: only its owner reads it; others may pass through to the socket.
+
+    ``umask 077`` makes every file the master (and the node agent and
+    supervisors it starts) creates readable by its user alone; the home and
+    ``run/`` are 0711 so another user can reach ``run/kubetrain.sock`` but
+    list or read nothing.
+    """
+    os.umask(0o077)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (settings.home, settings.run_dir):
+        if folder.stat().st_uid == os.getuid():
+            folder.chmod(0o711)
+
+
+def _unix_listener(path: Path) -> socket.socket:
+    """Bind the socket under a temporary name, open it to all, then rename: never a moment of a wrong mode."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    sock.bind(str(tmp))
+    os.chmod(tmp, 0o666)  # anyone may connect; the kernel tells the master who they are
+    sock.listen(1024)
+    os.replace(tmp, path)
+    return sock
+
+
+def _secure_database(settings: Settings) -> None:
+    """An SQLite database (and its WAL files) made before this version, or by another umask: 0600."""
+    if settings.database_url.startswith("sqlite:///"):
+        base = Path(settings.database_url.removeprefix("sqlite:///"))
+        for path in (base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm")):
+            try:
+                path.chmod(0o600)
+            except OSError:
+                pass
+
+
+def _write_local_token(settings: Settings, store, user: str) -> None:
+    """Keep a valid token of the first admin in ``run/token`` (0600) for TCP clients of this user."""
+    path = settings.run_dir / TOKEN_FILE
+    try:
+        current = path.read_text().strip()
+    except OSError:
+        current = ""
+    if current and store.user_for_token(current, now=time.time() + 86400) is not None:
+        return
+    record = store.create_token(user, now=time.time(), expires_at=time.time() + 365 * 86400,
+                                description="the master's own user (run/token)")
+    tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(record.token or "")
+    os.replace(tmp, path)
+
+
+def read_local_token(settings: Settings) -> str | None:
+    try:
+        return (settings.run_dir / TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def start_background(settings: Settings, *, timeout: float = 30.0, env: dict[str, str] | None = None) -> str:
@@ -149,7 +237,8 @@ def start_background(settings: Settings, *, timeout: float = 30.0, env: dict[str
     previous = read_master(settings)
     env = {**(os.environ if env is None else env), "KUBETRAIN_HOME": str(settings.home)}
     env.pop("KUBETRAIN_URL", None)
-    with open(settings.run_dir / "master.log", "ab") as log_file:
+    # Only what the master prints before its rotating master.log starts (a crash at start-up): kept small.
+    with open(settings.run_dir / "master.out", "wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kubetrain.server.daemon"],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
@@ -164,21 +253,38 @@ def start_background(settings: Settings, *, timeout: float = 30.0, env: dict[str
             info = read_master(settings)
             if info and healthy(info["url"]):
                 return info["url"]  # another CLI won the race and started it
-            tail = (settings.run_dir / "master.log").read_text(errors="replace").strip().splitlines()[-3:]
+            tail = (settings.run_dir / "master.out").read_text(errors="replace").strip().splitlines()[-3:]
             raise MasterUnavailableError(
-                f"the master did not start: {' | '.join(tail) or 'no output'} (log: {settings.run_dir / 'master.log'})"
+                f"the master did not start: {' | '.join(tail) or 'no output'} (see {settings.run_dir / 'master.out'} "
+                f"and {settings.run_dir / 'master.log'})"
             )
         time.sleep(0.05)
     raise MasterUnavailableError(f"the master did not answer within {timeout:.0f}s; see {settings.run_dir / 'master.log'}")
 
 
+def _socket_answers(path: Path, timeout: float = 2.0) -> bool:
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(path)), base_url="http://localhost",
+                          timeout=timeout) as http:
+            return http.get("/healthz").status_code == 200
+    except (httpx.HTTPError, OSError):
+        return False
+
+
 def ensure_master(settings: Settings, *, autostart: bool = True, notify=None) -> str:
-    """The URL of this home's master, starting one if nothing answers (and allowed)."""
+    """Where to reach this home's master: ``KUBETRAIN_URL``, else its Unix socket, starting the master first
+    if nothing answers and the home is the caller's own (another user's master is never started for them)."""
     if settings.url:
         return settings.url.rstrip("/")
-    info = read_master(settings)
-    if info and healthy(info["url"]):
-        return info["url"]
+    sock = socket_path(settings)
+    if _socket_answers(sock):
+        return f"unix://{sock}"
+    owner = _owner_of(settings.home)
+    if owner is not None and owner != os.getuid():
+        raise MasterUnavailableError(
+            f"no master answers at {sock}; KUBETRAIN_HOME={settings.home} belongs to {_user_name(owner)}, "
+            "who (or an admin) starts it with `kubetrain server start`"
+        )
     if not autostart:
         raise MasterUnavailableError(
             f"no master is running for {settings.home}; start one with `kubetrain server start`"
@@ -186,7 +292,23 @@ def ensure_master(settings: Settings, *, autostart: bool = True, notify=None) ->
     url = start_background(settings)
     if notify is not None:
         notify(f"started a kubetrain master at {url} (data in {settings.home}; log {settings.run_dir / 'master.log'})")
-    return url
+    return f"unix://{sock}"
+
+
+def _owner_of(path: Path) -> int | None:
+    try:
+        return path.stat().st_uid
+    except OSError:
+        return None
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def stop_master(settings: Settings, *, timeout: float = 20.0) -> bool:
@@ -225,11 +347,15 @@ def _terminate(pid: int, timeout: float) -> bool:
 
 
 def main() -> None:
+    from kubetrain.server.master_log import log_to_rotating_file
+    from kubetrain.server.protocol import raise_open_file_limit
     from kubetrain.settings import load_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run_master(load_settings())
+        settings = load_settings()
+        log_to_rotating_file(settings.run_dir / "master.log")  # rotated, rate-limited: a request storm stays bounded
+        raise_open_file_limit()  # each connection is a file: the default 1024 is a few hundred idle sockets
+        run_master(settings)
     except (ConfigError, ConflictError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(2)

@@ -71,6 +71,8 @@ class Reconciler:
         self.engine = engine
         #: Higher-level controllers (experiments) run each pass, before planning.
         self.controllers = controllers or []
+        #: Completes a launch order just before the engine gets it (run-as user, secret values); see server/runas.py.
+        self.prepare_order: Callable[[LaunchOrder], LaunchOrder] | None = None
         self.resync_seconds = resync_seconds
         self.wake_socket = wake_socket
         self.clock = clock
@@ -165,7 +167,7 @@ class Reconciler:
                 pending.append((obs.job, obs.number, "; ".join(obs.notes)))
             elif obs.phase == "relaunch" and key not in self._launched:
                 self._launch(LaunchOrder(attempt.job, attempt.number, attempt.token, attempt.spec,
-                                         attempt.node or "", attempt.gpus))
+                                         attempt.node or "", attempt.gpus, owner=attempt.owner))
         self.store.record_pending(pending, now=now)
         self.store.mark_running_many(started)  # one transaction for every start of this pass
         if ended:
@@ -204,6 +206,8 @@ class Reconciler:
         key = (order.job, order.number)
         self._launched.add(key)
         try:
+            if self.prepare_order is not None:
+                order = self.prepare_order(order)  # whom it runs as, its secrets: decided at each launch
             self.engine.launch(order)
         except Exception as exc:  # noqa: BLE001 - a failed launch ends the attempt, visibly
             log.exception("launch of %s attempt %s failed", order.job, order.number)

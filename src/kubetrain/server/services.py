@@ -17,13 +17,15 @@ from typing_extensions import NotRequired, TypedDict
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing import Iterator
 
-from kubetrain.core.errors import ConflictError, KubetrainError, NotFoundError
+from kubetrain.core.errors import ConflictError, KubetrainError, NotFoundError, SpecError
+from kubetrain.core.identity import Identity, Via, check_may_manage
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import MAX_ATTEMPT, ExperimentRecord, JobRecord, MetricPoint, Provenance
 from kubetrain.core.specs import JobSpec, format_validation_error, validate_job
 from kubetrain.core.states import JobState
 from kubetrain.engines.base import Engine
 from kubetrain.server.reconciler import Reconciler
+from kubetrain.server.runas import RunAsPolicy
 from kubetrain.server.sweeps import SweepController
 from kubetrain.store.store import Store
 
@@ -44,6 +46,9 @@ class _Batch(TypedDict):
 
 
 _BATCH = TypeAdapter(_Batch)
+
+#: Label keys only the master sets (``kubetrain.io/experiment`` on trials): a client may not forge them.
+RESERVED_LABEL_PREFIX = "kubetrain.io/"
 
 #: Letters and digits that cannot be mistaken for one another (no 0/o, 1/l/i).
 _SUFFIX_ALPHABET = "bcdfghjkmnpqrstvwxz23456789"
@@ -80,13 +85,15 @@ class JobService:
         self.reconciler = reconciler
         self.sweeps = sweeps
         self.files = None  # FileService, set by the master
+        self.run_as: RunAsPolicy | None = None  # set by the master; None: no identity checks at submit
         #: Recently stored metric batch ids, so an SDK retry after a timeout is not stored twice.
         self._seen_batches: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._seen_lock = threading.Lock()
 
-    def rerun(self, name: str, overrides: dict) -> JobRecord:
+    def rerun(self, name: str, overrides: dict, caller: Identity) -> JobRecord:
         """The same code snapshot, environment and params (with overrides), linked to the original."""
         original = self.store.get_job(name, with_events=False)
+        check_may_manage(caller, original.provenance.submitter, f"job {name!r}", "rerun")
         document = dict(original.spec)
         body = dict(document["spec"])
         body["params"] = {**body.get("params", {}), **overrides}
@@ -96,15 +103,27 @@ class JobService:
                     "metadata": {"generateName": f"{name[:46].rstrip('-')}-", "labels": labels}}
         spec = validate_job(document)
         provenance = original.provenance.model_copy(update={"rerun_of": name})
-        return self.submit(spec, provenance)
+        return self.submit(spec, provenance, caller)
 
     def _wake(self) -> None:
         if self.reconciler is not None:
             self.reconciler.wake()
 
-    def submit(self, spec: JobSpec, provenance: Provenance) -> JobRecord:
+    def _admit(self, spec: JobSpec, caller: Identity, provenance: Provenance) -> Provenance:
+        """Checks every submit shares; returns the provenance with the owner the master knows, not the client's."""
+        reserved = sorted(k for k in spec.metadata.labels if k.startswith(RESERVED_LABEL_PREFIX))
+        if reserved:
+            raise SpecError(f"metadata.labels: {reserved[0]!r} is reserved for kubetrain (keys under "
+                            f"{RESERVED_LABEL_PREFIX}); pick another key", details={"field": "metadata.labels",
+                                                                                  "value": reserved[0]})
         if self.files is not None:
             self.files.check_job(spec)
+        if self.run_as is not None:
+            self.run_as.check_submit(spec, caller)
+        return provenance.model_copy(update={"submitter": caller.name})
+
+    def submit(self, spec: JobSpec, provenance: Provenance, caller: Identity) -> JobRecord:
+        provenance = self._admit(spec, caller, provenance)
         if spec.metadata.name is None:
             for _ in range(10):
                 candidate = spec.with_name(generate_name(spec))
@@ -115,11 +134,10 @@ class JobService:
         self._wake()
         return record
 
-    def submit_experiment(self, spec: ExperimentSpec, provenance: Provenance) -> ExperimentRecord:
+    def submit_experiment(self, spec: ExperimentSpec, provenance: Provenance, caller: Identity) -> ExperimentRecord:
         if self.sweeps is None:
             raise KubetrainError("this master does not run experiments")
-        if self.files is not None:
-            self.files.check_job(JobSpec(spec=spec.spec.template))
+        provenance = self._admit(JobSpec(spec=spec.spec.template), caller, provenance)
         if spec.metadata.name is None:
             prefix = spec.metadata.generate_name or "sweep-"
             for _ in range(10):
@@ -131,9 +149,11 @@ class JobService:
         self._wake()
         return self.sweeps.describe(spec.metadata.name or "")
 
-    def cancel_experiment(self, name: str) -> ExperimentRecord:
+    def cancel_experiment(self, name: str, caller: Identity) -> ExperimentRecord:
         if self.sweeps is None:
             raise KubetrainError("this master does not run experiments")
+        owner = (self.store.get_experiment_row(name).provenance or {}).get("submitter")
+        check_may_manage(caller, owner, f"experiment {name!r}", "cancel")
         for job in self.store.request_experiment_cancel(name):
             try:
                 self.store.request_cancel(job, now=time.time())
@@ -142,7 +162,7 @@ class JobService:
         self._wake()
         return self.sweeps.describe(name)
 
-    def report_metrics_raw(self, job: str, body: bytes) -> dict[str, bool]:
+    def report_metrics_raw(self, job: str, body: bytes, caller: Identity) -> dict[str, bool]:
         """Parse and validate a JSON batch straight from bytes (the SDK's hot path), then store it."""
         try:
             batch = _BATCH.validate_json(body)
@@ -158,6 +178,14 @@ class JobService:
                 while len(self._seen_batches) > 100_000:
                     self._seen_batches.popitem(last=False)
         points = batch["points"]
+        if caller.via is Via.JOB:
+            # A job's token speaks for its own attempt only, whatever the body says.
+            batch["attempt"] = caller.attempt
+            for point in points:
+                point.pop("attempt", None)
+        elif not caller.may_manage(self.store.get_job(job, with_events=False).provenance.submitter):
+            check_may_manage(caller, self.store.get_job(job, with_events=False).provenance.submitter,
+                             f"job {job!r}", "report metrics for")
         return self.report_metrics(job, batch.get("attempt"),
                                    [MetricPoint.model_construct(**p) for p in points], raw=points)
 
@@ -174,7 +202,9 @@ class JobService:
             stop = self.store.stop_requested(job)
         return {"stop": stop}
 
-    def cancel(self, name: str) -> JobRecord:
+    def cancel(self, name: str, caller: Identity) -> JobRecord:
+        owner = self.store.get_job(name, with_events=False).provenance.submitter
+        check_may_manage(caller, owner, f"job {name!r}", "cancel")
         record = self.store.request_cancel(name, now=time.time())
         self._wake()
         return record

@@ -181,7 +181,7 @@ class SweepController:
             job = trials.get(frozen.number)
             if job is None:
                 if not row.cancel_requested:
-                    self._create_trial_job(row.id, spec, frozen.number, frozen.params)
+                    self._create_trial_job(row.id, spec, frozen.number, frozen.params, _owner(row))
                 else:
                     tell(study, frozen.number, state=TrialState.FAIL, skip_if_finished=True)
                 continue
@@ -200,19 +200,20 @@ class SweepController:
         while not row.cancel_requested and count < budget and active < spec.spec.parallelism:
             study = self._study(spec, trial_number=count)
             trial = study.ask(fixed_distributions=distributions(spec))
-            self._create_trial_job(row.id, spec, trial.number, trial.params)
+            self._create_trial_job(row.id, spec, trial.number, trial.params, _owner(row))
             count += 1
             active += 1
         self._summarise(row, spec, budget)
 
-    def _create_trial_job(self, experiment_id: int, spec: ExperimentSpec, number: int, params: dict[str, Any]) -> None:
+    def _create_trial_job(self, experiment_id: int, spec: ExperimentSpec, number: int, params: dict[str, Any],
+                          owner: str) -> None:
         template = spec.spec.template
         name = f"{spec.metadata.name}-{number}"
         labels = {**spec.metadata.labels, EXPERIMENT_LABEL: spec.metadata.name, TRIAL_LABEL: str(number)}
         body = template.model_copy(update={"params": {**template.params, **params}})
         job = JobSpec(metadata={"name": name, "labels": labels}, spec=body)
         try:
-            self.store.create_job(JobSpec.model_validate(job.to_document()), Provenance(submitter="experiment"),
+            self.store.create_job(JobSpec.model_validate(job.to_document()), Provenance(submitter=owner),
                                   now=self.clock(), experiment_id=experiment_id, trial=number)
         except ConflictError:
             pass  # created before a restart: never twice
@@ -317,3 +318,8 @@ class SweepController:
             job, now=self.clock(),
             message=f"{rule} early stopping: {metric}={last.value:g} at step {last.step} trails the other trials",
         )
+
+
+def _owner(row) -> str:
+    """A trial is its experiment owner's job: it runs as them and they may cancel it."""
+    return (row.provenance or {}).get("submitter") or "experiment"

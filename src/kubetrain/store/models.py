@@ -121,3 +121,41 @@ class VolumeRow(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True, nullable=False)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    owner: Mapped[str | None] = mapped_column(String(32))
+
+
+class UserRow(Base):
+    """A kubetrain user: an OS user of this machine (known by name), or a remote one with a token."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    #: The uid this user's jobs run as; None: the OS user of the same name, or ``defaults.runAsUser``.
+    uid: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class TokenRow(Base):
+    """An API token: only its SHA-256 is stored, so a copy of the database opens nothing."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), nullable=False, index=True)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    revoked: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    description: Mapped[str | None] = mapped_column(String(200))
+
+
+class SecretRow(Base):
+    """A named secret: key -> value.  Values leave the store only into a launching job."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(32), nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)

@@ -30,6 +30,7 @@ from kubetrain.core.specs import JobSpec
 from kubetrain.core.states import AttemptState, JobState, Reason, check_transition
 from kubetrain.store.experiments import ExperimentStore
 from kubetrain.store.metrics import MetricStore
+from kubetrain.store.identities import IdentityStore
 from kubetrain.store.volumes import VolumeStore
 from kubetrain.store.models import AttemptRow, EventRow, ExperimentRow, JobRow
 
@@ -43,7 +44,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class Store(ExperimentStore, MetricStore, VolumeStore):
+class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
     def __init__(self, url: str) -> None:
         self.url = url
         kwargs: dict[str, Any] = {}
@@ -256,7 +257,8 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
                         message=f"attempt {number} assigned to node {placement.node}{gpu_text}",
                     )
                 )
-                orders.append(LaunchOrder(row.name, number, token, row.spec, placement.node, placement.gpus))
+                orders.append(LaunchOrder(row.name, number, token, row.spec, placement.node, placement.gpus,
+                                          owner=(row.provenance or {}).get("submitter") or ""))
             for wait in plan.waiting:
                 row = rows.get(wait.key)
                 if row is None or row.state != JobState.QUEUED.value:
@@ -384,11 +386,24 @@ class Store(ExperimentStore, MetricStore, VolumeStore):
         with self.session() as s:
             return bool(s.scalar(select(JobRow.stop_reason).where(JobRow.name == job)))
 
-    def job_token_valid(self, job: str, token: str) -> bool:
-        """True if ``token`` is the fencing token of one of ``job``'s attempts (the SDK's credential)."""
+    def attempt_for_token(self, job: str, token: str) -> int | None:
+        """The attempt of ``job`` whose token this is, while that attempt has not ended; else None.
+
+        The token is the SDK's credential inside the job (and the pod's, on
+        Kubernetes): it opens only its own job, and stops working when its
+        attempt ends, so a leaked token is worth little for long.
+        """
+        live = (AttemptState.STARTING.value, AttemptState.RUNNING.value)
         with self.session() as s:
-            tokens = s.scalars(select(AttemptRow.token).join(JobRow).where(JobRow.name == job)).all()
-        return any(secrets.compare_digest(t, token) for t in tokens)
+            rows = s.execute(select(AttemptRow.number, AttemptRow.token).join(JobRow)
+                             .where(JobRow.name == job, AttemptRow.state.in_(live))).all()
+        for number, candidate in rows:
+            if secrets.compare_digest(candidate, token):
+                return number
+        return None
+
+    def job_token_valid(self, job: str, token: str) -> bool:
+        return self.attempt_for_token(job, token) is not None
 
     def count_attempts(self, job: str) -> int:
         with self.session() as s:

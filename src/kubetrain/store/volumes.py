@@ -14,14 +14,15 @@ class VolumeStore:
     def session(self) -> Session:  # provided by Store
         raise NotImplementedError
 
-    def create_volume(self, name: str, size_bytes: int | None, *, now: float, exist_ok: bool = False) -> VolumeRow:
+    def create_volume(self, name: str, size_bytes: int | None, *, now: float, exist_ok: bool = False,
+                      owner: str | None = None) -> VolumeRow:
         with self.session() as s:
             existing = s.scalar(select(VolumeRow).where(VolumeRow.name == name))
             if existing is not None:
                 if exist_ok:
                     return existing
                 raise ConflictError(f"volume {name!r} already exists; use it, or `kubetrain volume rm {name}` first")
-            row = VolumeRow(name=name, size_bytes=size_bytes, created_at=now)
+            row = VolumeRow(name=name, size_bytes=size_bytes, created_at=now, owner=owner)
             s.add(row)
             try:
                 s.commit()

@@ -110,8 +110,17 @@ def render_secret(order: LaunchOrder, settings: KubernetesSettings) -> dict[str,
         "type": "Opaque",
         "metadata": {"name": secret_name(order.job, order.number), "namespace": settings.namespace,
                      "labels": labels(settings, order.job, order.number)},
-        "data": {"token": base64.b64encode(order.token.encode()).decode()},
+        "data": {"token": base64.b64encode(order.token.encode()).decode(),
+                 # Values of the job's secretEnv, resolved by the master: in this Secret, never in the Job.
+                 **{f"env-{name}": base64.b64encode(value.encode()).decode()
+                    for name, value in sorted(order.secret_env.items())}},
     }
+
+
+def _secret_env(order: LaunchOrder) -> list[dict[str, Any]]:
+    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name(order.job, order.number),
+                                                          "key": f"env-{name}"}}}
+            for name in sorted(order.secret_env)]
 
 
 def _token_from_secret(order: LaunchOrder) -> dict[str, Any]:
@@ -214,13 +223,18 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
         "image": body.image or settings.image,
         "command": argv[:1],
         "args": argv[1:],
-        "env": [{"name": k, "value": v} for k, v in sorted(variables.items())] + [_token_from_secret(order)],
+        "env": [{"name": k, "value": v} for k, v in sorted(variables.items())] + [_token_from_secret(order)]
+        + _secret_env(order),
         "resources": {"requests": dict(limits), "limits": limits},
         "volumeMounts": mounts,
     }
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
     pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "volumes": volumes}
+    if order.run_as is not None:  # the submitter's uid, as on the embedded engine; never escalating
+        pod["securityContext"] = {"runAsUser": order.run_as.uid, "runAsGroup": order.run_as.gid,
+                                  "runAsNonRoot": order.run_as.uid != 0}
+        container["securityContext"] = {"allowPrivilegeEscalation": False}
     if body.snapshot:
         volumes.append({"name": "code", "emptyDir": {}})
         code_mount = {"name": "code", "mountPath": CODE_DIR}
