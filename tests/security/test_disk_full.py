@@ -138,3 +138,48 @@ def test_the_log_pump_drops_output_on_a_full_disk_and_says_so_once_there_is_room
     assert text.startswith("before\n") and text.endswith("after\n")
     assert "of output dropped: output.log could not be written (No space left on device)]" in text
     assert pump.note() is not None and "output dropped" in pump.note()
+
+
+@needs_root
+def test_a_whole_master_on_a_full_disk_answers_507_and_records_a_finished_neighbour_once(small_disk: Path,
+                                                                                          tmp_path: Path) -> None:
+    """The must-show, through the master: a job fills its home's disk while a neighbour exits 0."""
+    import httpx
+
+    from kubetrain.sdk.client import Client
+    from kubetrain.server.daemon import read_local_token, read_master, start_background, stop_master
+    from kubetrain.settings import load_settings
+    from tests.conftest import make_env
+
+    env = make_env(small_disk / "home")
+    settings = load_settings(env)
+    start_background(settings, env=env)
+    try:
+        client = Client.local(str(settings.home))
+        gate = tmp_path / "gate"  # off the small disk: the neighbour ends only once the disk is full
+        neighbour = client.submit({"metadata": {"name": "neighbour"}, "spec": {
+            "command": ["sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.05; done; echo done"],
+            "resources": {"cpu": "100m", "memory": "64Mi"}}})
+        client.submit({"metadata": {"name": "filler"}, "spec": {
+            "command": ["sh", "-c", 'dd if=/dev/zero of="$KUBETRAIN_OUTPUT_DIR/fill" bs=64k'],
+            "resources": {"cpu": "100m", "memory": "64Mi"}}})
+        wait_until(lambda: os.statvfs(small_disk).f_bavail == 0, timeout=60, what="the disk to fill")
+        gate.write_text("go")
+        url, token = read_master(settings)["url"], read_local_token(settings)
+        spec = {"spec": {"spec": {"command": ["true"]}}}
+        full = httpx.post(f"{url}/api/v1/jobs", json=spec, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert full.status_code == 507, full.text
+        assert full.json()["code"] == "insufficient_storage" and "Traceback" not in full.text
+        # Space comes back: the neighbour's end is recorded once, from the status its supervisor kept.
+        for path in (small_disk / "home").rglob("fill"):
+            path.unlink()
+        job = wait_until(lambda: (j := client.get_job(neighbour.name)).state in ("Succeeded", "Failed") and j,
+                         timeout=60, what="the neighbour's end to be recorded")
+        assert job.state == "Succeeded" and len(job.attempts) == 1, (job.state, job.message, job.attempts)
+        assert [e.reason for e in job.events].count("Completed") == 1
+        again = httpx.post(f"{url}/api/v1/jobs", json=spec, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert again.status_code == 201, again.text
+        filler = client.wait("filler", timeout=60)
+        assert filler.state == "Failed" and len(filler.attempts) == 1, (filler.state, filler.message)
+    finally:
+        stop_master(settings)
