@@ -252,3 +252,21 @@ def test_a_hostile_job_is_denied_everything_and_its_true_outcome_is_recorded(tea
     assert len(job.attempts) == 1
     team.cli("bob", "cancel", bob_job)
     assert team.wait(bob_job).state == "Cancelled"
+
+
+def test_kubetrain_url_may_name_the_socket_and_nobody_else_starts_a_master_in_the_home(team: Team) -> None:
+    bob = team.users["bob"]
+    sock = team.home / "run" / "kubetrain.sock"
+    env = {"KUBETRAIN_URL": f"unix://{sock}", "HOME": str(team.work / "bob"), "PATH": "/usr/bin:/bin"}
+    whoami = subprocess.run([RUNUSER, "-u", bob.pw_name, "--", KUBETRAIN, "whoami"], env=env, capture_output=True,
+                            text=True, timeout=60, cwd=team.work / "bob")
+    assert whoami.returncode == 0 and whoami.stdout.startswith(f"{bob.pw_name} (member, via socket"), whoami.stderr
+    # With the master down, another user's CLI says whose home it is instead of starting a second master there.
+    settings = load_settings(team.env)
+    stop_master(settings)
+    try:
+        refused = team.cli("bob", "get", "jobs", check=False)
+        assert refused.returncode != 0 and "belongs to root" in refused.stderr, refused.stderr
+        assert not sock.exists()
+    finally:
+        start_background(settings, env=team.env)

@@ -140,6 +140,9 @@ def run_master(settings: Settings) -> None:
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3,
                             http=MasterProtocol.configured(settings.limits), log_config=None, timeout_keep_alive=5)
     server = uvicorn.Server(config)
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; exit through the finally below then,
+    # not by the default handler, so the loop stops and the socket and master.json are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.run(sockets=[sock, local_socket])
     finally:
@@ -238,7 +241,9 @@ def start_background(settings: Settings, *, timeout: float = 30.0, env: dict[str
     env = {**(os.environ if env is None else env), "KUBETRAIN_HOME": str(settings.home)}
     env.pop("KUBETRAIN_URL", None)
     # Only what the master prints before its rotating master.log starts (a crash at start-up): kept small.
-    with open(settings.run_dir / "master.out", "wb") as log_file:
+    out = os.open(settings.run_dir / "master.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(out, 0o600)  # the master's stderr: its own user's alone, whatever the umask of the CLI
+    with os.fdopen(out, "wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kubetrain.server.daemon"],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
@@ -318,6 +323,8 @@ def stop_master(settings: Settings, *, timeout: float = 20.0) -> bool:
     if info and process_alive(int(info["pid"]), info.get("pid_start")):
         stopped = _terminate(int(info["pid"]), timeout)
     master_file(settings).unlink(missing_ok=True)
+    if stopped:
+        socket_path(settings).unlink(missing_ok=True)
     agent_pid_file = settings.run_dir / "agent.pid"
     try:
         agent_pid = int(agent_pid_file.read_text())
