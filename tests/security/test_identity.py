@@ -270,3 +270,57 @@ def test_kubetrain_url_may_name_the_socket_and_nobody_else_starts_a_master_in_th
         assert not sock.exists()
     finally:
         start_background(settings, env=team.env)
+
+
+def _wheel(path: Path, payload: str) -> Path:
+    """A minimal wheel whose .pth file runs ``payload`` in every interpreter of the venv it lands in."""
+    import zipfile
+
+    wheel = path / "proof-1.0-py3-none-any.whl"
+    files = {
+        "proof.pth": payload + "\n",
+        "proof-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: proof\nVersion: 1.0\n",
+        "proof-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{name},,\n" for name in files) + "proof-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in {**files, "proof-1.0.dist-info/RECORD": record}.items():
+            archive.writestr(name, text)
+    return wheel
+
+
+def test_an_environment_is_built_as_its_user_never_as_root(team: Team) -> None:
+    """pip runs a package's code (.pth, build steps): a member's requirements must never run as root."""
+    alice = team.users["alice"]
+    proof = team.work / "proof.txt"
+    proof.touch()
+    proof.chmod(0o666)
+    wheel = _wheel(team.work / "alice", f"import os; open({str(proof)!r}, 'a').write(f'{{os.getuid()}}\\n')")
+    os.chown(wheel, alice.pw_uid, alice.pw_gid)
+    spec = team.work / "alice" / "env.yaml"
+    spec.write_text(json.dumps({"spec": {"command": ["sh", "-c", "echo built"], "environment": {
+        "requirements": [str(wheel)]}, "resources": {"cpu": "500m", "memory": "512Mi"}}}))
+    os.chown(spec, alice.pw_uid, alice.pw_gid)
+    name = json.loads(team.cli("alice", "submit", "-f", str(spec), "-o", "json", "--no-snapshot").stdout)[0]["name"]
+    job = team.wait(name, timeout=180)
+    assert job.state == "Succeeded", (job.message, team.cli("alice", "logs", name).stdout)
+    uids = set(proof.read_text().split())
+    assert uids == {str(alice.pw_uid)}, f"the package's code ran as {uids}"
+    # A requirements file is read as the user too: root's files stay closed.
+    shadow = team.work / "alice" / "shadow.yaml"
+    shadow.write_text(json.dumps({"spec": {"command": ["true"], "workingDir": "/etc", "environment": {
+        "requirementsFile": "shadow"}, "resources": {"cpu": "100m", "memory": "64Mi"}}}))
+    os.chown(shadow, alice.pw_uid, alice.pw_gid)
+    name = json.loads(team.cli("alice", "submit", "-f", str(shadow), "-o", "json", "--no-snapshot").stdout)[0]["name"]
+    job = team.wait(name)
+    assert job.state == "Failed" and "Permission denied" in job.message, job.message
+    assert "requirement(s)" not in team.cli("alice", "logs", name).stdout
+
+
+def test_the_code_snapshot_is_unpacked_by_its_user(team: Team) -> None:
+    """An archive is the user's data: root never unpacks it (tarfile's filter has had bypasses)."""
+    alice = team.users["alice"]
+    name = team.run("alice", "stat", "-c", "%u", "train.py")
+    job = team.wait(name)
+    assert job.state == "Succeeded", (job.message, team.cli("alice", "logs", name).stdout)
+    assert team.cli("alice", "logs", name).stdout.strip() == str(alice.pw_uid)

@@ -24,7 +24,7 @@ ALLOWED = {
 STDLIB_ONLY = {"sdk/tracking.py", "sdk/checkpoints.py"}
 #: The supervisor path is forked per attempt: no heavy third-party imports.
 LIGHT = {"engines/local/supervisor.py", "engines/local/cgroups.py", "engines/local/agent.py",
-         "engines/local/workspace.py"}
+         "engines/local/workspace.py", "engines/local/preparation.py"}
 
 
 def imports(path: Path) -> list[str]:

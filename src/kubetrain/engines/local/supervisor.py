@@ -34,14 +34,13 @@ import json
 import os
 import signal
 import socket
-import tarfile
 import time
 from typing import Any
 
 from kubetrain.core.quantities import format_memory
 from kubetrain.core.states import explain_exit
 from kubetrain.engines.local import attempt_files as files
-from kubetrain.engines.local import cgroups, mounts, privileges, workspace
+from kubetrain.engines.local import cgroups, mounts, preparation, privileges, workspace
 from kubetrain.engines.local.attempt_files import CANCEL, CLAIM, LAUNCH, STATUS, SUPERVISOR, write_json_atomic
 from kubetrain.engines.local.logpump import LogPump
 from kubetrain.engines.local.privileges import SetupError
@@ -131,21 +130,14 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
-def _requirements(spec: dict[str, Any], cwd: str) -> list[str]:
-    """The environment's requirements; a requirements file is read now, as root, before the job's user owns the tree."""
-    if not spec.get("requirements_file"):
-        return list(spec.get("requirements") or [])
-    with open(os.path.join(cwd, spec["requirements_file"])) as fh:
-        return [line.strip() for line in fh if line.strip() and not line.startswith("#")]
-
-
 def _prepare(launch: dict[str, Any], attempt_dir: str,
              pump: LogPump) -> tuple[str | None, dict[str, str], list[dict[str, Any]]]:
-    """Make the workspace, unpack the code, hand it to the job's user, build the environment.
+    """Make the workspace and hand it to the job's user; then, as that user, unpack and build (see preparation).
 
     Returns (why the job cannot start, its environment, its mounts).  Root
-    does the writing while the workspace is still its own; the job's user
-    gets it only once nothing more is written there as root.
+    writes only what it makes itself (the folder, ``params.json``); whatever a
+    user supplied — the archive, a requirements file, packages — is handled by
+    a child that has become the user.
     """
     env = dict(launch["env"])
     mount_list = list(launch.get("mounts") or [])
@@ -155,24 +147,38 @@ def _prepare(launch: dict[str, Any], attempt_dir: str,
     try:
         if launch.get("workspace"):
             workspace.create_workspace(launch["workspace"], launch.get("params") or {})
-        if launch.get("snapshot"):
-            workspace.unpack_snapshot(launch["snapshot"], launch["code_dir"], max_bytes=launch.get("unpack_max_bytes"),
-                                      max_files=launch.get("unpack_max_files"))
-        spec = launch.get("environment")
-        requirements = _requirements(spec, launch["cwd"]) if spec else []
-        if launch.get("workspace") and run_as:
-            workspace.hand_over(launch["workspace"], int(run_as["uid"]), int(run_as["gid"]))
-        if spec:
-            bin_dir, packages = workspace.ensure_environment(
-                launch["envs_dir"], spec.get("python"), requirements, lambda text: pump.write(text.encode()))
-            env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-            env["VIRTUAL_ENV"] = os.path.dirname(bin_dir)
             if run_as:
-                mount_list += _reach(os.path.dirname(bin_dir), run_as, "spec.environment")
-            with open(os.path.join(attempt_dir, "packages.txt"), "w") as fh:
-                fh.write(packages)
-    except (workspace.WorkspaceError, OSError, tarfile.TarError) as exc:
+                workspace.hand_over(launch["workspace"], int(run_as["uid"]), int(run_as["gid"]))
+        if not (launch.get("snapshot") or launch.get("environment")):
+            return None, env, mount_list
+        envs_dir = preparation.user_envs_dir(launch["envs_dir"], run_as) if launch.get("environment") else ""
+    except (workspace.WorkspaceError, OSError) as exc:
         return f"could not prepare the workspace: {exc}", env, mount_list
+    try:  # root opens the archive; the user's child reads it through the inherited descriptor
+        archive = open(launch["snapshot"], "rb") if launch.get("snapshot") else None  # noqa: SIM115
+    except OSError:
+        return (f"could not prepare the workspace: code snapshot {os.path.basename(launch['snapshot'])} is missing "
+                "on this node"), env, mount_list
+    try:
+        result = preparation.run_as_user(run_as, lambda: preparation.prepare_as_user(launch, envs_dir, archive))
+    finally:
+        if archive is not None:
+            archive.close()
+    for line in result.get("said") or ():
+        pump.write(str(line).encode())
+    if result.get("error"):
+        return str(result["error"]), env, mount_list
+    if result.get("bin_dir"):
+        bin_dir = str(result["bin_dir"])
+        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+        env["VIRTUAL_ENV"] = os.path.dirname(bin_dir)
+        if run_as:
+            mount_list += _reach(os.path.dirname(bin_dir), run_as, "spec.environment")
+        try:
+            with open(os.path.join(attempt_dir, "packages.txt"), "w") as fh:
+                fh.write(str(result.get("packages") or ""))
+        except OSError:
+            pass  # a record for people; the job can run without it
     return None, env, mount_list
 
 

@@ -31,6 +31,7 @@ import stat
 import subprocess
 import tarfile
 import zlib
+from typing import BinaryIO
 
 #: Where a job whose user is not the master's finds its output folder (bound there; ``volumes/`` is root's).
 OUTPUT_MOUNT = "output"
@@ -88,7 +89,8 @@ class _BoundedTarStream:
         return self._raw.tell()
 
 
-def unpack_snapshot(archive: str, dest: str, *, max_bytes: int | None = None, max_files: int | None = None) -> None:
+def unpack_snapshot(archive: str, dest: str, *, max_bytes: int | None = None, max_files: int | None = None,
+                    opened: BinaryIO | None = None) -> None:
     """Unpack a code snapshot (tar.gz) into ``dest``: safely (the ``data`` filter) and within caps.
 
     Stops with a :class:`WorkspaceError` naming the cap, and removes what it
@@ -96,15 +98,17 @@ def unpack_snapshot(archive: str, dest: str, *, max_bytes: int | None = None, ma
     number passes ``max_files`` — judged from each entry's header before a byte
     of it is written, so a gzip bomb never fills the disk.  Memory stays
     bounded: entries stream one at a time and are forgotten once written.
+    ``opened``: the archive, opened by a more privileged process (root) for one
+    that may not open it by name (the job's user, who unpacks it).
     """
     name = os.path.basename(archive)
-    if not os.path.exists(archive):
+    if opened is None and not os.path.exists(archive):
         raise WorkspaceError(f"code snapshot {name} is missing on this node")
     max_bytes = UNPACK_MAX_BYTES if max_bytes is None else int(max_bytes)
     max_files = UNPACK_MAX_FILES if max_files is None else int(max_files)
     os.makedirs(dest, exist_ok=True)
     try:
-        with gzip.open(archive, "rb") as raw:
+        with (gzip.GzipFile(fileobj=opened, mode="rb") if opened is not None else gzip.open(archive, "rb")) as raw:
             stream = _BoundedTarStream(raw, limit=max_bytes + 4096 * max_files + _HEADER_MAX, name=name)
             with tarfile.open(fileobj=stream, mode="r:") as tar:  # type: ignore[call-overload]
                 _unpack_entries(tar, stream, dest, name=name, max_bytes=max_bytes, max_files=max_files)
