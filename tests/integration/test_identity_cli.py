@@ -44,3 +44,29 @@ def test_bad_identity_input_names_the_field(master) -> None:
         result = master.cli(*args)
         assert result.returncode != 0 and fragment in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_job_and_experiment_names_never_share_an_output_folder(master) -> None:
+    """A trial writes to results/<experiment>/<job>: a job named like the experiment or a trial would own it."""
+    from kubetrain.core.errors import ConflictError
+
+    template = {"command": ["true"], "resources": {"cpu": "100m", "memory": "64Mi"}}
+    master.client.submit_experiment({"metadata": {"name": "alexp"}, "spec": {
+        "template": template, "parameters": [{"name": "x", "type": "categorical", "values": [1]}],
+        "algorithm": "grid", "objective": {"metric": "score"}}})
+    for name in ("alexp", "alexp-7"):
+        try:
+            master.client.submit({"metadata": {"name": name}, "spec": template})
+        except ConflictError as exc:
+            assert "belongs to experiment 'alexp'" in exc.message
+        else:
+            raise AssertionError(f"a job named {name} was accepted")
+    master.client.submit({"metadata": {"name": "zexp-1"}, "spec": template})
+    try:
+        master.client.submit_experiment({"metadata": {"name": "zexp"}, "spec": {
+            "template": template, "parameters": [{"name": "x", "type": "categorical", "values": [1]}],
+            "algorithm": "grid", "objective": {"metric": "score"}}})
+    except ConflictError as exc:
+        assert "zexp-1" in exc.message
+    else:
+        raise AssertionError("an experiment named like an existing job was accepted")

@@ -324,3 +324,20 @@ def test_the_code_snapshot_is_unpacked_by_its_user(team: Team) -> None:
     job = team.wait(name)
     assert job.state == "Succeeded", (job.message, team.cli("alice", "logs", name).stdout)
     assert team.cli("alice", "logs", name).stdout.strip() == str(alice.pw_uid)
+
+
+def test_a_rerun_stays_its_owners_job_whoever_asks(team: Team) -> None:
+    """An admin rerunning a member's job must not run the member's code as the admin."""
+    alice = team.users["alice"]
+    original = team.run("alice", "id", "-u")
+    team.wait(original)
+    rerun = json.loads(team.cli("root", "rerun", original, "-o", "json").stdout)[0]["name"]
+    job = team.wait(rerun)
+    assert job.state == "Succeeded", job.message
+    assert team.cli("root", "logs", rerun).stdout.strip() == str(alice.pw_uid)
+    assert job.provenance.submitter == alice.pw_name and job.provenance.rerun_by == "root"
+
+
+def test_a_member_may_not_mount_every_jobs_outputs(team: Team) -> None:
+    refused = team.cli("bob", "run", "-v", "results:/mnt/r", "--", "true", check=False)
+    assert refused.returncode != 0 and "only an admin may mount" in refused.stderr, refused.stderr

@@ -122,3 +122,20 @@ def test_a_job_may_use_only_its_submitters_secrets(store: Store) -> None:
     with pytest.raises(SpecError) as info:
         policy(store).check_submit(missing, nobody)
     assert "secret create nope" in info.value.message
+
+
+def test_a_secret_remade_by_someone_else_is_refused_at_launch(store: Store) -> None:
+    """Owners are checked again at each launch: a queued job or a later trial must not get another's secret."""
+    from kubetrain.core.attempts import LaunchOrder
+
+    store.add_user("mallory", "member", NOBODY.pw_uid, now=0)
+    store.create_secret("hf", "mallory", {"token": "mine"}, now=0)
+    spec = validate_job({"spec": {"command": ["x"], "env": [
+        {"name": "T", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]}})
+    order = LaunchOrder("j", 1, "t", spec.to_document(), "node", (), owner="mallory")
+    assert policy(store).prepare(order).secret_env == {"T": "mine"}
+    store.delete_secret("hf")
+    store.create_secret("hf", "alice", {"token": "alices"}, now=0)
+    with pytest.raises(ForbiddenError) as info:
+        policy(store).prepare(order)
+    assert "now belongs to alice" in info.value.message

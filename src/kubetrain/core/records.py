@@ -38,6 +38,8 @@ class Provenance(Record):
     submit_dir: str | None = None
     git: GitInfo | None = None
     rerun_of: str | None = None
+    #: Who asked for the rerun (the job stays its original owner's, and runs as them).
+    rerun_by: str | None = None
 
 
 class AttemptRecord(Record):

@@ -113,12 +113,22 @@ class RunAsPolicy:
                 raise SpecError(f"spec.secretEnv.{variable}: secret {ref.name!r} has no key {ref.key!r}",
                                 details={"field": f"env.{variable}", "value": ref.key})
 
+    def _is_admin(self, name: str) -> bool:
+        user = self.store.get_user(name) if name else None
+        return user is not None and user.role == "admin"
+
     # -- at launch -----------------------------------------------------------
     def prepare(self, order: LaunchOrder) -> LaunchOrder:
         """The launch order completed with whom it runs as and its secret values (for the reconciler)."""
         spec = JobSpec.model_validate(order.spec)
         values: dict[str, str] = {}
         for variable, ref in spec.spec.secret_env.items():
+            # Checked again at each launch: the secret may have been deleted and re-made by someone else
+            # since the submit (a queued job, an experiment's later trials).
+            owner = self.store.secret_owner(ref.name)
+            if owner != order.owner and not self._is_admin(order.owner):
+                raise ForbiddenError(f"env {variable}: secret {ref.name!r} now belongs to {owner}, not to the job's "
+                                     f"owner {order.owner}; a job may use only its submitter's secrets")
             data = self.store.secret_values(ref.name)
             if ref.key not in data:
                 raise SpecError(f"secret {ref.name!r} has no key {ref.key!r} any more (env {variable})")

@@ -17,13 +17,14 @@ from typing_extensions import NotRequired, TypedDict
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing import Iterator
 
-from kubetrain.core.errors import ConflictError, KubetrainError, NotFoundError, SpecError
-from kubetrain.core.identity import Identity, Via, check_may_manage
+from kubetrain.core.errors import ConflictError, ForbiddenError, KubetrainError, NotFoundError, SpecError
+from kubetrain.core.identity import Identity, Role, Via, check_may_manage
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import MAX_ATTEMPT, ExperimentRecord, JobRecord, MetricPoint, Provenance
 from kubetrain.core.specs import JobSpec, format_validation_error, validate_job
 from kubetrain.core.states import JobState
 from kubetrain.engines.base import Engine
+from kubetrain.engines.local.engine import RESULTS_VOLUME
 from kubetrain.server.reconciler import Reconciler
 from kubetrain.server.runas import RunAsPolicy
 from kubetrain.server.sweeps import SweepController
@@ -102,28 +103,53 @@ class JobService:
         document = {**document, "spec": body,
                     "metadata": {"generateName": f"{name[:46].rstrip('-')}-", "labels": labels}}
         spec = validate_job(document)
-        provenance = original.provenance.model_copy(update={"rerun_of": name})
-        return self.submit(spec, provenance, caller)
+        # The rerun is the original owner's job, whoever asks for it: an admin rerunning a member's job
+        # must not run the member's code under the admin's account (nor with the admin's secrets).
+        provenance = original.provenance.model_copy(update={"rerun_of": name, "rerun_by": caller.name})
+        return self.submit(spec, provenance, self._identity_of(original.provenance.submitter, caller))
+
+    def _identity_of(self, owner: str | None, caller: Identity) -> Identity:
+        if not owner or owner == caller.name:
+            return caller
+        user = self.store.get_user(owner)
+        return Identity(owner, Role(user.role) if user else Role.MEMBER, Via.TOKEN, uid=user.uid if user else None)
 
     def _wake(self) -> None:
         if self.reconciler is not None:
             self.reconciler.wake()
 
-    def _admit(self, spec: JobSpec, caller: Identity, provenance: Provenance) -> Provenance:
+    def _admit(self, spec: JobSpec, caller: Identity, provenance: Provenance,
+               labels: dict[str, str] | None = None) -> Provenance:
         """Checks every submit shares; returns the provenance with the owner the master knows, not the client's."""
-        reserved = sorted(k for k in spec.metadata.labels if k.startswith(RESERVED_LABEL_PREFIX))
+        reserved = sorted(k for k in (spec.metadata.labels if labels is None else labels)
+                          if k.startswith(RESERVED_LABEL_PREFIX))
         if reserved:
             raise SpecError(f"metadata.labels: {reserved[0]!r} is reserved for kubetrain (keys under "
                             f"{RESERVED_LABEL_PREFIX}); pick another key", details={"field": "metadata.labels",
                                                                                   "value": reserved[0]})
+        if any(v.name == RESULTS_VOLUME for v in spec.spec.volumes) and not caller.is_admin:
+            raise ForbiddenError(f"spec.volumes: {RESULTS_VOLUME!r} holds every job's outputs; only an admin may mount "
+                                 "it. A job writes its own outputs to KUBETRAIN_OUTPUT_DIR; read others' with "
+                                 "`kubetrain artifacts` / `kubetrain cp`", details={"field": "spec.volumes"})
         if self.files is not None:
             self.files.check_job(spec)
         if self.run_as is not None:
             self.run_as.check_submit(spec, caller)
         return provenance.model_copy(update={"submitter": caller.name})
 
+    def _check_name_is_not_an_experiments(self, name: str) -> None:
+        """A job named like an experiment (or one of its trials) would share its output folder: refused."""
+        match = re.match(r"^(.+)-\d+$", name)
+        for experiment in (name, match.group(1) if match else None):
+            if experiment and self.store.experiment_exists(experiment):
+                raise ConflictError(f"metadata.name {name!r}: the name belongs to experiment {experiment!r} "
+                                    f"(its trials are {experiment}-<n>); pick another name",
+                                    details={"field": "metadata.name", "value": name})
+
     def submit(self, spec: JobSpec, provenance: Provenance, caller: Identity) -> JobRecord:
         provenance = self._admit(spec, caller, provenance)
+        if spec.metadata.name is not None:
+            self._check_name_is_not_an_experiments(spec.metadata.name)
         if spec.metadata.name is None:
             for _ in range(10):
                 candidate = spec.with_name(generate_name(spec))
@@ -137,7 +163,7 @@ class JobService:
     def submit_experiment(self, spec: ExperimentSpec, provenance: Provenance, caller: Identity) -> ExperimentRecord:
         if self.sweeps is None:
             raise KubetrainError("this master does not run experiments")
-        provenance = self._admit(JobSpec(spec=spec.spec.template), caller, provenance)
+        provenance = self._admit(JobSpec(spec=spec.spec.template), caller, provenance, labels=spec.metadata.labels)
         if spec.metadata.name is None:
             prefix = spec.metadata.generate_name or "sweep-"
             for _ in range(10):
@@ -145,6 +171,11 @@ class JobService:
                 if not self.store.experiment_exists(name):
                     spec = spec.model_copy(update={"metadata": spec.metadata.model_copy(update={"name": name})})
                     break
+        taken = self.store.plain_jobs_named_like_trials(spec.metadata.name or "")
+        if any(n == spec.metadata.name or re.match(rf"^{re.escape(spec.metadata.name or '')}-\d+$", n) for n in taken):
+            raise ConflictError(f"metadata.name {spec.metadata.name!r}: jobs named like this experiment or its trials "
+                                f"exist ({', '.join(taken[:3])}); pick another name",
+                                details={"field": "metadata.name", "value": spec.metadata.name})
         self.sweeps.create(spec, provenance)
         self._wake()
         return self.sweeps.describe(spec.metadata.name or "")

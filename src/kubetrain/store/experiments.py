@@ -42,6 +42,14 @@ class ExperimentStore:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(ExperimentRow).where(ExperimentRow.name == name)) > 0
 
+    def plain_jobs_named_like_trials(self, experiment: str) -> list[str]:
+        """Jobs outside any experiment named ``<experiment>`` or ``<experiment>-<something>`` (at most 100)."""
+        with self.session() as s:
+            names = s.scalars(select(JobRow.name).where(
+                JobRow.experiment_id.is_(None),
+                (JobRow.name == experiment) | JobRow.name.like(f"{experiment}-%")).limit(100)).all()
+        return list(names)
+
     def get_experiment_row(self, name: str) -> ExperimentRow:
         with self.session() as s:
             row = s.scalar(select(ExperimentRow).where(ExperimentRow.name == name))
