@@ -3,10 +3,13 @@ reporters run in a venv without kubetrain)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from array import array
 from pathlib import Path
 
@@ -78,6 +81,60 @@ def _proc_cpu(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def ceiling_bodies(metrics: int, batch: int, *, repeat: bool):
+    """``bodies(i)`` yields thread ``i``'s request bodies: each the next ``batch`` points of ``metrics``
+    metrics (steps go on from body to body, as a training loop's do), formatted from one prepared
+    template (the client's cost stays far below the master's).  ``repeat``: the same body every time,
+    steps 0.. again (B5 before 2026-11-30: it makes SQLite insert duplicate index keys, which is slower)."""
+    import itertools
+
+    names = ["loss", "acc", "lr", "grad_norm", "m4", "m5", "m6", "m7"][:metrics]
+    names += [f"m{i}" for i in range(len(names), metrics)]
+    steps = -(-batch // len(names))
+    now = repr(time.time())
+    one = ",".join(f'{{"step":%d,"name":"{n}","value":0.5,"time":{now}}}' for n in names)
+    template = '{"attempt":1,"points":[' + ",".join([one] * steps) + "]}"
+
+    def bodies(_: int):
+        first = 0
+        while True:
+            yield (template % tuple(itertools.chain.from_iterable(
+                zip(*[range(first, first + steps)] * len(names))))).encode()
+            if not repeat:
+                first += steps
+
+    return bodies
+
+
+def count_via_api(url: str, job: str, auth: dict[str, str]) -> int:
+    total, after = 0, 0
+    while True:
+        request = urllib.request.Request(f"{url}/api/v1/jobs/{job}/metrics?after={after}&limit=200000", headers=auth)
+        with urllib.request.urlopen(request, timeout=120) as r:
+            rows = json.loads(r.read())
+        if not rows:
+            return total
+        total += len(rows)
+        after = rows[-1]["id"]
+
+
+def fallback_lines(folder: Path) -> int:
+    path = folder / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def last_value(url: str, job: str, metric: str, auth: dict[str, str]) -> float | None:
+    """The newest stored value of one metric of a job, through the API (None: none stored)."""
+    query = urllib.parse.urlencode({"metric": metric, "limit": 1_000_000})
+    request = urllib.request.Request(f"{url}/api/v1/jobs/{job}/metrics?{query}", headers=auth)
+    with urllib.request.urlopen(request, timeout=120) as r:
+        rows = json.loads(r.read())
+    return rows[-1]["value"] if rows else None
 
 
 # -- MLflow part ---------------------------------------------------------------------------

@@ -63,6 +63,22 @@ class LimitSettings:
     idle_timeout_seconds: float = 60.0
     #: Open connections at most (``maxConnections``); past it the oldest idle ones are closed first.
     max_connections: int = 2048
+    # -- requests in progress at once per route class (``limits.concurrency.<class>``); past it a 503 ------
+    # Small on purpose: the routes are Python under one GIL, so more worker threads add no throughput, only
+    # latency, and starve the event loop that answers everything (bench B4-load: list 4/read 32/write 16
+    # completed fewer requests, each slower, than these).
+    #: Job, experiment and artifact listings: the slow kind, few at once, so they never crowd out the rest.
+    concurrency_list: int = 2
+    #: Every other GET (one job, metrics, nodes, whoami): the fast, frequent kind.
+    concurrency_read: int = 8
+    #: POST/PUT/DELETE (submits, cancels, metric batches, uploads): each takes the database's one write lock.
+    concurrency_write: int = 4
+    #: Logs and file downloads, which hold a worker thread for as long as they stream (``logs -f``: minutes),
+    #: mostly asleep waiting for output.
+    concurrency_stream: int = 64
+    #: Milliseconds a request waits for a slot of its class before the 503 (``queueWaitMs``): long enough
+    #: to ride out a burst, short enough that a refused caller hears so at once rather than timing out.
+    queue_wait_ms: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +280,14 @@ _REQUEST_LIMITS = (
     ("max_connections", "maxConnections", "KUBETRAIN_MAX_CONNECTIONS", "count"),
     ("header_timeout_seconds", "headerTimeout", "KUBETRAIN_HEADER_TIMEOUT", "seconds"),
     ("idle_timeout_seconds", "idleTimeout", "KUBETRAIN_IDLE_TIMEOUT", "seconds"),
+    ("concurrency_list", "concurrency.list", "KUBETRAIN_CONCURRENCY_LIST", "count"),
+    ("concurrency_read", "concurrency.read", "KUBETRAIN_CONCURRENCY_READ", "count"),
+    ("concurrency_write", "concurrency.write", "KUBETRAIN_CONCURRENCY_WRITE", "count"),
+    ("concurrency_stream", "concurrency.stream", "KUBETRAIN_CONCURRENCY_STREAM", "count"),
+    ("queue_wait_ms", "queueWaitMs", "KUBETRAIN_QUEUE_WAIT_MS", "count"),
 )
+#: The route classes of ``limits.concurrency`` (server/backpressure.py sorts every route into one).
+CONCURRENCY_CLASSES = ("list", "read", "write", "stream")
 _UNITS = {"bytes": "a size such as 1Mi or 100Mi", "count": "a whole number such as 2048",
           "seconds": "a number of seconds such as 10"}
 
@@ -272,9 +295,16 @@ _UNITS = {"bytes": "a size such as 1Mi or 100Mi", "count": "a whole number such 
 def _request_limits(env: Mapping[str, str], raw: Mapping[str, Any]) -> dict[str, Any]:
     """The request caps and timeouts that are set (variable over config.yaml); the rest keep their defaults."""
     values: dict[str, Any] = {}
+    concurrency = _mapping(raw.get("concurrency"), "limits.concurrency")
+    unknown = set(concurrency) - set(CONCURRENCY_CLASSES)
+    if unknown:
+        raise ConfigError(f"config.yaml limits.concurrency: unknown class(es) {sorted(unknown)}; "
+                          f"known: {list(CONCURRENCY_CLASSES)}")
     for name, key, variable, unit in _REQUEST_LIMITS:
         text = env.get(variable)
-        source, value = (variable, text) if text not in (None, "") else (f"config.yaml limits.{key}", raw.get(key))
+        section, _, leaf = key.rpartition(".")
+        configured = concurrency.get(leaf) if section == "concurrency" else raw.get(key)
+        source, value = (variable, text) if text not in (None, "") else (f"config.yaml limits.{key}", configured)
         if value is None:
             continue
         try:

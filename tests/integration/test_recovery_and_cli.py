@@ -161,7 +161,7 @@ def test_output_is_plain_when_piped_and_machine_readable_on_request(master) -> N
     master.cli("run", "--name", "plain", "--label", "team=vision", "--cpu", "100m", "--", "true", check=True)
     master.wait_state("plain")
     text = master.cli("get", "jobs", check=True).stdout
-    assert text.splitlines()[0].split()[:3] == ["NAME", "STATE", "REASON"]
+    assert text.splitlines()[0].split()[:4] == ["NAME", "OWNER", "STATE", "REASON"]
     assert "\x1b[" not in text
     assert json.loads(master.cli("ls", "-o", "json", "-l", "team=vision", check=True).stdout)[0]["name"] == "plain"
     assert json.loads(master.cli("ls", "-o", "json", "-l", "team=audio", check=True).stdout) == []

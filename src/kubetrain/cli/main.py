@@ -164,10 +164,22 @@ def submit(
 
 
 # -- read -----------------------------------------------------------------------
-def _list(state: list[str], selector: str | None, output: str | None) -> None:
+Limit = Annotated[int, typer.Option("--limit", help="show at most this many jobs (the rest: raise it, or filter)",
+                                    min=1)]
+Sort = Annotated[str, typer.Option("--sort", help="newest (first), oldest (first) or name")]
+
+
+def _list(state: list[str], selector: str | None, output: str | None, limit: int, sort: str) -> None:
     _check_output(output)
     with _client() as client:
-        _show_jobs(client.list_jobs(states=state or None, selector=selector or ""), output)
+        # A table needs no spec or provenance: the summary view leaves them in the database.
+        page = client.jobs_page(states=state or None, selector=selector or "", limit=limit, sort=sort,
+                                view="full" if output else "summary")
+    _show_jobs(page.items, output)
+    if page.continue_token:
+        order = {"newest": "newest first", "oldest": "oldest first"}.get(sort, f"by {sort}")
+        _say(f"showing the first {len(page.items)} jobs ({order}); more exist: raise --limit, "
+             "or narrow the list with --state / -l")
 
 
 @get_app.command("jobs")
@@ -175,9 +187,11 @@ def get_jobs(
     state: Annotated[list[str], typer.Option("--state", "-s", help="filter: Queued, Running, Succeeded, Failed, Cancelled")] = [],
     selector: Annotated[Optional[str], typer.Option("--selector", "-l", help="job label selector")] = None,
     output: Output = None,
+    limit: Limit = 500,
+    sort: Sort = "newest",
 ) -> None:
-    """List jobs, newest first."""
-    _list(state, selector, output)
+    """List jobs, newest first (the first 500 unless --limit says otherwise)."""
+    _list(state, selector, output, limit, sort)
 
 
 @get_app.command("nodes")
@@ -191,9 +205,11 @@ def ls(
     state: Annotated[list[str], typer.Option("--state", "-s", help="filter by state")] = [],
     selector: Annotated[Optional[str], typer.Option("--selector", "-l", help="job label selector")] = None,
     output: Output = None,
+    limit: Limit = 500,
+    sort: Sort = "newest",
 ) -> None:
     """List jobs (alias of `get jobs`)."""
-    _list(state, selector, output)
+    _list(state, selector, output, limit, sort)
 
 
 @app.command()

@@ -85,12 +85,13 @@ def jobs_table(jobs: list[JobRecord]) -> None:
         res = job.spec.get("spec", {}).get("resources", {})
         gpu = res.get("gpu", 0)
         rows.append([
-            job.name, job.state, job.reason or "", str(len(job.attempts)), job.node or "-",
+            job.name, job.provenance.submitter or "-", job.state, job.reason or "", str(len(job.attempts)),
+            job.node or "-",
             f"{res.get('cpu', '-')}/{res.get('memory', '-')}" + (f"/{gpu}gpu" if gpu else ""),
             age(job.created_at), duration(job.started_at, job.finished_at) if job.started_at else "-",
         ])
-    table(["NAME", "STATE", "REASON", "ATTEMPTS", "NODE", "RESOURCES", "AGE", "DURATION"], rows,
-          styles={1: STATE_STYLE})
+    table(["NAME", "OWNER", "STATE", "REASON", "ATTEMPTS", "NODE", "RESOURCES", "AGE", "DURATION"], rows,
+          styles={2: STATE_STYLE})
 
 
 def nodes_table(nodes: list[NodeRecord]) -> None:

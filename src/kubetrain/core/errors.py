@@ -76,6 +76,18 @@ class MasterUnavailableError(KubetrainError):
     http_status = 503
 
 
+class OverloadedError(KubetrainError):
+    """The master refused the request unprocessed because too many of its kind were in progress.
+
+    Nothing was done, so any request answered with it may be sent again; the
+    answer's ``Retry-After`` says after how many seconds, and the SDK does so
+    with jittered backoff before it raises this.
+    """
+
+    code = "overloaded"
+    http_status = 503
+
+
 class EngineError(KubetrainError):
     """An engine could not do what was asked (launch failed, node unusable)."""
 
@@ -102,6 +114,7 @@ _BY_CODE: dict[str, type[KubetrainError]] = {
         UnauthorizedError,
         ForbiddenError,
         MasterUnavailableError,
+        OverloadedError,
         EngineError,
         ConfigError,
     )

@@ -7,15 +7,31 @@ Errors come back as the same classes the server raised: the JSON body's
 from __future__ import annotations
 
 import os
+import random
+import time
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import httpx
 
-from kubetrain.core.errors import KubetrainError, MasterUnavailableError, error_from_dict
+from kubetrain.core.errors import KubetrainError, MasterUnavailableError, OverloadedError, error_from_dict
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import (ExperimentRecord, JobRecord, NodeRecord, Provenance, SecretRecord, TokenRecord,
                                     UserRecord, WhoAmI)
 from kubetrain.core.specs import JobSpec
+from kubetrain.sdk.retrying import Backoff, overload_details, retry_wait
+
+
+#: Jobs per list request: a page the master answers in milliseconds, few enough requests for thousands.
+PAGE_SIZE = 500
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """Jobs of one listing, and the token that continues it (None: nothing more matched)."""
+
+    items: list[JobRecord]
+    continue_token: str | None = None
 
 
 def local_socket(home: str | None = None) -> str:
@@ -29,10 +45,16 @@ class Client:
 
     On the Unix socket no token is needed: the master learns who you are from
     the kernel.  ``Client.local()`` reaches this machine's master that way.
+    A request the master refuses as overloaded is sent again with jittered
+    backoff for up to ``retry_deadline`` seconds (``sdk/retrying.py``), then
+    :class:`OverloadedError` is raised; ``retry_deadline=0`` raises at once.
     """
 
-    def __init__(self, url: str, *, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 30.0,
+                 retry_deadline: float = 30.0) -> None:
         self.url = url.rstrip("/")
+        self.backoff = Backoff(deadline_seconds=retry_deadline)
+        self._rng = random.Random()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if self.url.startswith("unix://"):
             transport = httpx.HTTPTransport(uds=self.url.removeprefix("unix://"))
@@ -67,13 +89,49 @@ class Client:
             body = {"code": "internal", "message": f"HTTP {response.status_code}"}
         raise error_from_dict(body)
 
+    def _request(self, method: str, path: str, *, stream: bool = False, check: bool = True,
+                 **kwargs: Any) -> httpx.Response:
+        """Send a request (``kwargs`` as for ``httpx.Client.request``), again and again while the master says
+        it is overloaded, until ``retry_deadline``; every request to the master goes through here.
+
+        ``stream``: the answer's body is left for the caller to read (and close).  ``check``: raise the
+        server's error for a status of 400 or more.
+        """
+        first = time.monotonic()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                response = self._http.send(self._http.build_request(method, path, **kwargs), stream=stream)
+            except httpx.TransportError as exc:
+                raise MasterUnavailableError(f"cannot reach the master at {self.url}: {exc}") from None
+            if response.status_code == 503 and stream:
+                response.read()
+            asked = retry_wait(method, response, now=time.time())
+            if asked is None:
+                break
+            left = first + self.backoff.deadline_seconds - time.monotonic()
+            if left <= 0:
+                raise self._overloaded(method, path, response, tries=tries, seconds=time.monotonic() - first)
+            time.sleep(min(left, self.backoff.delay(tries, asked, self._rng)))
+        if check and response.status_code >= 400:
+            response.read()
+            self._raise_for(response)
+        return response
+
+    def _overloaded(self, method: str, path: str, response: httpx.Response, *, tries: int,
+                    seconds: float) -> OverloadedError:
+        details = {**(overload_details(response) or {}), "tries": tries}
+        busy = f" ({details['class']} requests at their limit of {details.get('limit')})" if "class" in details else ""
+        return OverloadedError(
+            f"the master at {self.url} is overloaded{busy}: it refused {method} {path} {tries} times in "
+            f"{seconds:.0f} s; try again later (Client(retry_deadline=...) sets how long to keep trying), or "
+            "ask its admin to raise limits.concurrency in its config.yaml",
+            details=details,
+        )
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise MasterUnavailableError(f"cannot reach the master at {self.url}: {exc}") from None
-        self._raise_for(response)
-        return response.json()
+        return self._request(method, path, **kwargs).json()
 
     # -- jobs ----------------------------------------------------------------
     def submit(self, spec: JobSpec | dict[str, Any], provenance: Provenance | None = None) -> JobRecord:
@@ -84,13 +142,51 @@ class Client:
     def get_job(self, name: str) -> JobRecord:
         return JobRecord.model_validate(self._call("GET", f"/api/v1/jobs/{name}"))
 
-    def list_jobs(self, *, states: list[str] | None = None, selector: str = "", limit: int = 500) -> list[JobRecord]:
-        params: dict[str, Any] = {"limit": limit}
-        if states:
-            params["state"] = states
-        if selector:
-            params["selector"] = selector
-        return [JobRecord.model_validate(j) for j in self._call("GET", "/api/v1/jobs", params=params)]
+    def list_jobs(self, *, states: list[str] | None = None, selector: str = "", limit: int | None = 500,
+                  sort: str = "newest", view: str = "full") -> list[JobRecord]:
+        """Up to ``limit`` jobs (None: all of them), newest first unless ``sort`` is oldest or name.
+
+        Fetched page by page (:meth:`jobs_page`), so any ``limit`` works and the
+        master never builds one huge answer; ``view="summary"`` leaves out the
+        spec and provenance a table does not show.
+        """
+        return self.jobs_page(states=states, selector=selector, limit=limit, sort=sort, view=view).items
+
+    def iter_jobs(self, *, states: list[str] | None = None, selector: str = "", sort: str = "newest",
+                  view: str = "full", page_size: int = PAGE_SIZE) -> Iterator[JobRecord]:
+        """Every matching job, one page request at a time: each job that existed when the listing started comes
+        exactly once, however many are submitted meanwhile."""
+        token: str | None = None
+        while True:
+            page = self.jobs_page(states=states, selector=selector, sort=sort, view=view, limit=page_size,
+                                  continue_token=token, page_size=page_size)
+            yield from page.items
+            token = page.continue_token
+            if token is None:
+                return
+
+    def jobs_page(self, *, states: list[str] | None = None, selector: str = "", limit: int | None = 500,
+                  sort: str = "newest", view: str = "full", continue_token: str | None = None,
+                  page_size: int = PAGE_SIZE) -> JobPage:
+        """Up to ``limit`` jobs after ``continue_token``, in requests of at most ``page_size``; the page's token
+        resumes after its last job and is None exactly when no further job matched."""
+        items: list[JobRecord] = []
+        token = continue_token
+        while limit is None or len(items) < limit:
+            params: dict[str, Any] = {"limit": page_size if limit is None else min(page_size, limit - len(items)),
+                                      "sort": sort, "view": view}
+            if states:
+                params["state"] = states
+            if selector:
+                params["selector"] = selector
+            if token:
+                params["continue"] = token
+            response = self._request("GET", "/api/v1/jobs", params=params)
+            items += [JobRecord.model_validate(j) for j in response.json()]
+            token = response.headers.get("X-Continue") or None
+            if token is None:
+                break
+        return JobPage(items=items, continue_token=token)
 
     # -- identity --------------------------------------------------------------
     def whoami(self) -> WhoAmI:
@@ -129,11 +225,7 @@ class Client:
         self._delete(f"/api/v1/secrets/{name}")
 
     def _delete(self, path: str) -> None:
-        try:
-            response = self._http.delete(path)
-        except httpx.TransportError as exc:
-            raise MasterUnavailableError(f"cannot reach the master at {self.url}: {exc}") from None
-        self._raise_for(response)
+        self._request("DELETE", path)
 
     def cancel(self, name: str) -> JobRecord:
         return JobRecord.model_validate(self._call("POST", f"/api/v1/jobs/{name}/cancel"))
@@ -145,14 +237,13 @@ class Client:
         params: dict[str, Any] = {"follow": follow}
         if attempt is not None:
             params["attempt"] = attempt
+        response = self._request("GET", f"/api/v1/jobs/{name}/logs", params=params, timeout=None, stream=True)
         try:
-            with self._http.stream("GET", f"/api/v1/jobs/{name}/logs", params=params, timeout=None) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._raise_for(response)
-                yield from response.iter_raw()
+            yield from response.iter_raw()
         except httpx.TransportError as exc:
             raise MasterUnavailableError(f"lost the master at {self.url}: {exc}") from None
+        finally:
+            response.close()
 
     # -- experiments and metrics ----------------------------------------------
     def submit_experiment(self, spec: ExperimentSpec | dict[str, Any],
@@ -179,10 +270,7 @@ class Client:
     # -- files ----------------------------------------------------------------
     def upload_snapshot(self, data: bytes, digest: str) -> bool:
         """Upload a packed snapshot unless the master has it already; True if bytes were sent."""
-        try:
-            head = self._http.head(f"/api/v1/snapshots/{digest}")
-        except httpx.TransportError as exc:
-            raise MasterUnavailableError(f"cannot reach the master at {self.url}: {exc}") from None
+        head = self._request("HEAD", f"/api/v1/snapshots/{digest}", check=False)
         if head.status_code == 200:
             return False
         self._call("PUT", f"/api/v1/snapshots/{digest}", content=data,
@@ -206,30 +294,28 @@ class Client:
 
     def download(self, url_path: str, destination: str) -> int:
         """Stream a file to ``destination``, resuming a partial ``.part`` file by HTTP range."""
-        import os
-
         part = destination + ".part"
         offset = os.path.getsize(part) if os.path.exists(part) else 0
         headers = {"Range": f"bytes={offset}-"} if offset else {}
+        response = self._request("GET", url_path, headers=headers, timeout=None, stream=True, check=False)
         try:
-            with self._http.stream("GET", url_path, headers=headers, timeout=None) as response:
-                if response.status_code >= 400 and response.status_code != 416:
-                    response.read()
-                    self._raise_for(response)
-                mode = "ab" if response.status_code == 206 else "wb"
-                if response.status_code != 416:
-                    with open(part, mode) as fh:
-                        for chunk in response.iter_bytes(1 << 20):
-                            fh.write(chunk)
+            if response.status_code >= 400 and response.status_code != 416:
+                response.read()
+                self._raise_for(response)
+            mode = "ab" if response.status_code == 206 else "wb"
+            if response.status_code != 416:
+                with open(part, mode) as fh:
+                    for chunk in response.iter_bytes(1 << 20):
+                        fh.write(chunk)
         except httpx.TransportError as exc:
             raise MasterUnavailableError(f"lost the master at {self.url}: {exc}") from None
+        finally:
+            response.close()
         os.replace(part, destination)
         return os.path.getsize(destination)
 
     def wait(self, name: str, *, timeout: float = 600.0, poll: float = 0.2) -> JobRecord:
         """Block until the job reaches a terminal state (or raise after ``timeout``)."""
-        import time
-
         deadline = time.monotonic() + timeout
         while True:
             job = self.get_job(name)

@@ -14,7 +14,7 @@ import re
 import secrets
 from typing import Annotated, Any, Callable
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
@@ -30,9 +30,11 @@ from kubetrain.core.specs import JobSpec
 from kubetrain.server.auth import Authenticator
 from kubetrain.server.experiment_routes import add_experiment_routes
 from kubetrain.server.file_routes import add_file_routes
+from kubetrain.server.backpressure import install_backpressure
 from kubetrain.server.guards import install_guards
 from kubetrain.server.identity_routes import add_identity_routes
 from kubetrain.server.services import JobService
+from kubetrain.store.listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_TOKEN, JobQuery, SortOrder, View
 from kubetrain.settings import Settings
 
 log = logging.getLogger("kubetrain.api")
@@ -63,9 +65,17 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "body over its cap"),
         (415, "wrong Content-Type"),
         (422, "invalid field; the message names it"),
+        (503, "overloaded; retry after the Retry-After seconds"),
         (507, "the master's disk is full"),
     )
 }
+
+#: A job list's next page is named in headers, so the body stays the JSON list older clients read.
+LIST_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"headers": {
+    "X-Continue": {"description": "token for the next page (the `continue` parameter); absent on the last page",
+                   "schema": {"type": "string"}},
+    "Link": {"description": 'the next page\'s URL, rel="next"; absent on the last page', "schema": {"type": "string"}},
+}}}
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -103,6 +113,7 @@ class _Utf8Route(APIRoute):
 def create_app(settings: Settings, service: JobService, auth: Authenticator | None = None) -> FastAPI:
     app = FastAPI(title="kubetrain", version=__version__, description="One master for every training job.",
                   responses=ERROR_RESPONSES)
+    install_backpressure(app, settings)  # requests in progress per route class, 503 past it: inside the guards
     install_guards(app, settings)  # Host, cross-site, body caps, /healthz, disk full: before any route
     app.router.route_class = _Utf8Route
 
@@ -164,18 +175,34 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
     def submit(body: SubmitRequest, caller: Identity = caller_dep) -> JobRecord:
         return service.submit(body.spec, body.provenance, caller)
 
-    @app.get("/api/v1/jobs", dependencies=api)
+    @app.get("/api/v1/jobs", dependencies=api, responses=LIST_RESPONSES)
     def list_jobs(
+        request: Request,
+        response: Response,
         state: Annotated[list[str] | None, Query(description="Queued, Running, Succeeded, Failed, Cancelled")] = None,
         selector: Annotated[str, Query(description="label selector, kubectl syntax", max_length=4096)] = "",
-        limit: Annotated[int, Query(ge=1, le=10000)] = 500,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="jobs in this page, at most")] = DEFAULT_LIMIT,
+        continue_token: Annotated[str | None, Query(alias="continue", max_length=MAX_TOKEN, description=(
+            "the X-Continue header of the previous page, with the same state, selector and sort"))] = None,
+        sort: Annotated[SortOrder, Query(description="newest (default) or oldest submitted first, or by name")] = "newest",
+        view: Annotated[View, Query(description=(
+            "full records, or summary: what a table shows (spec holds only spec.resources, provenance only "
+            "the submitter)"))] = "full",
     ) -> list[JobRecord]:
+        """A page of jobs, filtered and sorted in the store; the X-Continue header fetches the next (keyset, so
+        following it lists every job that existed when the listing started exactly once)."""
         try:
             requirements = parse_selector(selector) if selector else ()
         except SelectorError as exc:
             raise SpecError(f"selector: {exc}", details={"field": "selector", "value": selector}) from None
-        states = [s.capitalize() for s in state] if state else None
-        return service.store.list_jobs(states=states, selector=requirements, limit=limit)
+        states = tuple(s.capitalize() for s in state) if state else ()
+        page = service.store.list_jobs_page(JobQuery(states=states, selector=requirements, limit=limit,
+                                                     continue_token=continue_token, sort=sort, view=view))
+        if page.continue_token:
+            response.headers["X-Continue"] = page.continue_token
+            following = request.url.include_query_params(**{"continue": page.continue_token})
+            response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+        return page.items
 
     @app.get("/api/v1/jobs/{name}", dependencies=api)
     def get_job(name: str) -> JobRecord:

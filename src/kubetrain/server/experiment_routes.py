@@ -22,8 +22,13 @@ class ExperimentRequest(BaseModel):
 
 
 class MetricBatch(BaseModel):
+    """The body's schema for the OpenAPI document; the route validates with ``services._BATCH`` (the same
+    fields as TypedDicts: one pass from bytes, dicts not models)."""
+
     model_config = ConfigDict(extra="forbid")
     attempt: int | None = Field(default=None, ge=1, le=MAX_ATTEMPT)
+    batch: str | None = Field(default=None, max_length=64,
+                              description="the sender's id for this batch: a batch sent again is stored once")
     points: list[MetricPoint] = Field(max_length=100_000)
 
 

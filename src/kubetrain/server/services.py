@@ -194,41 +194,53 @@ class JobService:
         return self.sweeps.describe(name)
 
     def report_metrics_raw(self, job: str, body: bytes, caller: Identity) -> dict[str, bool]:
-        """Parse and validate a JSON batch straight from bytes (the SDK's hot path), then store it."""
+        """Parse and validate a JSON batch straight from bytes (the SDK's hot path), then store it.
+
+        Points stay the validated dicts all the way to the store: one object per point, not three.  A batch id
+        already stored is answered without storing it again (the SDK resends a batch whose answer it missed);
+        the id is remembered only once the caller is known to be allowed, and forgotten if storing fails, so
+        that the resend is stored.
+        """
         try:
             batch = _BATCH.validate_json(body)
         except ValidationError as exc:
             raise format_validation_error(exc) from None
-        batch_id = batch.get("batch")
-        if batch_id is not None:
-            key = (job, batch_id)
-            with self._seen_lock:
-                if key in self._seen_batches:
-                    return {"stop": self.store.stop_requested(job)}  # a retried batch: stored already
-                self._seen_batches[key] = None
-                while len(self._seen_batches) > 100_000:
-                    self._seen_batches.popitem(last=False)
         points = batch["points"]
         if caller.via is Via.JOB:
             # A job's token speaks for its own attempt only, whatever the body says.
             batch["attempt"] = caller.attempt
             for point in points:
                 point.pop("attempt", None)
-        elif not caller.may_manage(self.store.get_job(job, with_events=False).provenance.submitter):
-            check_may_manage(caller, self.store.get_job(job, with_events=False).provenance.submitter,
-                             f"job {job!r}", "report metrics for")
-        return self.report_metrics(job, batch.get("attempt"),
-                                   [MetricPoint.model_construct(**p) for p in points], raw=points)
+        else:
+            owner = self.store.get_job(job, with_events=False).provenance.submitter
+            if not caller.may_manage(owner):
+                check_may_manage(caller, owner, f"job {job!r}", "report metrics for")
+        batch_id = batch.get("batch")
+        key = (job, batch_id) if batch_id is not None else None
+        if key is not None:
+            with self._seen_lock:
+                if key in self._seen_batches:
+                    return {"stop": self.store.stop_requested(job)}  # a retried batch: stored already
+                self._seen_batches[key] = None
+                while len(self._seen_batches) > 100_000:
+                    self._seen_batches.popitem(last=False)
+        try:
+            return self.report_metrics(job, batch.get("attempt"), points)
+        except BaseException:
+            if key is not None:
+                with self._seen_lock:
+                    self._seen_batches.pop(key, None)
+            raise
 
-    def report_metrics(self, job: str, attempt: int | None, points: list[MetricPoint],
-                       raw: list[dict] | None = None) -> dict[str, bool]:
-        """Store a batch of points; answer whether the job should stop (pruned trial)."""
+    def report_metrics(self, job: str, attempt: int | None, points: list[MetricPoint] | list[dict]) -> dict[str, bool]:
+        """Store a batch of points (``MetricPoint`` or validated dicts); answer whether the job should stop."""
         job_id, experiment_id, trial, attempts, state = self.store.job_ref(job)
-        self.store.add_metrics(job_id, attempt or max(attempts, 1), raw if raw is not None else points,
-                               now=time.time())
+        self.store.add_metrics(job_id, attempt or max(attempts, 1), points, now=time.time())
         stop = False
         if experiment_id is not None and trial is not None and self.sweeps is not None and state == "Running":
-            stop = self.sweeps.on_metrics(job, experiment_id, trial, points)
+            # Objects for the pruner only: a plain job's batch never pays for them.
+            records = [p if isinstance(p, MetricPoint) else MetricPoint.model_construct(**p) for p in points]
+            stop = self.sweeps.on_metrics(job, experiment_id, trial, records)
         if not stop and experiment_id is not None:
             stop = self.store.stop_requested(job)
         return {"stop": stop}

@@ -18,10 +18,12 @@ class Base(DeclarativeBase):
 
 class JobRow(Base):
     __tablename__ = "jobs"
+    #: Lists filter by state and page by id (submit order); the reconcile loop reads queued jobs by id.
+    __table_args__ = (Index("ix_jobs_state_id", "state", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(63), unique=True, nullable=False)
-    state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
     reason: Mapped[str | None] = mapped_column(String(32))
     message: Mapped[str | None] = mapped_column(Text)
     priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -43,6 +45,25 @@ class JobRow(Base):
     code_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     infra_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     not_before: Mapped[float | None] = mapped_column(Float)
+
+
+#: Kubernetes' bound on a label key: a DNS-subdomain prefix (253), '/', a name (63).
+LABEL_KEY_MAX = 317
+
+
+class JobLabelRow(Base):
+    """One label of one job: label selectors become indexed SQL, the same on SQLite and PostgreSQL.
+
+    ``jobs.labels`` stays the record's source; this table is its index, written by
+    ``Store.create_job`` in the job's transaction (labels never change after submit).
+    """
+
+    __tablename__ = "job_labels"
+    __table_args__ = (Index("ix_job_labels_key_value", "key", "value", "job_id"),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(LABEL_KEY_MAX), primary_key=True)
+    value: Mapped[str] = mapped_column(String(63), nullable=False)
 
 
 class ExperimentRow(Base):

@@ -24,13 +24,15 @@ from kubetrain.core.attempts import ActiveAttempt, LaunchOrder, Outcome
 from kubetrain.core.planning import JobRequest, Plan
 from kubetrain.core.quantities import parse_cpu, parse_memory
 from kubetrain.core.retries import decide
-from kubetrain.core.records import AttemptRecord, EventRecord, JobRecord, Provenance
-from kubetrain.core.selectors import Requirement, matches, parse_selector
+from kubetrain.core.records import EventRecord, JobRecord, Provenance
+from kubetrain.core.selectors import Requirement, parse_selector
 from kubetrain.core.specs import JobSpec
 from kubetrain.core.states import AttemptState, JobState, Reason, check_transition
 from kubetrain.store.experiments import ExperimentStore
 from kubetrain.store.metrics import MetricStore
 from kubetrain.store.identities import IdentityStore
+from kubetrain.store.listing import (DEFAULT_LIMIT, JobPage, JobQuery, SortOrder, View, job_record, label_rows,
+                                     list_page)
 from kubetrain.store.volumes import VolumeStore
 from kubetrain.store.models import AttemptRow, EventRow, ExperimentRow, JobRow
 
@@ -93,6 +95,8 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
             s.add(row)
             try:
                 s.flush()
+                s.add_all(label_rows(row.id, row.labels))
+                s.flush()
             except IntegrityError:
                 s.rollback()
                 raise ConflictError(
@@ -121,22 +125,18 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
         *,
         states: Iterable[str] | None = None,
         selector: tuple[Requirement, ...] = (),
-        limit: int = 500,
+        limit: int = DEFAULT_LIMIT,
+        sort: SortOrder = "newest",
+        view: View = "full",
     ) -> list[JobRecord]:
+        """The first ``limit`` matching jobs (newest first by default); :meth:`list_jobs_page` goes further."""
+        query = JobQuery(states=tuple(states or ()), selector=selector, limit=limit, sort=sort, view=view)
+        return self.list_jobs_page(query).items
+
+    def list_jobs_page(self, query: JobQuery) -> JobPage:
+        """One page of a listing, with the token for the next (filters, sort and keyset pages in SQL: listing.py)."""
         with self.session() as s:
-            query = select(JobRow).order_by(JobRow.id.desc())
-            if states:
-                query = query.where(JobRow.state.in_(list(states)))
-            rows = s.scalars(query).all()
-            out = []
-            for row in rows:
-                if selector and not matches(selector, row.labels or {}):
-                    continue
-                out.append(row)
-                if len(out) >= limit:
-                    break
-            attempts = self._attempts_by_job(s, [r.id for r in out])
-            return [self._job_record(s, r, attempts=attempts.get(r.id, [])) for r in out]
+            return list_page(s, query)
 
     def request_cancel(self, name: str, *, now: float) -> JobRecord:
         """Cancel: a queued job ends at once; a running one is stopped by the loop."""
@@ -466,58 +466,18 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
         row.wait_reason = None
         s.add(EventRow(job_id=row.id, attempt=attempt, time=now, type=event_type, reason=reason.value, message=message))
 
-    def _attempts_by_job(self, s: Session, job_ids: list[int]) -> dict[int, list[AttemptRow]]:
-        out: dict[int, list[AttemptRow]] = {}
-        if not job_ids:
-            return out
-        for chunk_start in range(0, len(job_ids), 500):
-            chunk = job_ids[chunk_start:chunk_start + 500]
-            for a in s.scalars(select(AttemptRow).where(AttemptRow.job_id.in_(chunk)).order_by(AttemptRow.number)):
-                out.setdefault(a.job_id, []).append(a)
-        return out
-
     def _job_record(self, s: Session, row: JobRow, *, with_events: bool = False,
                     attempts: list[AttemptRow] | None = None,
                     events: list[EventRecord] | None = None) -> JobRecord:
         if attempts is None:
             attempts = list(s.scalars(select(AttemptRow).where(AttemptRow.job_id == row.id).order_by(AttemptRow.number)))
-        if events is None:
-            events = []
         if with_events and not events:
             events = [
                 EventRecord(time=e.time, type=e.type, reason=e.reason, message=e.message, attempt=e.attempt)
                 for e in s.scalars(select(EventRow).where(EventRow.job_id == row.id).order_by(EventRow.id))
             ]
-        last = attempts[-1] if attempts else None
         experiment = None
         if row.experiment_id is not None:
             experiment = s.scalar(select(ExperimentRow.name).where(ExperimentRow.id == row.experiment_id))
-        return JobRecord(
-            experiment=experiment,
-            trial=row.trial,
-            name=row.name,
-            state=row.state,
-            reason=row.reason,
-            message=row.message if row.message else row.wait_reason,
-            priority=row.priority,
-            labels=row.labels or {},
-            spec=row.spec,
-            provenance=Provenance.model_validate(row.provenance or {}),
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            node=last.node if last else None,
-            exit_code=last.exit_code if last else None,
-            attempts=[
-                AttemptRecord(
-                    number=a.number, state=a.state, reason=a.reason, message=a.message, node=a.node,
-                    gpus=list(a.gpus or []), created_at=a.created_at, started_at=a.started_at,
-                    finished_at=a.finished_at, exit_code=a.exit_code, signal=a.signal,
-                    peak_memory_bytes=a.peak_memory_bytes, cpu_seconds=a.cpu_seconds,
-                    log_path=(a.handle or {}).get("log_path"), attempt_dir=(a.handle or {}).get("attempt_dir"),
-                )
-                for a in attempts
-            ],
-            events=events,
-        )
-
+        return job_record(row, spec=row.spec, provenance=Provenance.model_validate(row.provenance or {}),
+                          attempts=attempts, events=events, experiment=experiment)
