@@ -6,7 +6,9 @@ send full 500-job list pages over TCP as fast as they are answered.  During
 that storm a submit and a get must come back — 2xx, or a 503 that says which
 class is full and when to retry — and a job submitted then must run to
 ``Succeeded``.  A second test holds the only ``stream`` slot with a followed
-log and shows the SDK riding out the 503s and succeeding once the slot frees.
+log and shows the SDK riding out the 503s and succeeding once the slot frees;
+a third holds more followed logs than anyio's default 40 worker threads and
+shows a get still answered (the pool is sized to the class limits).
 Nothing here measures time: each wait is for a condition, with a deadline.
 """
 

@@ -3,8 +3,9 @@
 Without it a shared master collapses under load instead of slowing down: every
 request is admitted, slow job listings pile up in the worker threads and the
 database pool, and a submit or a one-job get waits behind them until the
-caller times out (measured before this module: 200 requests/s offered, 1.9
-completed/s, p50 41 s, three quarters timed out).  Here every request but
+caller times out (bench/README.md, B4-load: without it, at 200 requests/s
+offered three in ten callers gave up after 30 s; with it, every one was
+answered within a second, done or refused).  Here every request but
 ``/healthz`` belongs to one class (:func:`route_class`):
 
 * ``list``   — ``GET /api/v1/jobs``, ``/experiments``, a job's artifacts, a volume's files: the slow ones;
@@ -18,8 +19,11 @@ finds its class still full after that wait is answered at once — 503, a
 ``Retry-After`` in whole seconds, ``{"code": "overloaded", ...}`` naming the
 class and its limit — without reaching a route, so nothing was done and any
 request so refused may be sent again (the SDK does, with jittered backoff).
-Slow lists can therefore hold at most ``limit.list`` slots, never the ones
-submits and gets use.
+Slow lists can therefore hold at most ``limits.concurrency.list`` slots,
+never the ones submits and gets use.  The default limits are small because
+every route is Python under one GIL: more requests in progress add latency,
+not throughput, and each runnable worker thread delays the event loop that
+reads requests and sends every answer, the 503s included.
 
 The same holds for worker threads: FastAPI runs sync routes (and a streamed
 body's iterator) in anyio's default thread pool, 40 threads shared by every

@@ -49,7 +49,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
     def __init__(self, url: str) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {}
+        # Room for every request the back-pressure limits let in at once (list + read + write, 14 by
+        # default), the reconcile loop and log followers polling, before anyone waits on the pool.
+        kwargs: dict[str, Any] = {} if ":memory:" in url else {"pool_size": 20, "max_overflow": 20}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
