@@ -18,6 +18,9 @@ from kubetrain.core.records import NodeRecord
 from kubetrain.core.specs import JobSpec
 from kubetrain.core.attempts import ActiveAttempt, LaunchOrder, Outcome
 
+#: Every job's output folder lives on this volume (a folder, or the results claim on Kubernetes).
+RESULTS_VOLUME = "results"
+
 
 @dataclass(frozen=True, slots=True)
 class Observation:

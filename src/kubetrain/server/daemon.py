@@ -308,12 +308,9 @@ def _owner_of(path: Path) -> int | None:
 
 
 def _user_name(uid: int) -> str:
-    import pwd
+    from kubetrain.server.auth import os_user_name  # only on this error path: auth imports FastAPI
 
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
+    return os_user_name(uid)
 
 
 def stop_master(settings: Settings, *, timeout: float = 20.0) -> bool:

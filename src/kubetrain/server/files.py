@@ -37,7 +37,7 @@ from kubetrain.core.identity import Identity, check_admin, check_may_manage
 from kubetrain.core.quantities import QuantityError, format_memory, parse_memory
 from kubetrain.core.specs import SNAPSHOT_RE, JobSpec, check_name, check_relative_path
 from kubetrain.engines.base import Engine
-from kubetrain.engines.local.engine import RESULTS_VOLUME
+from kubetrain.engines.base import RESULTS_VOLUME
 from kubetrain.settings import LimitSettings
 from kubetrain.store.store import Store
 
@@ -114,8 +114,12 @@ class FileService:
         self.engine.release_volume(name)
         self.store.delete_volume(name)
 
-    def check_job(self, spec: JobSpec) -> None:
-        """At submit: the volumes and snapshot a job names must exist."""
+    def check_job(self, spec: JobSpec, caller: Identity) -> None:
+        """At submit: the volumes and snapshot a job names must exist, and ``results`` is an admin's to mount."""
+        if any(v.name == RESULTS_VOLUME for v in spec.spec.volumes) and not caller.is_admin:
+            raise ForbiddenError(f"spec.volumes: {RESULTS_VOLUME!r} holds every job's outputs; only an admin may mount "
+                                 "it. A job writes its own outputs to KUBETRAIN_OUTPUT_DIR; read others' with "
+                                 "`kubetrain artifacts` / `kubetrain cp`", details={"field": "spec.volumes"})
         for volume in spec.spec.volumes:
             if self.engine.volumes_are_claims:
                 break  # the engine's validate() checks the cluster's claims

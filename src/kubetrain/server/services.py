@@ -17,14 +17,13 @@ from typing_extensions import NotRequired, TypedDict
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing import Iterator
 
-from kubetrain.core.errors import ConflictError, ForbiddenError, KubetrainError, NotFoundError, SpecError
+from kubetrain.core.errors import ConflictError, KubetrainError, NotFoundError, SpecError
 from kubetrain.core.identity import Identity, Role, Via, check_may_manage
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import MAX_ATTEMPT, ExperimentRecord, JobRecord, MetricPoint, Provenance
 from kubetrain.core.specs import JobSpec, format_validation_error, validate_job
 from kubetrain.core.states import JobState
 from kubetrain.engines.base import Engine
-from kubetrain.engines.local.engine import RESULTS_VOLUME
 from kubetrain.server.reconciler import Reconciler
 from kubetrain.server.runas import RunAsPolicy
 from kubetrain.server.sweeps import SweepController
@@ -127,17 +126,13 @@ class JobService:
             raise SpecError(f"metadata.labels: {reserved[0]!r} is reserved for kubetrain (keys under "
                             f"{RESERVED_LABEL_PREFIX}); pick another key", details={"field": "metadata.labels",
                                                                                   "value": reserved[0]})
-        if any(v.name == RESULTS_VOLUME for v in spec.spec.volumes) and not caller.is_admin:
-            raise ForbiddenError(f"spec.volumes: {RESULTS_VOLUME!r} holds every job's outputs; only an admin may mount "
-                                 "it. A job writes its own outputs to KUBETRAIN_OUTPUT_DIR; read others' with "
-                                 "`kubetrain artifacts` / `kubetrain cp`", details={"field": "spec.volumes"})
         if self.files is not None:
-            self.files.check_job(spec)
+            self.files.check_job(spec, caller)
         if self.run_as is not None:
             self.run_as.check_submit(spec, caller)
         return provenance.model_copy(update={"submitter": caller.name})
 
-    def _check_name_is_not_an_experiments(self, name: str) -> None:
+    def _check_name_free_of_experiments(self, name: str) -> None:
         """A job named like an experiment (or one of its trials) would share its output folder: refused."""
         match = re.match(r"^(.+)-\d+$", name)
         for experiment in (name, match.group(1) if match else None):
@@ -149,7 +144,7 @@ class JobService:
     def submit(self, spec: JobSpec, provenance: Provenance, caller: Identity) -> JobRecord:
         provenance = self._admit(spec, caller, provenance)
         if spec.metadata.name is not None:
-            self._check_name_is_not_an_experiments(spec.metadata.name)
+            self._check_name_free_of_experiments(spec.metadata.name)
         if spec.metadata.name is None:
             for _ in range(10):
                 candidate = spec.with_name(generate_name(spec))
@@ -213,8 +208,7 @@ class JobService:
                 point.pop("attempt", None)
         else:
             owner = self.store.get_job(job, with_events=False).provenance.submitter
-            if not caller.may_manage(owner):
-                check_may_manage(caller, owner, f"job {job!r}", "report metrics for")
+            check_may_manage(caller, owner, f"job {job!r}", "report metrics for")
         batch_id = batch.get("batch")
         key = (job, batch_id) if batch_id is not None else None
         if key is not None:

@@ -50,7 +50,7 @@ from kubetrain.core.quantities import format_memory
 from kubetrain.core.records import NodeRecord
 from kubetrain.core.specs import JobBody, JobSpec
 from kubetrain.core.states import Reason, explain_exit
-from kubetrain.engines.base import Engine, Observation
+from kubetrain.engines.base import RESULTS_VOLUME, Engine, Observation
 from kubetrain.engines.local import attempt_files as files
 from kubetrain.engines.local import privileges, workspace
 from kubetrain.engines.local import supervisor as sv
@@ -59,9 +59,6 @@ from kubetrain.engines.local.inventory import Inventory
 from kubetrain.engines.local.workspace import can_mount
 from kubetrain.engines.variables import inherited_variables, job_variables
 from kubetrain.settings import Settings
-
-#: Every job's output folder lives on this volume, created on first use.
-RESULTS_VOLUME = "results"
 
 #: A supervisor gets this long to claim its attempt before the launch is retried.
 CLAIM_TIMEOUT_SECONDS = 15.0
