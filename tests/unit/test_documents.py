@@ -189,3 +189,58 @@ def test_python_tags_are_not_constructed():
 def test_scalar_document_is_returned_for_validation_to_reject():
     [(data, _)] = load_yaml_documents("just a string\n")
     assert data == "just a string"
+
+
+# -- duplicate keys and bytes ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("a: 1\nb: 2\na: 3\n", "line 3: a is given twice, on lines 1 and 3"),
+        ("spec:\n  env:\n    A: 1\n    A: 2\n", "line 4: spec.env.A is given twice, on lines 3 and 4"),
+        ("items:\n  - {x: 1, x: 2}\n", "line 2: items[0].x is given twice, on line 2"),
+        ("a: 1\n---\nb: 1\nb: 2\n", "line 4: b is given twice, on lines 3 and 4"),
+    ],
+)
+def test_duplicate_keys_are_refused_with_both_lines(text, fragment):
+    with pytest.raises(SpecError) as info:
+        load_yaml_documents(text, source="job.yaml")
+    assert info.value.message.startswith("job.yaml: ")
+    assert fragment in info.value.message
+    assert "keep one" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: {x: 1}\nb: {x: 1}\n",  # the same key in two mappings
+        "a: 1\n---\na: 2\n",  # or in two documents
+        "1: a\n'1': b\n",  # a number and a string are different keys
+    ],
+)
+def test_keys_repeated_elsewhere_are_not_duplicates(text):
+    assert load_yaml_documents(text)
+
+
+def test_bytes_are_decoded_as_utf8_and_a_bad_byte_is_named_with_its_line():
+    [(data, _)] = load_yaml_documents("a: café\n".encode())
+    assert data == {"a": "café"}
+    [(data, _)] = load_yaml_documents("\ufeffa: 1\n".encode())  # a UTF-8 BOM is fine
+    assert data == {"a": 1}
+    with pytest.raises(SpecError) as info:
+        load_yaml_documents(b"a: 1\nb: caf\xe9\n", source="job.yaml")
+    assert info.value.message.startswith("job.yaml: line 2: byte 0xe9 is not UTF-8")
+    assert "codec" not in info.value.message
+
+
+def test_size_cap_applies_to_bytes_too():
+    with pytest.raises(SpecError, match="larger than 1024 KiB"):
+        load_yaml_documents(b"a: " + b"x" * MAX_DOCUMENT_BYTES + b"\n")
+
+
+def test_loader_errors_name_the_source():
+    for text in ("a: &x 1\nb: *x\n", "[" * (MAX_DEPTH + 2) + "]" * (MAX_DEPTH + 2)):
+        with pytest.raises(SpecError) as info:
+            load_yaml_documents(text, source="job.yaml")
+        assert info.value.message.startswith("job.yaml: line ")

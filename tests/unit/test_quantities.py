@@ -189,3 +189,35 @@ def test_cpu_round_trip(text):
 @pytest.mark.parametrize("millis", [1, 250, 999, 1000, 1001, 128000])
 def test_cpu_round_trip_from_millis(millis):
     assert parse_cpu(format_cpu(millis)) == millis
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("4GB", "did you mean 'Gi' or 'G'?"),
+        ("4mb", "did you mean 'Mi' or 'M'?"),
+        ("4K", "did you mean 'Ki' or 'k'?"),
+        ("1 Gi", "write it without a space, e.g. 1Gi"),
+        ("1e30Ei", "the largest memory a spec may ask for is 2^63-1 bytes (just under 8Ei)"),
+        ("1e99", "at most e30"),
+        ("lots", "use e.g. 512Mi or 4Gi"),
+    ],
+)
+def test_memory_messages_say_the_fix(text, fragment):
+    with pytest.raises(QuantityError) as info:
+        parse_memory(text)
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("1e10", "the most CPU a spec may ask for is 1000000 cores"),
+        ("500 m", "write it without a space, e.g. 500m"),
+        ("2 cores", "use cores (2, 0.5) or millicores (500m)"),
+    ],
+)
+def test_cpu_messages_say_the_fix(text, fragment):
+    with pytest.raises(QuantityError) as info:
+        parse_cpu(text)
+    assert fragment in str(info.value)

@@ -180,3 +180,21 @@ def test_selector_from_mapping_gives_equality_requirements():
 def test_selector_from_mapping_checks_keys_and_values(mapping, fragment):
     with pytest.raises(SelectorError, match=fragment):
         selector_from_mapping(mapping)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("gpu > 2", "'gpu > 2' uses '>', which is not a selector operator"),
+        ("gpu>=2,zone=a", "'gpu>=2' in 'gpu>=2,zone=a' uses '>='"),
+        ("name=~a.*", "uses '=~'"),
+        ("zone in a,b", "the values after 'in' go in parentheses, e.g. zone in (a, b)"),
+        ("spot exists", "write 'spot' for exists and '!spot' for does not exist"),
+    ],
+)
+def test_operators_from_elsewhere_are_named_with_the_allowed_ones(text, fragment):
+    with pytest.raises(SelectorError) as info:
+        parse_selector(text)
+    message = str(info.value)
+    assert fragment in message
+    assert "the operators allowed are key=value, key==value, key!=value, key in (a,b), key notin (a,b)" in message

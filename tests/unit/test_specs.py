@@ -350,7 +350,7 @@ def test_unknown_field_error_carries_its_line():
             gpu: 1
         """
     )
-    assert error.message == "line 5: unknown field 'spec.resorces'; remove it or check its spelling"
+    assert error.message == "line 5: unknown field 'spec.resorces'; check its spelling: did you mean 'spec.resources'?"
 
 
 def test_value_errors_carry_the_line_of_their_key():

@@ -192,7 +192,7 @@ class ExperimentSpec(StrictModel):
         if self.metadata.name and len(self.metadata.name) > MAX_EXPERIMENT_NAME:
             raise ValueError(
                 f"metadata.name {self.metadata.name!r} is longer than {MAX_EXPERIMENT_NAME} characters "
-                "(trials are named <experiment>-<n>)"
+                "(trials are named <experiment>-<n>); shorten it"
             )
         return self
 

@@ -53,19 +53,52 @@ class Requirement:
         return f"{self.key} {word} ({', '.join(self.values)})"
 
 
-_HELP = "use key=value, key!=value, key in (a,b), key notin (a,b), key or !key"
+_HELP = ("the operators allowed are key=value, key==value, key!=value, key in (a,b), key notin (a,b), "
+         "key (exists) and !key (does not exist)")
+_MAX_LENGTH = 4096
+# Operators from other query languages that users try: ``gpu > 2``, ``name=~a.*``, ``gpu >= 2``.
+_FOREIGN_OPERATOR = re.compile(r"(=~|!~|>=|<=|[<>~])")
+_SET_WITHOUT_PARENS = re.compile(r"^\S+\s+(in|notin)\s+[^\s(]", re.IGNORECASE)
+_EXISTS_WORD = re.compile(r"^(\S+)\s+(exists|doesnotexist|does\s+not\s+exist)$", re.IGNORECASE)
+
+
+def _inside(part: str, text: str) -> str:
+    return "" if part == text else f" in {text!r}"
 
 
 def _check_key(key: str, text: str) -> str:
     if not _KEY.match(key):
-        raise SelectorError(f"{key!r} in {text!r} is not a valid label key; {_HELP}")
+        raise SelectorError(
+            f"{key!r}{_inside(key, text)} is not a valid label key (up to 63 letters, digits, '-', '_', '.', "
+            f"optionally after a prefix like example.com/); {_HELP}"
+        )
     return key
 
 
 def _check_value(value: str, text: str) -> str:
     if not _VALUE.match(value):
-        raise SelectorError(f"{value!r} in {text!r} is not a valid label value; {_HELP}")
+        raise SelectorError(
+            f"{value!r}{_inside(value, text)} is not a valid label value (up to 63 letters, digits, '-', '_', '.'); "
+            f"{_HELP}"
+        )
     return value
+
+
+def _check_operator(term: str, text: str) -> None:
+    """Refuse, by name, the operators a user brings from elsewhere, before they read as a bad key."""
+    foreign = _FOREIGN_OPERATOR.search(term)
+    if foreign:
+        raise SelectorError(f"{term!r}{_inside(term, text)} uses {foreign.group(1)!r}, which is not a selector "
+                            f"operator; {_HELP}")
+    if _SET_WITHOUT_PARENS.match(term):
+        key, word = term.split()[:2]
+        raise SelectorError(f"{term!r}{_inside(term, text)}: the values after {word!r} go in parentheses, e.g. "
+                            f"{key} {word.lower()} (a, b); {_HELP}")
+    exists = _EXISTS_WORD.match(term)
+    if exists:
+        key = exists.group(1)
+        raise SelectorError(f"{term!r}{_inside(term, text)}: write {key!r} for exists and '!{key}' for does not "
+                            f"exist; {_HELP}")
 
 
 def _split_terms(text: str) -> list[str]:
@@ -90,8 +123,9 @@ def _split_terms(text: str) -> list[str]:
 
 def parse_selector(text: str) -> tuple[Requirement, ...]:
     """Parse the ``kubectl -l`` string syntax into requirements."""
-    if len(text) > 4096:
-        raise SelectorError("selector is longer than 4096 characters")
+    if len(text) > _MAX_LENGTH:
+        raise SelectorError(f"selector is longer than {_MAX_LENGTH} characters ({len(text)}); "
+                            "use fewer requirements, e.g. one label that names the node group")
     requirements: list[Requirement] = []
     for raw in _split_terms(text):
         term = raw.strip()
@@ -100,6 +134,8 @@ def parse_selector(text: str) -> tuple[Requirement, ...]:
                 raise SelectorError(f"empty requirement in {text!r}; {_HELP}")
             continue
         set_match = _SET_EXPR.match(term)
+        if not set_match:
+            _check_operator(term, text)
         if set_match:
             key, word, inner = set_match.groups()
             values = tuple(_check_value(v.strip(), text) for v in inner.split(",") if v.strip())

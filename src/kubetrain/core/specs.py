@@ -14,6 +14,7 @@ import re
 from typing import Any, Literal, Union
 
 from pydantic import (
+    BaseModel,
     Field,
     ValidationError,
     ValidationInfo,
@@ -23,7 +24,7 @@ from pydantic import (
 
 from kubetrain.core.errors import SpecError
 from kubetrain.core.retries import RetryPolicy
-from kubetrain.core.strict import StrictModel
+from kubetrain.core.strict import StrictModel, explain_errors
 from kubetrain.core.quantities import QuantityError, format_cpu, parse_cpu, parse_memory
 from kubetrain.core.selectors import (
     Requirement,
@@ -46,7 +47,8 @@ ParamValue = Union[str, int, float, bool, None, list[Any], dict[str, Any]]
 def _check_finite(value: Any, path: str, depth: int = 0) -> None:
     """NaN and infinities are not JSON: refuse them instead of storing what PostgreSQL rejects."""
     if depth > 32:
-        raise ValueError(f"{path} nests deeper than 32 levels")
+        raise ValueError(f"{path} nests deeper than 32 levels, the deepest kubetrain stores; flatten it, "
+                         "e.g. as 'model.depth: 3' keys")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{path} is {value!r}; params must be finite numbers, strings, lists or mappings")
     if isinstance(value, dict):
@@ -77,9 +79,16 @@ class Resources(StrictModel):
     @classmethod
     def _not_bool(cls, value: Any, info: ValidationInfo) -> Any:
         # YAML reads yes/no/on/true as booleans, which pydantic would coerce to 1.
+        example = "500m or 2" if info.field_name == "cpu" else "512Mi or 4Gi"
         if isinstance(value, bool):
-            example = "500m or 2" if info.field_name == "cpu" else "512Mi or 4Gi"
             raise ValueError(f"{value!r} is not a quantity; use e.g. {example}")
+        if not isinstance(value, (str, int, float)):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
+            raise ValueError(f"got {shown}, which is not a quantity; use a number or text, e.g. {example}")
+        if info.field_name == "memory" and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"{value!r} is not a whole number of bytes; use a unit, e.g. 1536Mi or 1.5Gi")
+            return int(value)
         return value
 
     @field_validator("cpu")
@@ -132,11 +141,29 @@ class EnvVar(StrictModel):
     value: str = ""
 
 
+_SECRET_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_SECRET_KEY_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+PYTHON_VERSION_RE = re.compile(r"^3\.\d{1,2}$")
+
+
 class SecretKeyRef(StrictModel):
     """One key of a named secret (``kubetrain secret create``; a Kubernetes Secret on that engine)."""
 
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
     key: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._-]+$")
+
+    @field_validator("name", "key", mode="before")
+    @classmethod
+    def _words(cls, value: Any, info: ValidationInfo) -> Any:
+        # The same rules as the patterns above (kept for the API schema), said in words.
+        if not isinstance(value, str):
+            return value
+        if info.field_name == "name" and not (len(value) <= 63 and _SECRET_NAME_RE.match(value)):
+            raise ValueError(f"{value!r} is not a secret name: use up to 63 lowercase letters, digits and '-', "
+                             "starting and ending with a letter or digit (see kubetrain secret ls)")
+        if info.field_name == "key" and not (len(value) <= 253 and _SECRET_KEY_RE.match(value)):
+            raise ValueError(f"{value!r} is not a secret key: use up to 253 letters, digits, '.', '_' and '-'")
+        return value
 
 
 def _split_secret_env(data: Any) -> Any:
@@ -215,6 +242,17 @@ class Environment(StrictModel):
     requirements: list[str] = Field(default_factory=list, max_length=1000)
     requirements_file: str | None = Field(default=None, alias="requirementsFile")
 
+    @field_validator("python", mode="before")
+    @classmethod
+    def _python(cls, value: Any) -> Any:
+        # The pattern above stays for the API schema; this says the same in words, first.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(f"got the number {value!r}; quote the version, e.g. python: \"3.11\" "
+                             "(YAML reads 3.10 as the number 3.1)")
+        if isinstance(value, str) and not PYTHON_VERSION_RE.match(value):
+            raise ValueError(f"{value!r} is not a Python version of the form 3.N, e.g. \"3.11\"")
+        return value
+
     @field_validator("requirements")
     @classmethod
     def _requirements(cls, value: list[str]) -> list[str]:
@@ -262,7 +300,7 @@ class Metadata(StrictModel):
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         if len(value) > 64:
-            raise ValueError("more than 64 labels")
+            raise ValueError(f"{len(value)} labels; at most 64 are allowed")
         for key, val in value.items():
             if not LABEL_KEY_RE.match(key):
                 raise ValueError(f"label key {key!r} is invalid; use letters, digits, '-', '_', '.'")
@@ -304,7 +342,8 @@ class JobBody(StrictModel):
     def _paths(self) -> "JobBody":
         paths = [v.mount_path for v in self.volumes]
         if len(set(paths)) != len(paths):
-            raise ValueError("volumes: two volumes share a mountPath")
+            shared = next(p for p in paths if paths.count(p) > 1)
+            raise ValueError(f"volumes: two volumes are mounted at {shared}; give each its own mountPath")
         for key in self.secret_env:
             if not ENV_NAME_RE.match(key) or key.startswith("KUBETRAIN_"):
                 raise ValueError(f"secretEnv name {key!r} is invalid or reserved; use letters, digits and '_'")
@@ -376,7 +415,7 @@ class JobBody(StrictModel):
     @classmethod
     def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
         if len(value) > 1024:
-            raise ValueError("more than 1024 params")
+            raise ValueError(f"{len(value)} params; at most 1024 are allowed")
         _check_finite(value, "params")
         for key in value:
             if not PARAM_KEY_RE.match(key):
@@ -424,56 +463,22 @@ class JobSpec(StrictModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts)
-
-
-def format_validation_error(exc: ValidationError, *, lines: dict[tuple, int] | None = None) -> SpecError:
-    """Turn pydantic's errors into one SpecError naming field, value and fix."""
-    messages = []
-    fields = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        path = _field_path(loc)
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            text = f"unknown field {path!r}; remove it or check its spelling"
-        elif kind == "missing":
-            text = f"{path}: required field is missing"
-        elif kind == "literal_error":
-            # Lower only the first letter: the expected literal ('Job') is case-sensitive.
-            text = f"{path}: got {err.get('input')!r}, {err['msg'][:1].lower()}{err['msg'][1:]}"
-        else:
-            msg = err["msg"]
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
-            if kind in ("string_type", "int_type", "int_parsing", "list_type", "dict_type", "bool_type",
-                        "greater_than", "less_than_equal", "greater_than_equal", "too_short", "too_long"):
-                msg = f"got {err.get('input')!r}: {msg}"
-            text = f"{path}: {msg}"
-        line = (lines or {}).get(loc)
-        if line is not None:
-            text = f"line {line}: {text}"
-        messages.append(text)
-        fields.append(path)
-    return SpecError("; ".join(messages), details={"fields": fields})
+def format_validation_error(exc: ValidationError, *, lines: dict[tuple, int] | None = None,
+                            model: type[BaseModel] | None = None, document: Any = None) -> SpecError:
+    """Turn pydantic's errors into one SpecError naming field, value and fix (see :func:`explain_errors`)."""
+    return explain_errors(exc.errors(include_url=False), model=model, lines=lines, document=document)
 
 
 def validate_document(model: type[StrictModel], kind: str, document: Any, *,
                       lines: dict[tuple, int] | None = None) -> Any:
     """Validate one parsed document (YAML or JSON) against ``model``; errors become one SpecError."""
     if not isinstance(document, dict):
-        raise SpecError(f"a {kind} document must be a mapping, got {type(document).__name__}")
+        raise SpecError(f"a {kind} document must be a mapping, got {type(document).__name__}; write key: value "
+                        f"lines, e.g. apiVersion: kubetrain/v1, kind: {kind}, metadata: {{name: ...}}, spec: ...")
     try:
         return model.model_validate(document)
     except ValidationError as exc:
-        raise format_validation_error(exc, lines=lines) from None
+        raise format_validation_error(exc, lines=lines, model=model, document=document) from None
 
 
 def validate_job(document: Any, *, lines: dict[tuple, int] | None = None) -> JobSpec:

@@ -26,7 +26,9 @@ from kubetrain.core.errors import KubetrainError, SpecError
 from kubetrain.core.identity import Identity
 from kubetrain.core.records import MAX_ATTEMPT, JobRecord, NodeRecord, Provenance
 from kubetrain.core.selectors import SelectorError, parse_selector
+from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.specs import JobSpec
+from kubetrain.core.strict import explain_errors
 from kubetrain.server.auth import Authenticator
 from kubetrain.server.experiment_routes import add_experiment_routes
 from kubetrain.server.file_routes import add_file_routes
@@ -76,6 +78,9 @@ LIST_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"headers": {
                    "schema": {"type": "string"}},
     "Link": {"description": 'the next page\'s URL, rel="next"; absent on the last page', "schema": {"type": "string"}},
 }}}
+
+#: The routes whose body carries a document: their errors are explained against its model (misplaced fields).
+_SPEC_MODELS: dict[str, type[BaseModel]] = {"/api/v1/jobs": JobSpec, "/api/v1/experiments": ExperimentSpec}
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -137,26 +142,25 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Re-shape FastAPI's error list into one sentence that names each field.
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's error list in our words, one sentence naming each field (core/strict.py), as the CLI says it.
         errors = []
         for err in exc.errors():
             loc = tuple(err.get("loc", ()))
-            if loc and loc[0] == "body":
+            if loc[:1] == ("body",):
                 loc = loc[1:]
-            if loc and loc[0] == "spec":
+            if err.get("type") == "json_invalid":  # loc is (body, character offset)
+                offset = ".".join(str(p) for p in loc)
+                error = SpecError(f"body: not valid JSON: {(err.get('ctx') or {}).get('error', 'invalid')} "
+                                  f"at character {offset}", details={"fields": ["body"]})
+                return JSONResponse(error.to_dict(), status_code=422)
+            if len(loc) > 1 and loc[0] == "spec":
                 loc = loc[1:]
             errors.append({**err, "loc": loc})
-        parts = []
-        for err in errors:
-            path = ".".join(str(p) for p in err["loc"]) or "body"
-            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-            if err.get("type") == "extra_forbidden":
-                msg = "unknown field; remove it or check its spelling"
-            elif err.get("type") == "json_invalid":  # loc is (body, character offset)
-                path, msg = "body", f"not valid JSON: {(err.get('ctx') or {}).get('error', msg)} at character {path}"
-            parts.append(f"{path}: {msg}")
-        error = SpecError("; ".join(parts) or "invalid request", details={"fields": [p.split(":")[0] for p in parts]})
+        model = _SPEC_MODELS.get(request.url.path)
+        body = getattr(exc, "body", None)
+        document = body.get("spec") if model is not None and isinstance(body, dict) else None
+        error = explain_errors(errors, model=model, document=document)
         return JSONResponse(error.to_dict(), status_code=422)
 
     @app.exception_handler(Exception)
