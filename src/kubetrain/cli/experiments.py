@@ -7,14 +7,16 @@ import io
 import json
 import sys
 import time
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from kubetrain.cli import render
+from kubetrain.cli.choices import Export, Output
 from kubetrain.core.errors import KubetrainError
-from kubetrain.core.experiments import ExperimentSpec
-from kubetrain.core.records import ExperimentRecord, TrialRecord
+
+if TYPE_CHECKING:
+    from kubetrain.core.records import ExperimentRecord, TrialRecord
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -28,11 +30,6 @@ def sparkline(values: list[float], width: int = 40) -> str:
     low, high = min(values), max(values)
     span = (high - low) or 1.0
     return "".join(SPARK[min(int((v - low) / span * (len(SPARK) - 1)), len(SPARK) - 1)] for v in values)
-
-
-def check_output(output: str | None, allowed: tuple[str, ...] = ("json", "yaml")) -> None:
-    if output not in (None, *allowed):
-        raise KubetrainError(f"--output {output!r}: use {' or '.join(allowed)}")
 
 
 def sorted_trials(record: ExperimentRecord) -> list[TrialRecord]:
@@ -88,11 +85,10 @@ def register(app: typer.Typer, client_factory, capture) -> None:
 
     @experiments_app.callback()
     def experiments(ctx: typer.Context,
-                    output: Annotated[Optional[str], typer.Option("--output", "-o", help="json or yaml")] = None) -> None:
+                    output: Annotated[Optional[Output], typer.Option("--output", "-o", help="json or yaml")] = None) -> None:
         """List experiments with their progress and best trial."""
         if ctx.invoked_subcommand is not None:
             return
-        check_output(output)
         with client_factory() as client:
             records = client.list_experiments()
         if output:
@@ -119,6 +115,7 @@ def register(app: typer.Typer, client_factory, capture) -> None:
     ) -> None:
         """Start a hyperparameter sweep (same as `submit -f` for an Experiment)."""
         from kubetrain.cli.flags import specs_from_file
+        from kubetrain.core.experiments import ExperimentSpec
 
         specs = specs_from_file(file)
         if not all(isinstance(s, ExperimentSpec) for s in specs):
@@ -133,10 +130,9 @@ def register(app: typer.Typer, client_factory, capture) -> None:
     @app.command()
     def compare(
         name: Annotated[str, typer.Argument(help="experiment name")],
-        output: Annotated[Optional[str], typer.Option("--output", "-o", help="json or csv")] = None,
+        output: Annotated[Optional[Export], typer.Option("--output", "-o", help="json or csv")] = None,
     ) -> None:
         """Trials of an experiment sorted by the objective, best marked ★."""
-        check_output(output, ("json", "csv"))
         with client_factory() as client:
             show_compare(client.get_experiment(name), output)
 
@@ -150,10 +146,9 @@ def register(app: typer.Typer, client_factory, capture) -> None:
     def metrics(
         job: Annotated[str, typer.Argument(help="job name")],
         metric: Annotated[list[str], typer.Option("--metric", "-m", help="only these metrics")] = [],
-        output: Annotated[Optional[str], typer.Option("--output", "-o", help="json or csv")] = None,
+        output: Annotated[Optional[Export], typer.Option("--output", "-o", help="json or csv")] = None,
     ) -> None:
         """A job's reported metrics: a table per metric with a sparkline, or every point as json/csv."""
-        check_output(output, ("json", "csv"))
         with client_factory() as client:
             points = client.metrics(job, names=metric or None)
         if output == "json":

@@ -2,42 +2,32 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from kubetrain.cli import render
+from kubetrain.cli.choices import Output
+from kubetrain.cli.submitting import attach_snapshot_document
 from kubetrain.core.errors import SpecError
-from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.quantities import format_memory
-from kubetrain.core.specs import JobSpec, check_name, check_relative_path
-from kubetrain.sdk.snapshots import DEFAULT_MAX_BYTES, pack
+
+if TYPE_CHECKING:
+    from kubetrain.core.experiments import ExperimentSpec
+    from kubetrain.core.specs import JobSpec
 
 
 def attach_snapshot(client, spec: JobSpec | ExperimentSpec, *, home: Path, say) -> JobSpec | ExperimentSpec:
     """Pack the job's working directory, upload it (once per content), and point the spec at it."""
-    body = spec.spec.template if isinstance(spec, ExperimentSpec) else spec.spec
-    if body.snapshot or not body.working_dir:
-        return spec
-    root = Path(body.working_dir)
-    if not root.is_dir():
-        raise SpecError(f"workingDir {body.working_dir!r} is not a directory on this machine")
-    limit = int(os.environ.get("KUBETRAIN_SNAPSHOT_MAX") or DEFAULT_MAX_BYTES)
-    data, digest, count = pack(root, max_bytes=limit, exclude=[home])
-    sent = client.upload_snapshot(data, digest)
-    say(f"code snapshot {digest[7:19]} of {root}: {count} files, {format_memory(len(data))}"
-        + ("" if sent else " (already on the master)"))
-    document = spec.to_document()
-    target = document["spec"]["template"] if isinstance(spec, ExperimentSpec) else document["spec"]
-    target["snapshot"] = digest
-    target["workingDir"] = "."
-    return type(spec).model_validate(document)
+    document = attach_snapshot_document(client, spec.to_document(), home=home, say=say)
+    return spec if document is None else type(spec).model_validate(document)
 
 
 def _parse_remote(text: str) -> tuple[str, str, str]:
     """``JOB:path`` or ``volume/NAME:path`` -> (kind, name, path), all validated."""
+    from kubetrain.core.specs import check_name, check_relative_path
+
     if ":" not in text:
         raise SpecError(f"{text!r}: use JOB:path or volume/NAME:path, e.g. digits-x7k2m:model.pkl")
     name, path = text.split(":", 1)
@@ -66,7 +56,7 @@ def register(app: typer.Typer, client_factory) -> None:
         typer.echo(f"volume/{volume['name']} created")
 
     @volume_app.command("ls")
-    def volume_ls(output: Annotated[Optional[str], typer.Option("--output", "-o", help="json or yaml")] = None) -> None:
+    def volume_ls(output: Annotated[Optional[Output], typer.Option("--output", "-o", help="json or yaml")] = None) -> None:
         """List volumes with their use."""
         with client_factory() as client:
             volumes = client.list_volumes()
@@ -85,7 +75,7 @@ def register(app: typer.Typer, client_factory) -> None:
         typer.echo(f"volume/{name} deleted")
 
     @app.command()
-    def artifacts(job: str, output: Annotated[Optional[str], typer.Option("--output", "-o")] = None) -> None:
+    def artifacts(job: str, output: Annotated[Optional[Output], typer.Option("--output", "-o", help="json or yaml")] = None) -> None:
         """List the files a job wrote to its output folder."""
         with client_factory() as client:
             files = client.artifacts(job)
@@ -111,7 +101,7 @@ def register(app: typer.Typer, client_factory) -> None:
     @app.command()
     def rerun(job: str,
               param: Annotated[list[str], typer.Option("--param", "-p", help="override KEY=VALUE")] = [],
-              output: Annotated[Optional[str], typer.Option("--output", "-o")] = None) -> None:
+              output: Annotated[Optional[Output], typer.Option("--output", "-o", help="json or yaml")] = None) -> None:
         """Run a job again: same code snapshot, environment and params (with overrides)."""
         from kubetrain.cli.flags import parse_pairs, parse_param_value
 

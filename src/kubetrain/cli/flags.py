@@ -1,17 +1,23 @@
-"""Turning CLI flags and YAML files into Job documents (validated by the one spec model)."""
+"""Turning CLI flags and YAML files into Job documents (validated by the one spec model).
+
+Imports are light on purpose: ``kubetrain run`` builds its document here on the fast path
+(:mod:`kubetrain.cli.quick`), before pydantic or PyYAML are loaded; the spec models load only to
+validate.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from kubetrain.core.documents import load_yaml_documents
 from kubetrain.core.errors import SpecError
-from kubetrain.core.experiments import ExperimentSpec, validate_experiment
-from kubetrain.core.specs import JobSpec, validate_job
+
+TYPE_CHECKING = False  # typing itself costs milliseconds to import; annotations are strings here (PEP 563)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from kubetrain.core.experiments import ExperimentSpec
+    from kubetrain.core.specs import JobSpec
 
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)?$")
 
@@ -28,6 +34,8 @@ def parse_pairs(items: list[str], flag: str) -> dict[str, str]:
 
 def parse_param_value(text: str) -> Any:
     """``0.01`` -> float, ``5`` -> int, ``true`` -> bool, ``[1,2]`` -> list; anything else stays text."""
+    import yaml
+
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -52,12 +60,20 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[match.group(2)]
 
 
-def spec_from_flags(
+def spec_from_flags(**flags: Any) -> JobSpec:
+    """The validated Job of ``kubetrain run``'s flags (those of :func:`job_document`)."""
+    from kubetrain.core.specs import validate_job
+
+    return validate_job(job_document(**flags))
+
+
+def job_document(
     *, command: list[str], name: str | None, cpu: str | None, memory: str | None, gpu: int | None,
     params: list[str], env: list[str], labels: list[str], selector: str | None, priority: int | None,
     deadline: str | None, workdir: str | None, shell: bool, retries: int | None = None,
     volumes: list[str] = (),
-) -> JobSpec:
+) -> dict[str, Any]:
+    """The Job document of ``kubetrain run``'s flags, not yet validated (the master validates it again)."""
     if not command:
         raise SpecError("no command given; put it after --, e.g. kubetrain run -- python train.py")
     resources: dict[str, Any] = {}
@@ -85,10 +101,9 @@ def spec_from_flags(
         body["retryPolicy"] = {"maxRetries": retries}
     if volumes:
         body["volumes"] = [parse_volume(v) for v in volumes]
-    document = {"apiVersion": "kubetrain/v1", "kind": "Job",
-                "metadata": {"labels": parse_pairs(labels, "--label"), **({"name": name} if name else {})},
-                "spec": body}
-    return validate_job(document)
+    return {"apiVersion": "kubetrain/v1", "kind": "Job",
+            "metadata": {"labels": parse_pairs(labels, "--label"), **({"name": name} if name else {})},
+            "spec": body}
 
 
 def _resolve_working_dir(body: dict[str, Any], base: Path) -> None:
@@ -100,6 +115,10 @@ def _resolve_working_dir(body: dict[str, Any], base: Path) -> None:
 
 def specs_from_file(path: str) -> list[JobSpec | ExperimentSpec]:
     """Read and validate every Job/Experiment document in a YAML file; nothing is submitted if one is bad."""
+    from kubetrain.core.documents import load_yaml_documents
+    from kubetrain.core.experiments import validate_experiment
+    from kubetrain.core.specs import validate_job
+
     file = Path(path)
     try:
         text = file.read_text()

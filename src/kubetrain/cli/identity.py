@@ -5,16 +5,19 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 
 from kubetrain.cli import render
+from kubetrain.cli.choices import Output as OutputFormat
 from kubetrain.cli.credentials import store_token
 from kubetrain.core.errors import SpecError
-from kubetrain.sdk.client import Client
 
-Output = Annotated[Optional[str], typer.Option("--output", "-o", help="json or yaml instead of a table")]
+if TYPE_CHECKING:
+    from kubetrain.sdk.client import Client
+
+Output = Annotated[Optional[OutputFormat], typer.Option("--output", "-o", help="json or yaml instead of a table")]
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -73,6 +76,8 @@ def register(app: typer.Typer, client: Callable[[], Client]) -> None:
             token = (typer.prompt("token", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline()).strip()
         if not token:
             raise SpecError("no token given; paste the one `kubetrain token create` printed", details={"field": "token"})
+        from kubetrain.sdk.client import Client
+
         with Client(url, token=token) as c:
             me = c.whoami()
         path = store_token(url, token)

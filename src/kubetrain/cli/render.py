@@ -1,28 +1,38 @@
-"""Rendering for the CLI: Rich tables on a terminal, plain columns when piped, JSON/YAML for scripts."""
+"""Rendering for the CLI: aligned columns (bold headers and coloured states on a terminal), JSON/YAML for
+scripts.
+
+Standard library only at import, so ``kubetrain get jobs`` prints without loading Rich or PyYAML; colour
+is plain ANSI, off when ``NO_COLOR`` is set or ``TERM=dumb`` (as Rich did).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from datetime import datetime
-from typing import Any, Iterable, Sequence
 
-import yaml
-from rich.console import Console
-from rich.table import Table
+TYPE_CHECKING = False  # typing itself costs milliseconds to import; annotations are strings here (PEP 563)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any
 
-from kubetrain.core.quantities import format_memory
-from kubetrain.core.records import JobRecord, NodeRecord
+    from kubetrain.core.records import JobRecord, NodeRecord
 
 STATE_STYLE = {
     "Queued": "yellow", "Running": "cyan", "Succeeded": "green", "Failed": "red", "Cancelled": "magenta",
     "Starting": "yellow",
 }
+_ANSI = {"bold": "1", "red": "31", "green": "32", "yellow": "33", "magenta": "35", "cyan": "36"}
 
 
-def console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+def colour() -> bool:
+    """Whether stdout takes ANSI styles: a terminal, and neither ``NO_COLOR`` nor ``TERM=dumb``."""
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def styled(text: str, style: str | None, on: bool) -> str:
+    return f"\x1b[{_ANSI[style]}m{text}\x1b[0m" if on and style in _ANSI else text
 
 
 def age(since: float | None, now: float | None = None) -> str:
@@ -48,53 +58,54 @@ def duration(start: float | None, end: float | None) -> str:
 
 
 def timestamp(value: float | None) -> str:
-    return "-" if value is None else datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+    return "-" if value is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
 
 
 def dump(data: Any, fmt: str) -> None:
     if fmt == "json":
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     else:
+        import yaml
+
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], styles: dict[int, dict[str, str]] | None = None) -> None:
+    """Columns two spaces apart; on a terminal the header is bold and cells named in ``styles``
+    (column -> cell text -> colour) are coloured."""
     rows = [list(map(str, r)) for r in rows]
-    if sys.stdout.isatty():
-        t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-        for h in headers:
-            t.add_column(h)
-        for row in rows:
-            cells = []
-            for index, cell in enumerate(row):
-                style = (styles or {}).get(index, {}).get(cell)
-                cells.append(f"[{style}]{cell}[/]" if style else cell)
-            t.add_row(*cells)
-        console().print(t)
-        return
+    on = colour()
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+    def line(cells: Sequence[str], style_of) -> str:
+        padded = [styled(c, style_of(i, c), on) + " " * (w - len(c)) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(padded).rstrip()
+
+    lines = [line(headers, lambda _i, _c: "bold")]
+    lines += [line(row, lambda i, c: (styles or {}).get(i, {}).get(c)) for row in rows]
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def jobs_table(jobs: list[JobRecord]) -> None:
+def jobs_table(jobs: list[dict[str, Any]]) -> None:
+    """Jobs as the API lists them (JSON: the summary view is enough)."""
     rows = []
     for job in jobs:
-        res = job.spec.get("spec", {}).get("resources", {})
+        res = (job.get("spec") or {}).get("spec", {}).get("resources", {})
         gpu = res.get("gpu", 0)
+        started = job.get("started_at")
         rows.append([
-            job.name, job.provenance.submitter or "-", job.state, job.reason or "", str(len(job.attempts)),
-            job.node or "-",
+            job["name"], (job.get("provenance") or {}).get("submitter") or "-", job["state"], job.get("reason") or "",
+            str(len(job.get("attempts") or ())), job.get("node") or "-",
             f"{res.get('cpu', '-')}/{res.get('memory', '-')}" + (f"/{gpu}gpu" if gpu else ""),
-            age(job.created_at), duration(job.started_at, job.finished_at) if job.started_at else "-",
+            age(job.get("created_at")), duration(started, job.get("finished_at")) if started else "-",
         ])
     table(["NAME", "OWNER", "STATE", "REASON", "ATTEMPTS", "NODE", "RESOURCES", "AGE", "DURATION"], rows,
           styles={2: STATE_STYLE})
 
 
 def nodes_table(nodes: list[NodeRecord]) -> None:
+    from kubetrain.core.quantities import format_memory
+
     rows = []
     for n in nodes:
         rows.append([
@@ -107,7 +118,9 @@ def nodes_table(nodes: list[NodeRecord]) -> None:
 
 
 def describe(job: JobRecord) -> None:
-    out = console()
+    from kubetrain.core.quantities import format_memory
+
+    on = colour()
     body = job.spec.get("spec", {})
     res = body.get("resources", {})
     prov = job.provenance
@@ -132,10 +145,10 @@ def describe(job: JobRecord) -> None:
         ("Finished", timestamp(job.finished_at)),
     ]
     width = max(len(k) for k, _ in lines) + 1
+    out = sys.stdout
     for key, value in lines:
-        out.print(f"[bold]{(key + ':').ljust(width)}[/] {value}", markup=True, highlight=False)
-    out.print()
-    out.print("[bold]Attempts:[/]")
+        out.write(f"{styled((key + ':').ljust(width), 'bold', on)} {value}\n")
+    out.write(f"\n{styled('Attempts:', 'bold', on)}\n")
     if job.attempts:
         table(["#", "STATE", "REASON", "NODE", "GPUS", "EXIT", "PEAK MEM", "CPU", "DURATION", "LOG"], [
             [str(a.number), a.state, a.reason or "", a.node or "-", ",".join(map(str, a.gpus)) or "-",
@@ -146,9 +159,8 @@ def describe(job: JobRecord) -> None:
             for a in job.attempts
         ], styles={1: STATE_STYLE})
     else:
-        out.print("  (none yet)")
-    out.print()
-    out.print("[bold]Events:[/]")
+        out.write("  (none yet)\n")
+    out.write(f"\n{styled('Events:', 'bold', on)}\n")
     table(["TIME", "TYPE", "REASON", "MESSAGE"], [
         [timestamp(e.time), e.type, e.reason + (f" #{e.attempt}" if e.attempt else ""), e.message] for e in job.events
     ])

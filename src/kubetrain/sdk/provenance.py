@@ -11,8 +11,10 @@ import os
 import socket
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from kubetrain.core.records import GitInfo, Provenance
+if TYPE_CHECKING:  # the CLI captures provenance as plain data, before pydantic is loaded
+    from kubetrain.core.records import GitInfo, Provenance
 
 MAX_DIFF = 256 * 1024
 
@@ -27,27 +29,46 @@ def _git(directory: Path, *args: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def git_info(directory: Path) -> GitInfo | None:
+def git_document(directory: Path) -> dict[str, Any] | None:
+    """:func:`git_info` as plain data (no None values)."""
     commit = _git(directory, "rev-parse", "HEAD")
     if not commit:
         return None
     status = _git(directory, "status", "--porcelain", "--untracked-files=no")
     branch = _git(directory, "rev-parse", "--abbrev-ref", "HEAD")
     diff = _git(directory, "diff", "HEAD", "--no-color", "--", ".")
-    return GitInfo(
-        diff=(diff[:MAX_DIFF] + "\n[... diff cut at 256 KiB]") if diff and len(diff) > MAX_DIFF else (diff or None),
-        commit=commit,
-        branch=None if branch in (None, "HEAD") else branch,
-        dirty=bool(status) if status is not None else None,
-        remote=_git(directory, "config", "--get", "remote.origin.url") or None,
-    )
+    info = {
+        "commit": commit,
+        "branch": None if branch in (None, "HEAD") else branch,
+        "dirty": bool(status) if status is not None else None,
+        "remote": _git(directory, "config", "--get", "remote.origin.url") or None,
+        "diff": (diff[:MAX_DIFF] + "\n[... diff cut at 256 KiB]") if diff and len(diff) > MAX_DIFF else (diff or None),
+    }
+    return {k: v for k, v in info.items() if v is not None}
 
 
-def capture(directory: Path | None = None) -> Provenance:
+def git_info(directory: Path) -> GitInfo | None:
+    from kubetrain.core.records import GitInfo
+
+    info = git_document(directory)
+    return None if info is None else GitInfo.model_validate(info)
+
+
+def capture_document(directory: Path | None = None) -> dict[str, Any]:
+    """:func:`capture` as the API's JSON (no None values), standard library only: the CLI sends this."""
     directory = (directory or Path.cwd()).absolute()
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid())
-    return Provenance(submitter=user, hostname=socket.gethostname(), submit_dir=str(directory),
-                      git=git_info(directory))
+    document: dict[str, Any] = {"submitter": user, "hostname": socket.gethostname(), "submit_dir": str(directory)}
+    git = git_document(directory)
+    if git is not None:
+        document["git"] = git
+    return document
+
+
+def capture(directory: Path | None = None) -> Provenance:
+    from kubetrain.core.records import Provenance
+
+    return Provenance.model_validate(capture_document(directory))

@@ -16,11 +16,13 @@ until its ``retry_deadline`` and then raises
 
 from __future__ import annotations
 
-import email.utils
-import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:  # annotations only: the CLI's own client (cli/wire.py) passes duck-typed answers
+    import random
+
+    import httpx
 
 #: Methods whose second sending does no more than the first.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -54,6 +56,8 @@ def retry_after_seconds(value: str | None, *, now: float) -> float | None:
     text = value.strip()
     if text.isdigit():
         return float(text)
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError):

@@ -17,11 +17,13 @@ import os
 import subprocess
 import tarfile
 from pathlib import Path
-
-import pathspec
+from typing import TYPE_CHECKING
 
 from kubetrain.core.errors import SpecError
 from kubetrain.core.quantities import format_memory
+
+if TYPE_CHECKING:  # loaded only when an ignore file exists: most folders of a `kubetrain run` have none
+    import pathspec
 
 DEFAULT_MAX_BYTES = 100 * 2**20
 ALWAYS_SKIPPED = (".git/", "__pycache__/", ".kubetrain/")
@@ -30,6 +32,8 @@ ALWAYS_SKIPPED = (".git/", "__pycache__/", ".kubetrain/")
 def _ignore_file(path: Path) -> pathspec.PathSpec | None:
     if not path.is_file():
         return None
+    import pathspec
+
     return pathspec.PathSpec.from_lines("gitwildmatch", path.read_text(errors="replace").splitlines())
 
 
