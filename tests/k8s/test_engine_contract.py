@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetrain.core.attempts import ActiveAttempt, LaunchOrder
+from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Phase
 from kubetrain.core.specs import validate_job
 from kubetrain.core.states import Reason
 from kubetrain.engines.kubernetes.engine import KubernetesEngine
@@ -37,7 +37,7 @@ def order(name: str, code: str, number: int = 1, **body) -> tuple[LaunchOrder, A
     document = spec.to_document()
     launch = LaunchOrder(job=name, number=number, token="tok-" + name, spec=document, node="", gpus=())
     active = ActiveAttempt(job=name, number=number, state="Starting", node="", gpus=(), cpu_millis=100,
-                           memory_bytes=128 * 2**20, token=launch.token, spec=document, handle={},
+                           memory_bytes=128 * 2**20, token=launch.token, spec=document, handle=AttemptHandle(),
                            created_at=time.time(), started_at=None, cancel_requested=False)
     return launch, active
 
@@ -45,7 +45,7 @@ def order(name: str, code: str, number: int = 1, **body) -> tuple[LaunchOrder, A
 def ended(cluster, engine: KubernetesEngine, active: ActiveAttempt, timeout: float = 60):
     def check():
         (seen,) = engine.observe([active])
-        return seen if seen.phase == "ended" else None
+        return seen if seen.phase is Phase.ENDED else None
 
     return cluster.wait_for(check, timeout=timeout, what=f"{active.job} to end")
 
@@ -61,7 +61,7 @@ def test_a_launch_is_one_labelled_job_even_when_repeated(cluster, engine) -> Non
     launch, _ = order("twice", "print('hi')")
     handle = engine.launch(launch)
     engine.launch(launch)  # a master restarted between commit and launch does it again: still one Job
-    assert handle["k8s_job"] == object_name("twice", 1)
+    assert handle.data["k8s_job"] == object_name("twice", 1)
     assert job_names(cluster) == ["twice-1"]
     from kubernetes import client
 
@@ -106,7 +106,7 @@ def test_a_deadline_is_enforced_by_kubernetes(cluster, engine) -> None:
 def test_running_then_cancelled(cluster, engine) -> None:
     launch, active = order("sleeper", "import time; print('up', flush=True); time.sleep(120)")
     engine.launch(launch)
-    running = cluster.wait_for(lambda: (s := engine.observe([active])[0]).phase == "running" and s,
+    running = cluster.wait_for(lambda: (s := engine.observe([active])[0]).phase is Phase.RUNNING and s,
                                what="the pod to run")
     assert running.started_at is not None
     engine.cancel(active)
@@ -121,7 +121,7 @@ def test_a_job_deleted_behind_our_back_is_lost_and_retried_by_policy(cluster, en
 
     launch, active = order("victim", "import time; time.sleep(120)")
     engine.launch(launch)
-    cluster.wait_for(lambda: engine.observe([active])[0].phase == "running", what="the pod to run")
+    cluster.wait_for(lambda: engine.observe([active])[0].phase is Phase.RUNNING, what="the pod to run")
     client.BatchV1Api(cluster.api_client).delete_namespaced_job("victim-1", cluster.namespace,
                                                                  propagation_policy="Background")
     running = replace(active, state="Running", started_at=time.time())
@@ -130,7 +130,7 @@ def test_a_job_deleted_behind_our_back_is_lost_and_retried_by_policy(cluster, en
 
 def test_a_decided_attempt_whose_job_was_never_created_is_launched_again(engine) -> None:
     _, active = order("never", "print(1)")
-    assert engine.observe([active])[0].phase == "relaunch"
+    assert engine.observe([active])[0].phase is Phase.RELAUNCH
 
 
 def test_masters_sharing_a_namespace_leave_each_other_alone(cluster, engine, tmp_path: Path) -> None:
@@ -186,7 +186,7 @@ def test_a_running_pods_log_is_streamed_to_the_master_and_outlives_its_node(clus
     launch, active = order("chatty", "import time; print('epoch 1 done', flush=True); time.sleep(120)")
     engine.launch(launch)
     running = replace(active, state="Running", started_at=time.time())
-    cluster.wait_for(lambda: engine.observe([running])[0].phase == "running", what="the pod to run")
+    cluster.wait_for(lambda: engine.observe([running])[0].phase is Phase.RUNNING, what="the pod to run")
     log = tmp_path / "attempts" / "chatty" / "1" / "output.log"
     cluster.wait_for(lambda: log.exists() and log.read_text() == "epoch 1 done\n", what="the live copy on the master")
     assert engine.read_log("chatty", 1, 0) == (b"epoch 1 done\n", 13)  # offsets work on the live copy

@@ -91,7 +91,7 @@ class Harness:
         def running() -> int | None:
             observation = self.engine.observe([attempt])[0]
             assert observation.phase != "ended", (observation.outcome, self.log(attempt))
-            return observation.handle.get("job_pid") if observation.phase == "running" else None
+            return observation.handle.data.get("job_pid") if observation.phase == "running" else None
         return wait_until(running, timeout=timeout, what=f"{attempt.job} to run")
 
     def log(self, attempt: ActiveAttempt) -> str:

@@ -338,7 +338,7 @@ def test_mark_running_records_start_once(store: Store) -> None:
     assert (attempt.state, attempt.started_at, attempt.log_path) == (AttemptState.RUNNING, NOW + 2, "/tmp/x.log")
     assert job.started_at == NOW + 2
     assert reasons(store, "job") == ["Queued", "Scheduled", "Started"]
-    assert store.active_attempts()[0].handle == {"pid": 42, "log_path": "/tmp/x.log"}
+    assert store.active_attempts()[0].handle.to_json() == {"pid": 42, "log_path": "/tmp/x.log"}
     store.set_handle("job", 1, {"pid": 42, "log_path": "/tmp/y.log"})
     assert store.get_job("job").attempts[0].log_path == "/tmp/y.log"
     with pytest.raises(NotFoundError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubetrain.core.attempts import ActiveAttempt
+from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, Phase
 from kubetrain.core.states import Reason
 from kubetrain.engines.kubernetes.status import interpret, timestamp
 
@@ -15,7 +15,7 @@ T1 = "2026-11-29T10:00:05Z"
 def attempt(state: str = "Running", cancel: bool = False, started: float | None = 1.0,
             stop: float | None = None) -> ActiveAttempt:
     return ActiveAttempt(job="digits", number=1, state=state, node="n1", gpus=(), cpu_millis=1000,
-                         memory_bytes=2**30, token="t", spec={}, handle={}, created_at=0.0, started_at=started,
+                         memory_bytes=2**30, token="t", spec={}, handle=AttemptHandle(), created_at=0.0, started_at=started,
                          cancel_requested=cancel, stop_requested_at=stop)
 
 
@@ -45,65 +45,72 @@ def pod(phase: str, *, running: bool = False, terminated: dict | None = None, re
     (job(("Failed", "BackoffLimitExceeded")), [pod("Failed", terminated={"exitCode": 137, "reason": "OOMKilled"})],
      Reason.OOM_KILLED, 137),
     (job(("Failed", "DeadlineExceeded")), [], Reason.DEADLINE_EXCEEDED, None),
-    (job(("Failed", "BackoffLimitExceeded")), [pod("Failed", reason="Evicted")], Reason.LOST, None),
+    # Taken away on purpose (an eviction, a preemption): Evicted, retried on the infrastructure budget.
+    (job(("Failed", "BackoffLimitExceeded")), [pod("Failed", reason="Evicted")], Reason.EVICTED, None),
+    (job(("Failed", "BackoffLimitExceeded")), [pod("Failed", reason="Preempting")], Reason.EVICTED, None),
+    (job(), [pod("Running", running=True, conditions=[{"type": "DisruptionTarget", "status": "True",
+                                                       "reason": "PreemptionByScheduler"}])], Reason.EVICTED, None),
+    # The node went away under it: Lost.
+    (job(("Failed", "BackoffLimitExceeded")), [pod("Failed", reason="NodeLost")], Reason.LOST, None),
+    (job(("Failed", "BackoffLimitExceeded")), [pod("Failed", reason="NodeShutdown")], Reason.LOST, None),
     (job(), [pod("Running", running=True, conditions=[{"type": "DisruptionTarget", "status": "True",
                                                        "message": "node lost"}])], Reason.LOST, None),
     (job(("Failed", "PodFailurePolicy")), [], Reason.LOST, None),
     # A drain SIGTERMs the container, which then "terminates": still the cluster's doing.
     (job(("Failed", "BackoffLimitExceeded")), [pod("Failed", terminated={"exitCode": 143, "reason": "Error"},
                                                    conditions=[{"type": "DisruptionTarget", "status": "True",
-                                                                "reason": "EvictionByEvictionAPI"}])], Reason.LOST, None),
+                                                                "reason": "EvictionByEvictionAPI"}])], Reason.EVICTED, None),
     # 1.31+: FailureTarget comes before Failed.
     (job(("FailureTarget", "DeadlineExceeded")), [pod("Failed", terminated={"exitCode": 143, "reason": "Error"})],
      Reason.DEADLINE_EXCEEDED, 143),
 ])
 def test_ends(the_job, pods, reason: Reason, exit_code) -> None:
-    seen = interpret(attempt(), the_job, pods, {})
-    assert seen.phase == "ended" and seen.outcome is not None
+    seen = interpret(attempt(), the_job, pods, AttemptHandle())
+    assert seen.phase is Phase.ENDED and seen.outcome is not None
     assert seen.outcome.reason == reason, seen.outcome
     assert seen.outcome.exit_code == exit_code
 
 
 def test_an_error_says_what_the_exit_code_means() -> None:
     seen = interpret(attempt(), job(("Failed", "BackoffLimitExceeded")),
-                     [pod("Failed", terminated={"exitCode": 2, "reason": "Error"})], {})
+                     [pod("Failed", terminated={"exitCode": 2, "reason": "Error"})], AttemptHandle())
     assert "2" in seen.outcome.message
 
 
 def test_running_reports_the_container_start_time() -> None:
-    seen = interpret(attempt(), job(), [pod("Running", running=True)], {})
-    assert seen.phase == "running" and seen.started_at == timestamp(T1)
-    assert seen.handle["pod"] == "digits-1-abcde"
+    seen = interpret(attempt(), job(), [pod("Running", running=True)], AttemptHandle())
+    assert seen.phase is Phase.RUNNING and seen.started_at == timestamp(T1)
+    assert seen.handle.data["pod"] == "digits-1-abcde"
 
 
 def test_a_pending_pod_waits_and_says_why() -> None:
     unschedulable = pod("Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                                 "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}])
-    seen = interpret(attempt("Starting", started=None), job(), [unschedulable], {})
-    assert seen.phase == "starting" and "Insufficient nvidia.com/gpu" in seen.notes[0]
+    seen = interpret(attempt("Starting", started=None), job(), [unschedulable], AttemptHandle())
+    assert seen.phase is Phase.STARTING and "Insufficient nvidia.com/gpu" in seen.notes[0]
     pulling = pod("Pending", waiting={"reason": "ImagePullBackOff", "message": "no such image"})
-    assert "ImagePullBackOff" in interpret(attempt("Starting", started=None), job(), [pulling], {}).notes[0]
-    assert interpret(attempt("Starting", started=None), job(), [], {}).phase == "starting"
+    assert "ImagePullBackOff" in interpret(attempt("Starting", started=None), job(), [pulling], AttemptHandle()).notes[0]
+    assert interpret(attempt("Starting", started=None), job(), [], AttemptHandle()).phase is Phase.STARTING
 
 
 def test_a_failed_code_download_says_so() -> None:
     fetch = pod("Pending")
     fetch["status"]["initContainerStatuses"] = [{"name": "fetch-code", "state": {"terminated": {
         "exitCode": 1, "reason": "Error", "message": "HTTP Error 401: Unauthorized"}}}]
-    seen = interpret(attempt(), job(("Failed", "BackoffLimitExceeded")), [fetch], {})
+    seen = interpret(attempt(), job(("Failed", "BackoffLimitExceeded")), [fetch], AttemptHandle())
     assert seen.outcome.reason == Reason.LOST and "fetch-code exited 1 HTTP Error 401" in seen.outcome.message
 
 
 def test_an_early_stop_past_its_grace_ends_even_before_the_pod_ran() -> None:
-    seen = interpret(attempt("Starting", started=None, stop=5.0), None, [], {})
-    assert seen.phase == "ended" and seen.outcome.reason == Reason.CANCELLED  # the store makes it EarlyStopped
+    seen = interpret(attempt("Starting", started=None, stop=5.0), None, [], AttemptHandle())
+    assert seen.phase is Phase.ENDED and seen.outcome.reason == Reason.CANCELLED  # the store makes it EarlyStopped
 
 
 def test_a_missing_job() -> None:
-    assert interpret(attempt("Starting", started=None), None, [], {}).phase == "relaunch"  # never created
-    lost = interpret(attempt("Running"), None, [], {})
-    assert lost.phase == "ended" and lost.outcome.reason == Reason.LOST
-    cancelled = interpret(attempt("Running", cancel=True), None, [], {})
+    assert interpret(attempt("Starting", started=None), None, [], AttemptHandle()).phase is Phase.RELAUNCH  # never created
+    lost = interpret(attempt("Running"), None, [], AttemptHandle())
+    assert lost.phase is Phase.ENDED and lost.outcome.reason == Reason.LOST
+    cancelled = interpret(attempt("Running", cancel=True), None, [], AttemptHandle())
     assert cancelled.outcome.reason == Reason.CANCELLED
 
 
@@ -111,7 +118,7 @@ def test_the_newest_pod_decides() -> None:
     old = pod("Failed", reason="Evicted")
     new = pod("Running", running=True)
     new["metadata"] = {"name": "digits-1-zzzzz", "creationTimestamp": T1}
-    assert interpret(attempt(), job(), [new, old], {}).phase == "running"
+    assert interpret(attempt(), job(), [new, old], AttemptHandle()).phase is Phase.RUNNING
 
 
 def test_a_log_the_cluster_cannot_give_keeps_the_streamed_copy(tmp_path) -> None:
@@ -138,7 +145,7 @@ def test_a_log_the_cluster_cannot_give_keeps_the_streamed_copy(tmp_path) -> None
 def test_a_running_pod_reports_the_node_the_scheduler_chose() -> None:
     placed = pod("Running", running=True)
     placed["spec"] = {"nodeName": "gpu-7"}
-    assert interpret(attempt(), job(), [placed], {}).handle["node"] == "gpu-7"
+    assert interpret(attempt(), job(), [placed], AttemptHandle()).handle.node == "gpu-7"
 
 
 @pytest.mark.parametrize(("taints", "tolerations", "schedulable"), [
@@ -161,4 +168,4 @@ def test_tainted_nodes_count_only_for_pods_that_tolerate_them(taints, toleration
 def test_an_ended_pod_also_reports_its_node() -> None:
     placed = pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed"})
     placed["spec"] = {"nodeName": "gpu-3"}
-    assert interpret(attempt(), job(("Complete", "")), [placed], {}).handle["node"] == "gpu-3"
+    assert interpret(attempt(), job(("Complete", "")), [placed], AttemptHandle()).handle.node == "gpu-3"

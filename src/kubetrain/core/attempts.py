@@ -5,10 +5,70 @@ Plain data, defined in the core so that engines need not import the store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from typing import Any, Mapping
 
 from kubetrain.core.states import Reason
+
+
+class Phase(StrEnum):
+    """Where an engine sees an active attempt (what the reconcile loop does with each is in server/reconciler.py)."""
+
+    #: Launched, not confirmed running yet (a supervisor claiming its folder, a pod being scheduled or pulled).
+    STARTING = "starting"
+    RUNNING = "running"
+    #: Over; the observation carries its :class:`Outcome`.
+    ENDED = "ended"
+    #: Decided by the master but never started (it died between the commit and the launch): launch it again.
+    RELAUNCH = "relaunch"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptHandle:
+    """What an engine says about where an attempt runs and where its traces are; stored with the attempt.
+
+    The typed fields are what generic code (the store, the listing, the CLI)
+    may read; ``data`` is the engine's own (pids, object names) and only the
+    engine that wrote it looks inside.  Stored as one flat JSON object
+    (:meth:`to_json`), the same shape as the untyped handles of earlier
+    versions, so old rows load (:meth:`from_json`) and old readers still find
+    ``log_path`` and ``attempt_dir``.
+    """
+
+    #: Where it runs, for an engine that places attempts itself (the kube-scheduler); None: where the planner put it.
+    node: str | None = None
+    #: The attempt's log as the master can read it (a file path), if it keeps one.
+    log_path: str | None = None
+    #: The attempt's folder on the master (control files, log), if it has one.
+    attempt_dir: str | None = None
+    #: Did the engine enforce every resource limit?  False makes the "Limits" event a warning; None: not said.
+    limits_enforced: bool | None = None
+    #: The engine's own keys (not read outside the engine that wrote them).
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The flat JSON object stored in the attempt's row (typed fields left out while unset)."""
+        common = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "data"}
+        return {**self.data, **{k: v for k, v in common.items() if v is not None}}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any] | None) -> AttemptHandle:
+        """Read a stored handle leniently: typed fields by name, every other key into ``data``."""
+        raw = dict(raw or {})
+        common = {f.name: raw.pop(f.name) for f in fields(cls) if f.name != "data" and f.name in raw}
+        if "limits_enforced" in common and not isinstance(common["limits_enforced"], bool):
+            common["limits_enforced"] = None
+        return cls(**common, data=raw)
+
+    @classmethod
+    def of(cls, value: AttemptHandle | Mapping[str, Any] | None) -> AttemptHandle:
+        """``value`` as a handle: itself, or a stored (JSON) one read with :meth:`from_json`."""
+        return value if isinstance(value, AttemptHandle) else cls.from_json(value)
+
+    def with_data(self, **changes: Any) -> AttemptHandle:
+        """This handle with engine keys added or replaced."""
+        return replace(self, data={**self.data, **changes})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +120,7 @@ class ActiveAttempt:
     memory_bytes: int
     token: str
     spec: dict[str, Any]
-    handle: dict[str, Any]
+    handle: AttemptHandle
     created_at: float
     started_at: float | None
     cancel_requested: bool

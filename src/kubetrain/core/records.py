@@ -2,7 +2,9 @@
 
 These read models travel over the API unchanged and are what the CLI renders.
 They are read leniently (``extra="ignore"``): a newer server may add fields an
-older client does not know yet.
+older client does not know yet.  States and reasons are the enums of
+:mod:`kubetrain.core.states` (string enums: their JSON and database values are
+the plain names, ``"Running"``, ``"OOMKilled"``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kubetrain.core.states import AttemptState, ExperimentState, JobState, Reason
 
 #: Bounds on numbers that reach a database column, so an absurd value from a client is a 422
 #: naming the field rather than an integer overflow inside SQLite or PostgreSQL (BIGINT).
@@ -44,8 +47,8 @@ class Provenance(Record):
 
 class AttemptRecord(Record):
     number: int
-    state: str
-    reason: str | None = None
+    state: AttemptState
+    reason: Reason | None = None
     message: str | None = None
     node: str | None = None
     gpus: list[int] = Field(default_factory=list)
@@ -70,8 +73,8 @@ class EventRecord(Record):
 
 class JobRecord(Record):
     name: str
-    state: str
-    reason: str | None = None
+    state: JobState
+    reason: Reason | None = None
     message: str | None = None
     priority: int = 0
     labels: dict[str, str] = Field(default_factory=dict)
@@ -120,8 +123,8 @@ class TrialRecord(Record):
 
     trial: int
     job: str
-    state: str
-    reason: str | None = None
+    state: JobState
+    reason: Reason | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     objective: float | None = None
     best: float | None = None
@@ -132,7 +135,7 @@ class TrialRecord(Record):
 
 class ExperimentRecord(Record):
     name: str
-    state: str
+    state: ExperimentState
     message: str | None = None
     spec: dict[str, Any]
     created_at: float

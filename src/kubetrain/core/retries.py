@@ -4,32 +4,44 @@ Modelled on Kubernetes' ``podFailurePolicy``.  Failures are of two kinds:
 
 * **code** failures — the program exited non-zero, was OOM-killed, ...: they
   draw from ``maxRetries`` (default 0: a plain job is not re-run on a bug);
-* **infrastructure** failures — the node or supervisor was lost, the attempt
-  was evicted or could not be launched: they draw from ``maxInfraRetries``
+* **infrastructure** failures — the node or supervisor was lost (``Lost``),
+  the engine took the attempt away (``Evicted``: an eviction or preemption) or
+  could not launch it (``LaunchFailed``): they draw from ``maxInfraRetries``
   (default 5) and never eat the code's budget, because a dying server is not
   the user's fault ("I assumed retry would mean machine errors, not bad logic").
 
 Rules are checked in order, the first match wins; actions:
 ``Retry`` (retry, counting against the failure's budget), ``Ignore`` (retry
-without counting — Kubernetes' semantics), ``FailJob`` (give up now).
+without counting — Kubernetes' semantics), ``FailJob`` (give up now).  A rule
+names reasons an outcome can carry and that may be retried (:data:`RULE_REASONS`:
+every :class:`~kubetrain.core.states.Reason` but those in :data:`NEVER_RETRIED`).
 Retries wait ``backoffSeconds * 2**(n-1)``, capped at ``maxBackoffSeconds``.
 Cancelled, deadline-exceeded and early-stopped jobs are never retried.
+
+What a decision does to the job (requeue, fail, end) is applied by
+:mod:`kubetrain.core.lifecycle`, the only caller of :func:`decide` outside tests.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
 from kubetrain.core.states import Reason
 from kubetrain.core.strict import StrictModel
 
-INFRA_REASONS = frozenset({Reason.LOST, Reason.LAUNCH_FAILED, "Evicted"})
-NEVER_RETRIED = frozenset({Reason.CANCELLED, Reason.DEADLINE_EXCEEDED, Reason.EARLY_STOPPED,
-                           Reason.UNSCHEDULABLE, Reason.COMPLETED})
-RULE_REASONS = ("Error", "OOMKilled", "Lost", "Evicted", "LaunchFailed")
+#: Which budget a failure draws from.
+Budget = Literal["code", "infra"]
+
+INFRA_REASONS: frozenset[Reason] = frozenset({Reason.LOST, Reason.EVICTED, Reason.LAUNCH_FAILED})
+NEVER_RETRIED: frozenset[Reason] = frozenset({Reason.CANCELLED, Reason.DEADLINE_EXCEEDED, Reason.EARLY_STOPPED,
+                                              Reason.UNSCHEDULABLE, Reason.COMPLETED})
+#: The reasons a rule may name: spelled out for the spec's schema; a test keeps them equal to
+#: every Reason outside NEVER_RETRIED, so a rule never names a reason no retried outcome carries.
+RuleReason = Literal["Error", "OOMKilled", "Lost", "Evicted", "LaunchFailed"]
+RULE_REASONS: tuple[str, ...] = get_args(RuleReason)
 
 
 class ExitCodeMatch(StrictModel):
@@ -40,8 +52,7 @@ class ExitCodeMatch(StrictModel):
 class RetryRule(StrictModel):
     action: Literal["Retry", "Ignore", "FailJob"]
     on_exit_codes: ExitCodeMatch | None = Field(default=None, alias="onExitCodes")
-    on_reasons: list[Literal["Error", "OOMKilled", "Lost", "Evicted", "LaunchFailed"]] | None = Field(
-        default=None, alias="onReasons")
+    on_reasons: list[RuleReason] | None = Field(default=None, alias="onReasons")
 
     @model_validator(mode="after")
     def _one_condition(self) -> "RetryRule":
@@ -70,18 +81,22 @@ class RetryPolicy(StrictModel):
 @dataclass(frozen=True, slots=True)
 class RetryDecision:
     retry: bool
-    budget: Literal["code", "infra"] | None
+    budget: Budget | None
     counted: bool
     delay: float
     message: str
 
 
-def decide(policy: RetryPolicy, *, reason: str, exit_code: int | None,
+def decide(policy: RetryPolicy, *, reason: Reason | str, exit_code: int | None,
            code_failures: int, infra_failures: int) -> RetryDecision:
-    """What to do after a failed attempt.  ``*_failures`` count earlier counted failures."""
+    """What to do after a failed attempt.  ``*_failures`` count earlier counted failures.
+
+    ``reason`` must be a :class:`Reason` (or its value); anything else raises ``ValueError``.
+    """
+    reason = Reason(reason)
     if reason in NEVER_RETRIED:
         return RetryDecision(False, None, False, 0.0, f"{reason} is never retried")
-    budget: Literal["code", "infra"] = "infra" if reason in INFRA_REASONS else "code"
+    budget: Budget = "infra" if reason in INFRA_REASONS else "code"
     action = "Retry"
     for rule in policy.rules:
         if rule.matches(reason, exit_code):

@@ -1,13 +1,16 @@
-"""Job and attempt states, the reasons they end, and the one table of legal moves.
+"""Job, attempt and experiment states, the reasons they end, and the one table of legal moves.
 
 State says *where* a job is; :class:`Reason` says *why* it ended (kept apart, as
 Kubernetes keeps ``phase`` and ``reason``).  Every transition goes through
-:func:`check_transition`, which raises instead of asserting.
+:func:`check_transition`, which raises instead of asserting.  What an attempt's
+end *means* for its job (retry, fail, end) is decided in
+:mod:`kubetrain.core.lifecycle`; this module only says which moves exist.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from kubetrain.core.errors import InvalidTransitionError
 
@@ -52,6 +55,9 @@ class Reason(StrEnum):
     LAUNCH_FAILED = "LaunchFailed"
     #: A trial its experiment's early-stopping rule (median, ASHA) stopped: not a failure.
     EARLY_STOPPED = "EarlyStopped"
+    #: The engine took the attempt away to make room or drain a node (a Kubernetes eviction or
+    #: preemption, Slurm's PREEMPTED): the infrastructure's doing, retried on the infrastructure budget.
+    EVICTED = "Evicted"
 
 
 class ExperimentState(StrEnum):
@@ -60,8 +66,12 @@ class ExperimentState(StrEnum):
     FAILED = "Failed"
     CANCELLED = "Cancelled"
 
+    @classmethod
+    def terminal(cls) -> frozenset["ExperimentState"]:
+        return frozenset({cls.SUCCEEDED, cls.FAILED, cls.CANCELLED})
+
     def is_terminal(self) -> bool:
-        return self is not ExperimentState.RUNNING
+        return self in ExperimentState.terminal()
 
 
 _JOB_MOVES: dict[JobState, frozenset[JobState]] = {
@@ -85,16 +95,41 @@ _ATTEMPT_MOVES: dict[AttemptState, frozenset[AttemptState]] = {
 }
 
 
-def check_transition(kind: str, name: str, current: str, target: str) -> None:
-    """Raise :class:`InvalidTransitionError` unless ``current -> target`` is allowed."""
-    if current == target:
+# An experiment runs until its trials are spent (Succeeded, or Failed when none reported the
+# objective) or it is cancelled; a cancel only marks it, and it ends once its trials have ended.
+_EXPERIMENT_MOVES: dict[ExperimentState, frozenset[ExperimentState]] = {
+    ExperimentState.RUNNING: frozenset(
+        {ExperimentState.SUCCEEDED, ExperimentState.FAILED, ExperimentState.CANCELLED}
+    ),
+    ExperimentState.SUCCEEDED: frozenset(),
+    ExperimentState.FAILED: frozenset(),
+    ExperimentState.CANCELLED: frozenset(),
+}
+
+Kind = Literal["job", "attempt", "experiment"]
+
+_TABLES: dict[str, tuple[type[StrEnum], dict]] = {
+    "job": (JobState, _JOB_MOVES),
+    "attempt": (AttemptState, _ATTEMPT_MOVES),
+    "experiment": (ExperimentState, _EXPERIMENT_MOVES),
+}
+
+
+def check_transition(kind: Kind, name: str, current: str, target: str) -> None:
+    """Raise :class:`InvalidTransitionError` unless ``current -> target`` is allowed.
+
+    Staying in a state is always allowed (recording the same end twice is a
+    no-op, not an error); an unknown state or kind raises ``ValueError``.
+    """
+    if kind not in _TABLES:
+        raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(_TABLES)}")
+    enum, table = _TABLES[kind]
+    source, destination = enum(current), enum(target)
+    if source == destination:
         return
-    table: dict = _JOB_MOVES if kind == "job" else _ATTEMPT_MOVES
-    enum = JobState if kind == "job" else AttemptState
-    allowed = table[enum(current)]
-    if enum(target) not in allowed:
+    if destination not in table[source]:
         raise InvalidTransitionError(
-            f"{kind} {name!r} cannot move from {current} to {target}"
+            f"{kind} {name!r} cannot move from {source.value} to {destination.value}"
         )
 
 

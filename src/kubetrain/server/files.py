@@ -36,8 +36,7 @@ from kubetrain.core.errors import (
 from kubetrain.core.identity import Identity, check_admin, check_may_manage
 from kubetrain.core.quantities import QuantityError, format_memory, parse_memory
 from kubetrain.core.specs import SNAPSHOT_RE, JobSpec, check_name, check_relative_path
-from kubetrain.engines.base import Engine
-from kubetrain.engines.base import RESULTS_VOLUME
+from kubetrain.engines.base import RESULTS_VOLUME, Engine
 from kubetrain.settings import LimitSettings
 from kubetrain.store.store import Store
 
@@ -81,13 +80,20 @@ class FileService:
                 size_bytes = parse_memory(size)
             except QuantityError as exc:
                 raise SpecError(f"size: {exc}", details={"field": "size", "value": size}) from None
+        self._need_volumes()
         if any(row.name == name for row in self.store.list_volumes()):
             raise ConflictError(f"volume {name!r} already exists; use it, or `kubetrain volume rm {name}` first")
-        self.engine.provision_volume(name, size_bytes)  # a folder here, a PersistentVolumeClaim on Kubernetes
+        self.engine.provision_volume(name, size_bytes)  # a folder, or a claim in the cluster: the engine's choice
         row = self.store.create_volume(name, size_bytes, now=time.time(), owner=owner)
         return self._volume_view(row)
 
+    def _need_volumes(self) -> None:
+        if not self.engine.capabilities.volumes:
+            raise SpecError(f"this master's engine ({self.engine.name}) has no named volumes; pass data to jobs "
+                            "another way (a code snapshot, or a path every node reaches)")
+
     def ensure_volume(self, name: str) -> None:
+        self._need_volumes()
         self.store.create_volume(name, None, now=time.time(), exist_ok=True)
         self.engine.provision_volume(name, None)
 
@@ -111,7 +117,8 @@ class FileService:
         if users:
             raise ConflictError(f"volume {name!r} is mounted by running job(s) {', '.join(users[:5])}; "
                                 "wait for them or cancel them first")
-        self.engine.release_volume(name)
+        if self.engine.capabilities.volumes:
+            self.engine.release_volume(name)
         self.store.delete_volume(name)
 
     def check_job(self, spec: JobSpec, caller: Identity) -> None:
@@ -120,8 +127,10 @@ class FileService:
             raise ForbiddenError(f"spec.volumes: {RESULTS_VOLUME!r} holds every job's outputs; only an admin may mount "
                                  "it. A job writes its own outputs to KUBETRAIN_OUTPUT_DIR; read others' with "
                                  "`kubetrain artifacts` / `kubetrain cp`", details={"field": "spec.volumes"})
+        if spec.spec.volumes:
+            self._need_volumes()
         for volume in spec.spec.volumes:
-            if self.engine.volumes_are_claims:
+            if self.engine.capabilities.claims_volumes:
                 break  # the engine's validate() checks the cluster's claims
             if volume.name == RESULTS_VOLUME:
                 self.ensure_volume(RESULTS_VOLUME)
@@ -132,6 +141,10 @@ class FileService:
                 raise SpecError(f"spec.volumes: volume {volume.name!r} does not exist; create it with "
                                 f"`kubetrain volume create {volume.name}`",
                                 details={"field": "spec.volumes", "value": volume.name}) from None
+        if spec.spec.snapshot and not self.engine.capabilities.serves_snapshots:
+            raise SpecError(f"spec.snapshot: this master's engine ({self.engine.name}) takes no code snapshots; "
+                            "put the code where the job can reach it and set spec.workingDir",
+                            details={"field": "spec.snapshot", "value": spec.spec.snapshot})
         if spec.spec.snapshot and not self.engine.snapshot_path(spec.spec.snapshot).exists():
             raise SpecError(f"spec.snapshot {spec.spec.snapshot}: not uploaded to this master",
                             details={"field": "spec.snapshot", "value": spec.spec.snapshot})
@@ -145,6 +158,8 @@ class FileService:
         snapshot = digest if digest.startswith("sha256:") else f"sha256:{digest}"
         if not SNAPSHOT_RE.match(snapshot):
             raise SpecError(f"{digest!r} is not a snapshot id (sha256:<64 hex digits>)")
+        if not self.engine.capabilities.serves_snapshots:
+            raise NotFoundError(f"this master's engine ({self.engine.name}) keeps no code snapshots")
         return self.engine.snapshot_path(snapshot)
 
     def begin_snapshot(self, digest: str, *, max_bytes: int = MAX_SNAPSHOT_BYTES) -> SnapshotUpload:
@@ -166,7 +181,7 @@ class FileService:
     def job_snapshot(self, name: str) -> Path:
         job = self.store.get_job(name, with_events=False)
         snapshot = JobSpec.model_validate(job.spec).spec.snapshot
-        path = self.engine.snapshot_path(snapshot) if snapshot else None
+        path = self.engine.snapshot_path(snapshot) if snapshot and self.engine.capabilities.serves_snapshots else None
         if path is None or not path.exists():
             raise NotFoundError(f"job {name!r} has no code snapshot on this master")
         return path

@@ -1,4 +1,8 @@
-"""Store part for experiments and their trials (mixed into :class:`~kubetrain.store.store.Store`)."""
+"""Store part for experiments and their trials (mixed into :class:`~kubetrain.store.store.Store`).
+
+An experiment's state moves only through :func:`~kubetrain.core.states.check_transition`
+(``Running`` to one of its ends); the sweep controller (server/sweeps.py) decides when.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from sqlalchemy.orm import Session
 from kubetrain.core.errors import ConflictError, NotFoundError
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import Provenance
-from kubetrain.core.states import ExperimentState, JobState
+from kubetrain.core.states import ExperimentState, JobState, check_transition
 from kubetrain.store.models import ExperimentRow, JobRow
 
 
@@ -88,10 +92,12 @@ class ExperimentStore:
 
     def finish_experiment(self, name: str, state: ExperimentState, message: str, *, now: float,
                           best_trial: int | None) -> None:
+        """End a running experiment in ``state``; one that already ended is left as it is (idempotent)."""
         with self.session() as s:
             row = s.scalar(select(ExperimentRow).where(ExperimentRow.name == name))
             if row is None or ExperimentState(row.state).is_terminal():
                 return
+            check_transition("experiment", name, row.state, state)
             row.state = state.value
             row.message = message
             row.finished_at = now

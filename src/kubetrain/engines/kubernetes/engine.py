@@ -19,19 +19,20 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import urllib3
 from sqlalchemy.engine import make_url
 
-from kubetrain.core.attempts import ActiveAttempt, LaunchOrder
+from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Phase
 from kubetrain.core.errors import ConfigError, EngineError, NotFoundError, SpecError
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.quantities import QuantityError, parse_cpu, parse_memory
 from kubetrain.core.records import NodeRecord
 from kubetrain.core.specs import LABEL_VALUE_RE, JobSpec
-from kubetrain.engines.base import Engine, Observation
+from kubetrain.engines.base import Capabilities, Engine, Observation
 from kubetrain.engines.kubernetes.manifests import (
     ATTEMPT_LABEL,
     GPU_RESOURCE,
@@ -146,8 +147,10 @@ def build_engine(settings: Settings, *, master_url: str | None, env: Mapping[str
 
 class KubernetesEngine(Engine):
     name = "kubernetes"
-    #: Named volumes are the namespace's PersistentVolumeClaims, not folders on the master.
-    volumes_are_claims = True
+    #: Named volumes are the namespace's PersistentVolumeClaims, not folders on the master; pods fetch code
+    #: snapshots from the master; the kube-scheduler places pods on the cluster's nodes.  No accounting yet:
+    #: outcomes carry no peak memory or CPU time (metrics-server is not asked).
+    capabilities = Capabilities(volumes=True, claims_volumes=True, serves_snapshots=True, multi_node=True)
 
     def __init__(self, settings: KubernetesSettings, api_client: Any, *, attempts_dir: Path,
                  snapshots_dir: Path | None = None) -> None:
@@ -257,7 +260,7 @@ class KubernetesEngine(Engine):
         return records
 
     # -- attempts ------------------------------------------------------------
-    def launch(self, order: LaunchOrder) -> dict[str, Any]:
+    def launch(self, order: LaunchOrder) -> AttemptHandle:
         spec = JobSpec.model_validate(order.spec)
         manifest = render_job(order, spec, self.settings)
         name = manifest["metadata"]["name"]
@@ -276,7 +279,12 @@ class KubernetesEngine(Engine):
         if created is None:  # 409: launched before (a relaunch after a master restart) -- if it is ours
             self._claim_existing(self.batch.read_namespaced_job, name, order)
         self.attempt_dir(order.job, order.number).mkdir(parents=True, exist_ok=True)
-        return {"k8s_job": name, "namespace": ns}
+        return self._handle(order.job, order.number, AttemptHandle())
+
+    def _handle(self, job: str, number: int, known: AttemptHandle) -> AttemptHandle:
+        """``known`` with where this engine keeps the attempt: its Job, and the master's copy of its log."""
+        return replace(known, attempt_dir=str(self.attempt_dir(job, number)), log_path=str(self.logs.path(job, number)),
+                       data={**known.data, "k8s_job": object_name(job, number), "namespace": self.settings.namespace})
 
     def _claim_existing(self, read, name: str, order: LaunchOrder) -> None:
         existing = self._call(read, name, self.settings.namespace, what=f"read {name}", allow=(404,))
@@ -306,12 +314,12 @@ class KubernetesEngine(Engine):
         for attempt in active:
             key = (attempt.job, attempt.number)
             job = (jobs.get(key) or [None])[0]
-            handle = {**attempt.handle, "k8s_job": object_name(*key), "namespace": self.settings.namespace}
+            handle = self._handle(attempt.job, attempt.number, AttemptHandle.of(attempt.handle))
             observation = interpret(attempt, job, pods.get(key, []), handle)
             pod = _pod_name(pods.get(key, []))
-            if observation.phase == "ended":
+            if observation.phase is Phase.ENDED:
                 self.logs.keep(attempt.job, attempt.number, pod)
-            elif observation.phase == "running" and pod:
+            elif observation.phase is Phase.RUNNING and pod:
                 self.logs.follow(attempt.job, attempt.number, pod)
             out.append(observation)
         # Jobs of attempts no longer active ended in an earlier pass, and the store has recorded it:

@@ -6,10 +6,12 @@ API spreads one fact over several places:
 
 * ``OOMKilled`` is only on the container's ``terminated.reason``;
 * a deadline is a Job condition (``Failed``/``DeadlineExceeded``), not a pod state;
-* a node that died shows as a pod ``DisruptionTarget`` condition, an ``Evicted``
-  or ``NodeLost`` reason, or a pod that vanished: all *infrastructure* failures,
-  which our retry policy retries (and the job resumes from its checkpoint), unlike
-  a non-zero exit of the user's code;
+* a node that died shows as a pod ``DisruptionTarget`` condition, a ``NodeLost``
+  reason, or a pod that vanished (``Lost``); a pod taken away to make room or to
+  drain its node shows as an ``Evicted`` or ``Preempting`` reason, or a disruption
+  by the scheduler or the eviction API (``Evicted``): all *infrastructure*
+  failures, which our retry policy retries on the infrastructure budget (and the
+  job resumes from its checkpoint), unlike a non-zero exit of the user's code;
 * a pod that cannot be scheduled or pulled is not a failure yet, but the user
   must see why it waits (notes become events).
 """
@@ -17,14 +19,19 @@ API spreads one fact over several places:
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
-from kubetrain.core.attempts import ActiveAttempt, Outcome
+from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, Outcome, Phase
 from kubetrain.core.states import AttemptState, Reason, explain_exit
 from kubetrain.engines.base import Observation
 
 #: Pod reasons that mean the machine, not the code, ended the attempt.
 INFRA_POD_REASONS = {"Evicted", "NodeLost", "NodeShutdown", "Terminated", "Preempting", "UnexpectedAdmissionError"}
+#: Of those, the ones where the cluster took the attempt away on purpose (to make room, to drain a node):
+#: ``Evicted`` rather than ``Lost``.  Pod ``reason``s, and the ``DisruptionTarget`` condition's reasons.
+EVICTION_POD_REASONS = {"Evicted", "Preempting"}
+EVICTION_DISRUPTIONS = {"PreemptionByScheduler", "EvictionByEvictionAPI"}
 #: Waiting reasons worth telling the user about while a pod does not start.
 WAITING_NOTES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                  "CreateContainerError", "RunContainerError"}
@@ -53,22 +60,22 @@ def newest(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dict[str, Any]],
-              handle: dict[str, Any]) -> Observation:
+              handle: AttemptHandle) -> Observation:
     """What ``job`` (None: not found) and its ``pods`` say about ``attempt``."""
     key = (attempt.job, attempt.number)
     if job is None:
         if attempt.cancel_requested or attempt.stop_requested_at is not None:
             # Deleted by us: a cancel, or an early stop past its grace (the store makes that a result).
-            return Observation(*key, "ended", handle, outcome=Outcome(Reason.CANCELLED, "stopped; its Job was deleted"))
+            return Observation(*key, Phase.ENDED, handle, outcome=Outcome(Reason.CANCELLED, "stopped; its Job was deleted"))
         if attempt.state == AttemptState.STARTING.value and not attempt.started_at:
-            return Observation(*key, "relaunch", handle)  # decided, but the Job was never created
-        return Observation(*key, "ended", handle, outcome=Outcome(
+            return Observation(*key, Phase.RELAUNCH, handle)  # decided, but the Job was never created
+        return Observation(*key, Phase.ENDED, handle, outcome=Outcome(
             Reason.LOST, "its Kubernetes Job disappeared (deleted outside kubetrain, or its node went away)"))
 
     pod = newest(pods)
     node = ((pod or {}).get("spec") or {}).get("nodeName")
     if node:  # where the kube-scheduler put it (the planner only admitted it): the attempt's node
-        handle = {**handle, "node": node}
+        handle = replace(handle, node=node)
     container = _container(pod)
     state = container.get("state") or {}
     terminated = state.get("terminated") or {}
@@ -80,14 +87,14 @@ def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dic
     # Newer Job controllers (1.31+) set FailureTarget first and Failed once the pods are gone.
     failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
     if _condition(job, "Complete") or _condition(job, "SuccessCriteriaMet"):
-        return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
+        return Observation(*key, Phase.ENDED, handle, started_at=started_at, outcome=Outcome(
             Reason.COMPLETED, "", exit_code=0, started_at=started_at))
     if failed and failed.get("reason") == "DeadlineExceeded":
-        return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
+        return Observation(*key, Phase.ENDED, handle, started_at=started_at, outcome=Outcome(
             Reason.DEADLINE_EXCEEDED, "ran past activeDeadlineSeconds; Kubernetes stopped it",
             exit_code=terminated.get("exitCode"), started_at=started_at))
     if terminated.get("reason") == "OOMKilled":
-        return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
+        return Observation(*key, Phase.ENDED, handle, started_at=started_at, outcome=Outcome(
             Reason.OOM_KILLED, "exceeded its memory limit and was killed by the kernel",
             exit_code=terminated.get("exitCode"), signal=9, started_at=started_at))
     # A drain, a preemption or a node shutdown SIGTERMs the container, so it may well have "terminated":
@@ -95,21 +102,26 @@ def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dic
     disrupted = _condition(pod or {}, "DisruptionTarget")
     if pod_status.get("reason") in INFRA_POD_REASONS or disrupted:
         why = pod_status.get("message") or (disrupted or {}).get("message") or pod_status.get("reason")
-        return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
-            Reason.LOST, f"its pod was stopped by the cluster, not by the code: {why}", started_at=started_at))
+        evicted = (pod_status.get("reason") in EVICTION_POD_REASONS
+                   or (disrupted or {}).get("reason") in EVICTION_DISRUPTIONS)
+        return Observation(*key, Phase.ENDED, handle, started_at=started_at, outcome=Outcome(
+            Reason.EVICTED if evicted else Reason.LOST,
+            f"its pod was {'evicted' if evicted else 'stopped'} by the cluster, not by the code: {why}",
+            started_at=started_at))
     if terminated and (failed or pod_status.get("phase") == "Failed"):
         code = terminated.get("exitCode")
-        return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
+        return Observation(*key, Phase.ENDED, handle, started_at=started_at, outcome=Outcome(
             Reason.ERROR, terminated.get("message") or explain_exit(code, None), exit_code=code, started_at=started_at))
     if failed:
         why = _init_failure(pod) or failed.get("message") or failed.get("reason")
-        return Observation(*key, "ended", handle, started_at=started_at, outcome=Outcome(
+        return Observation(*key, Phase.ENDED, handle, started_at=started_at, outcome=Outcome(
             Reason.LOST, f"its Job failed before the code ran: {why}"))
     if pod is None:
-        return Observation(*key, "starting", handle)
+        return Observation(*key, Phase.STARTING, handle)
+    handle = handle.with_data(pod=pod["metadata"]["name"])
     if running or pod_status.get("phase") == "Running":
-        return Observation(*key, "running", {**handle, "pod": pod["metadata"]["name"]}, started_at=started_at)
-    return Observation(*key, "starting", {**handle, "pod": pod["metadata"]["name"]}, notes=_waiting_notes(pod))
+        return Observation(*key, Phase.RUNNING, handle, started_at=started_at)
+    return Observation(*key, Phase.STARTING, handle, notes=_waiting_notes(pod))
 
 
 def _init_failure(pod: dict[str, Any] | None) -> str | None:

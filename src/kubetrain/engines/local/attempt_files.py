@@ -21,11 +21,13 @@ Standard library only: the supervisor imports it per attempt.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 CLAIM = "claim"
@@ -39,6 +41,75 @@ LOG = "output.log"
 RESERVED_BYTES = 16384
 #: The longest wait between two tries to record a status on a full disk.
 RETRY_MAX_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRequest:
+    """``launch.json``: everything a supervisor needs to run one attempt, written by the engine at launch.
+
+    The JSON keys are the field names, as in the untyped file of earlier
+    versions: a node agent started by an older master reads the new file, and
+    :meth:`read` takes an older file (missing keys get their defaults;
+    unknown ones are ignored).
+    """
+
+    job: str
+    attempt: int
+    #: The job's API token (the file is root's, 0600, for this and for the secret values in ``env``).
+    token: str
+    #: What to exec (``/bin/sh -c ...`` for a shell command).
+    argv: list[str]
+    #: The job's whole environment: never a copy of the master's.
+    env: dict[str, str]
+    cwd: str
+    #: Where the supervisor writes the command's output.
+    log_path: str
+    #: Bind mounts for the job's mount namespace, as :func:`mounts.mount_all` takes them.
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+    #: ``{"user", "uid", "gid", "groups"}`` to switch to; None: run as the supervisor's own user.
+    run_as: dict[str, Any] | None = None
+    #: Why the attempt can never start (field, value, fix): it ends at once with this message.
+    refused: str | None = None
+    #: The job's workspace folder (made and handed to its user by the supervisor), and what goes in it.
+    workspace: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    #: The code snapshot archive to unpack into ``code_dir`` (None: the job has no snapshot).
+    snapshot: str | None = None
+    code_dir: str | None = None
+    #: ``{"python", "requirements", "requirements_file"}`` of ``spec.environment``, built under ``envs_dir``.
+    environment: dict[str, Any] | None = None
+    envs_dir: str | None = None
+    # -- limits (bytes, millicores, counts, seconds) ------------------------------------------------
+    cpu_millis: int = 1000
+    memory_bytes: int = 2**30
+    pids_max: int = 4096
+    log_max_bytes: int = 64 * 2**20
+    unpack_max_bytes: int | None = None
+    unpack_max_files: int | None = None
+    grace_seconds: float = 10.0
+    deadline_seconds: float | None = None
+    #: When the master launched it: the deadline counts from here, not from the supervisor's start.
+    created_at: float | None = None
+    cgroup_name: str = ""
+    #: The master's wake socket, poked when the attempt starts and ends.
+    wake_socket: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LaunchRequest:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def write(self, attempt_dir: str) -> None:
+        # Not durable: the attempt row is the durable record; a lost file means a relaunch.
+        write_json_atomic(os.path.join(attempt_dir, LAUNCH), self.to_json(), durable=False)
+
+    @classmethod
+    def read(cls, attempt_dir: str) -> LaunchRequest:
+        with open(os.path.join(attempt_dir, LAUNCH)) as fh:
+            return cls.from_json(json.load(fh))
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:

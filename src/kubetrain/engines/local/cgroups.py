@@ -73,17 +73,23 @@ def _read(path: str) -> str | None:
 class AttemptCgroup:
     """The cgroup(s) of one attempt, created by the supervisor."""
 
-    def __init__(self, version: int, dirs: dict[str, str], notes: list[str]) -> None:
+    def __init__(self, version: int, dirs: dict[str, str], notes: list[str], *, enforced: bool = False) -> None:
         self.version = version
         self.dirs = dirs  # controller -> directory ("unified" for v2)
         self.notes = notes  # human sentences: what is and is not enforced
+        #: Every limit (memory, CPU, pids) was written to a group the job runs in.
+        self.enforced = enforced
 
     def to_dict(self) -> dict:
-        return {"version": self.version, "dirs": self.dirs, "notes": self.notes}
+        return {"version": self.version, "dirs": self.dirs, "notes": self.notes, "enforced": self.enforced}
 
     @classmethod
     def from_dict(cls, data: dict) -> "AttemptCgroup":
-        return cls(int(data.get("version", 0)), dict(data.get("dirs", {})), list(data.get("notes", [])))
+        notes = list(data.get("notes", []))
+        enforced = data.get("enforced")
+        if not isinstance(enforced, bool):  # written by a supervisor of an earlier version: its notes say
+            enforced = bool(notes) and not any("NOT enforced" in n or n.startswith("no limits") for n in notes)
+        return cls(int(data.get("version", 0)), dict(data.get("dirs", {})), notes, enforced=enforced)
 
     # -- joining -------------------------------------------------------------
     def join(self, pid: int = 0) -> None:
@@ -184,6 +190,7 @@ def _v2_root() -> str | None:
 def create(name: str, *, cpu_millis: int, memory_bytes: int, pids_max: int) -> AttemptCgroup:
     """Create this attempt's groups and set its limits; never raises for a missing controller."""
     notes: list[str] = []
+    unenforced = 0
     v2 = _v2_root()
     if v2 is not None:
         return _create_v2(v2, name, cpu_millis, memory_bytes, pids_max, notes)
@@ -215,8 +222,10 @@ def create(name: str, *, cpu_millis: int, memory_bytes: int, pids_max: int) -> A
             notes.append(f"memory limit {_mem(memory_bytes)} enforced (cgroup v1)")
         except OSError as exc:
             notes.append(f"memory limit NOT enforced: {exc.strerror}")
+            unenforced += 1
     else:
         notes.append("memory limit NOT enforced: no writable memory cgroup")
+        unenforced += 1
     if "cpu" in dirs:
         try:
             if not existed:
@@ -225,17 +234,21 @@ def create(name: str, *, cpu_millis: int, memory_bytes: int, pids_max: int) -> A
             notes.append(f"CPU quota {cpu_millis}m enforced (cgroup v1 CFS)")
         except OSError as exc:
             notes.append(f"CPU quota NOT enforced: {exc.strerror}")
+            unenforced += 1
     else:
         notes.append("CPU quota NOT enforced: no writable cpu cgroup")
+        unenforced += 1
     if "pids" in dirs:
         try:
             _write(os.path.join(dirs["pids"], "pids.max"), str(pids_max))
             notes.append(f"pids limit {pids_max} enforced (cgroup v1)")
         except OSError as exc:
             notes.append(f"pids limit NOT enforced: {exc.strerror}")
+            unenforced += 1
     else:
         notes.append("pids limit NOT enforced: no writable pids cgroup")
-    return AttemptCgroup(1, dirs, notes)
+        unenforced += 1
+    return AttemptCgroup(1, dirs, notes, enforced=not unenforced)
 
 
 def _create_v2(root: str, name: str, cpu_millis: int, memory_bytes: int, pids_max: int,
@@ -247,7 +260,8 @@ def _create_v2(root: str, name: str, cpu_millis: int, memory_bytes: int, pids_ma
         _make_group(directory)
     except OSError as exc:
         notes.append(f"no limits enforced: cannot create a cgroup v2 group ({exc.strerror}); delegate a subtree")
-        return AttemptCgroup(2, {}, notes)
+        return AttemptCgroup(2, {}, notes, enforced=False)
+    unenforced = 0
     enabled = set((_read(os.path.join(parent, "cgroup.controllers")) or "").split())
     for controller, filename, value, label in (
         ("memory", "memory.max", str(memory_bytes), f"memory limit {_mem(memory_bytes)}"),
@@ -256,15 +270,17 @@ def _create_v2(root: str, name: str, cpu_millis: int, memory_bytes: int, pids_ma
     ):
         if controller not in enabled:
             notes.append(f"{label} NOT enforced: {controller} controller not delegated to {parent}")
+            unenforced += 1
             continue
         try:
             _write(os.path.join(directory, filename), value)
             notes.append(f"{label} enforced (cgroup v2)")
         except OSError as exc:
             notes.append(f"{label} NOT enforced: {exc.strerror}")
+            unenforced += 1
     if "memory" in enabled:
         try:
             _write(os.path.join(directory, "memory.swap.max"), "0")
         except OSError:
             pass
-    return AttemptCgroup(2, {"unified": directory}, notes)
+    return AttemptCgroup(2, {"unified": directory}, notes, enforced=not unenforced)

@@ -43,14 +43,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubetrain.core.attempts import ActiveAttempt, LaunchOrder, Outcome, RunAs
+from kubetrain.core.attempts import (
+    ActiveAttempt,
+    AttemptHandle,
+    LaunchOrder,
+    Outcome,
+    Phase,
+    RunAs,
+)
 from kubetrain.core.errors import EngineError, SpecError
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.quantities import format_memory
 from kubetrain.core.records import NodeRecord
 from kubetrain.core.specs import JobBody, JobSpec
 from kubetrain.core.states import Reason, explain_exit
-from kubetrain.engines.base import RESULTS_VOLUME, Engine, Observation
+from kubetrain.engines.base import RESULTS_VOLUME, Capabilities, Engine, Observation
 from kubetrain.engines.local import attempt_files as files
 from kubetrain.engines.local import privileges, workspace
 from kubetrain.engines.local import supervisor as sv
@@ -77,6 +84,8 @@ _alive = sv.process_alive
 
 class LocalEngine(Engine):
     name = "local"
+    #: Volumes are folders under the home; snapshots are kept and unpacked here; cgroups measure each attempt.
+    capabilities = Capabilities(volumes=True, serves_snapshots=True, accounting=True)
 
     def __init__(self, settings: Settings, *, master_url: str | None = None) -> None:
         self.settings = settings
@@ -90,12 +99,15 @@ class LocalEngine(Engine):
     def workspaces_dir(self) -> Path:
         return self.settings.home / "workspaces"
 
-    def start(self) -> None:
+    def prepare(self) -> None:
         for name, mode in HOME_MODES.items():
             path = self.settings.home / name
             path.mkdir(parents=True, exist_ok=True)
             if path.stat().st_uid == os.geteuid():
                 path.chmod(mode)
+
+    def start(self) -> None:
+        self.prepare()
         self._ensure_agent()
 
     def _request(self, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
@@ -294,7 +306,7 @@ class LocalEngine(Engine):
             return privileges.interpreter_refusal(interpreter, run_as.uid, gids, run_as.user)
         return None
 
-    def launch(self, order: LaunchOrder) -> dict[str, Any]:
+    def launch(self, order: LaunchOrder) -> AttemptHandle:
         if order.run_as is not None and order.run_as.uid == os.geteuid():
             # The master's own user (root where root jobs are allowed): nothing to switch, nothing to hide
             # from it; the job runs as on a one-person master, without a mount namespace to set up.
@@ -308,7 +320,8 @@ class LocalEngine(Engine):
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o700)
         log_path = attempt_dir / files.LOG
-        handle = {"attempt_dir": str(attempt_dir), "log_path": str(log_path), "output_dir": str(output_dir)}
+        handle = AttemptHandle(attempt_dir=str(attempt_dir), log_path=str(log_path),
+                               data={"output_dir": str(output_dir)})
         if (attempt_dir / sv.CLAIM).exists():
             return handle  # launched before (e.g. by a master that then died): never twice
         body = spec.spec
@@ -332,41 +345,37 @@ class LocalEngine(Engine):
         if body.environment is not None:
             environment = {"python": body.environment.python, "requirements": body.environment.requirements,
                            "requirements_file": body.environment.requirements_file}
-        sv.write_json_atomic(
-            str(attempt_dir / sv.LAUNCH),
-            {
-                "job": order.job,
-                "attempt": order.number,
-                "token": order.token,
-                "argv": argv,
-                "env": self._environment(order, spec, workspace_dir=str(workspace_dir), output_dir=seen_output,
-                                         volume_env=volume_env, interpreter_ok=interpreter_ok),
-                "cwd": cwd,
-                "mounts": mounts,
-                "run_as": ({"user": run_as.user, "uid": run_as.uid, "gid": run_as.gid, "groups": sorted(_gids(run_as))}
-                           if switching and run_as is not None else None),
-                "refused": refused,
-                "workspace": str(workspace_dir),
-                "params": body.params,
-                "snapshot": str(self.snapshot_path(body.snapshot)) if body.snapshot else None,
-                "code_dir": str(code_dir),
-                "environment": environment,
-                "envs_dir": str(self.settings.envs_dir),
-                "log_path": str(log_path),
-                "cpu_millis": body.resources.cpu_millis,
-                "memory_bytes": body.resources.memory_bytes,
-                "pids_max": self.settings.limits.pids,
-                "log_max_bytes": self.settings.limits.log_bytes,
-                "unpack_max_bytes": self.settings.limits.unpack_bytes,
-                "unpack_max_files": self.settings.limits.unpack_files,
-                "grace_seconds": self.settings.limits.grace_seconds,
-                "deadline_seconds": body.active_deadline_seconds,
-                "created_at": time.time(),
-                "cgroup_name": f"{order.job}-{order.number}-{order.token[:8]}",
-                "wake_socket": self.wake_socket,
-            },
-            durable=False,  # the attempt row is the durable record; a lost file means a relaunch
-        )
+        files.LaunchRequest(
+            job=order.job,
+            attempt=order.number,
+            token=order.token,
+            argv=argv,
+            env=self._environment(order, spec, workspace_dir=str(workspace_dir), output_dir=seen_output,
+                                  volume_env=volume_env, interpreter_ok=interpreter_ok),
+            cwd=cwd,
+            log_path=str(log_path),
+            mounts=mounts,
+            run_as=({"user": run_as.user, "uid": run_as.uid, "gid": run_as.gid, "groups": sorted(_gids(run_as))}
+                    if switching and run_as is not None else None),
+            refused=refused,
+            workspace=str(workspace_dir),
+            params=body.params,
+            snapshot=str(self.snapshot_path(body.snapshot)) if body.snapshot else None,
+            code_dir=str(code_dir),
+            environment=environment,
+            envs_dir=str(self.settings.envs_dir),
+            cpu_millis=body.resources.cpu_millis,
+            memory_bytes=body.resources.memory_bytes,
+            pids_max=self.settings.limits.pids,
+            log_max_bytes=self.settings.limits.log_bytes,
+            unpack_max_bytes=self.settings.limits.unpack_bytes,
+            unpack_max_files=self.settings.limits.unpack_files,
+            grace_seconds=self.settings.limits.grace_seconds,
+            deadline_seconds=body.active_deadline_seconds,
+            created_at=time.time(),
+            cgroup_name=f"{order.job}-{order.number}-{order.token[:8]}",
+            wake_socket=self.wake_socket,
+        ).write(str(attempt_dir))
         try:
             reply = self._request({"op": "launch", "dir": str(attempt_dir)})
         except (OSError, ValueError):
@@ -374,8 +383,7 @@ class LocalEngine(Engine):
             reply = self._request({"op": "launch", "dir": str(attempt_dir)})
         if "error" in reply:
             raise EngineError(f"node agent refused the launch: {reply['error']}")
-        handle["launched_at"] = time.time()
-        return handle
+        return handle.with_data(launched_at=time.time())
 
     def observe(self, active: list[ActiveAttempt]) -> list[Observation]:
         out = []
@@ -384,26 +392,30 @@ class LocalEngine(Engine):
             directory = self.attempt_dir(attempt.job, attempt.number)
             status = _read_json(directory / sv.STATUS)
             info = _read_json(directory / sv.SUPERVISOR)
-            notes = tuple((info or {}).get("cgroup", {}).get("notes", ()))
-            handle = {**attempt.handle, "attempt_dir": str(directory), "log_path": str(directory / files.LOG)}
+            cgroup = AttemptCgroup.from_dict((info or {}).get("cgroup") or {})
+            notes = tuple(cgroup.notes)
+            handle = dataclasses.replace(AttemptHandle.of(attempt.handle), attempt_dir=str(directory),
+                                         log_path=str(directory / files.LOG),
+                                         limits_enforced=cgroup.enforced if info is not None else None)
             if status is not None:
-                out.append(Observation(attempt.job, attempt.number, "ended", handle,
+                out.append(Observation(attempt.job, attempt.number, Phase.ENDED, handle,
                                        started_at=status.get("started_at"), outcome=_outcome(status), notes=notes))
                 continue
             if info is not None:
-                handle.update(supervisor_pid=info["pid"], supervisor_start=info.get("pid_start"), job_pid=info.get("job_pid"))
+                handle = handle.with_data(supervisor_pid=info["pid"], supervisor_start=info.get("pid_start"),
+                                          job_pid=info.get("job_pid"))
                 if _alive(info["pid"], info.get("pid_start")):
-                    out.append(Observation(attempt.job, attempt.number, "running", handle,
+                    out.append(Observation(attempt.job, attempt.number, Phase.RUNNING, handle,
                                            started_at=info.get("started_at"), notes=notes))
                     continue
                 # Dead without a status: re-read once, the status may have landed meanwhile.
                 status = _read_json(directory / sv.STATUS)
                 if status is not None:
-                    out.append(Observation(attempt.job, attempt.number, "ended", handle,
+                    out.append(Observation(attempt.job, attempt.number, Phase.ENDED, handle,
                                            started_at=status.get("started_at"), outcome=_outcome(status), notes=notes))
                     continue
                 self._kill_leftovers(info)
-                out.append(Observation(attempt.job, attempt.number, "ended", handle, outcome=Outcome(
+                out.append(Observation(attempt.job, attempt.number, Phase.ENDED, handle, outcome=Outcome(
                     Reason.LOST, "the supervisor of this attempt died (killed, or the node went away); "
                     "its process tree was stopped" + _disk_note(directory), started_at=info.get("started_at"))))
                 continue
@@ -413,14 +425,14 @@ class LocalEngine(Engine):
             claimant = files.read_claim(directory / sv.CLAIM) if claimed else None
             if claimant is not None and _alive(*claimant):
                 # Alive, but its supervisor.json is not there (yet, or the disk is full): it will record.
-                out.append(Observation(attempt.job, attempt.number, "starting", handle))
+                out.append(Observation(attempt.job, attempt.number, Phase.STARTING, handle))
             elif claimed and age > CLAIM_TIMEOUT_SECONDS:
-                out.append(Observation(attempt.job, attempt.number, "ended", handle, outcome=Outcome(
+                out.append(Observation(attempt.job, attempt.number, Phase.ENDED, handle, outcome=Outcome(
                     Reason.LOST, "the supervisor claimed the attempt but never started it" + _disk_note(directory))))
             elif not launched or (not claimed and age > CLAIM_TIMEOUT_SECONDS):
-                out.append(Observation(attempt.job, attempt.number, "relaunch", handle))
+                out.append(Observation(attempt.job, attempt.number, Phase.RELAUNCH, handle))
             else:
-                out.append(Observation(attempt.job, attempt.number, "starting", handle))
+                out.append(Observation(attempt.job, attempt.number, Phase.STARTING, handle))
         return out
 
     def _kill_leftovers(self, info: dict[str, Any]) -> None:

@@ -27,9 +27,12 @@ import json
 import os
 import stat
 import tarfile
-from typing import Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from kubetrain.engines.local import privileges, workspace
+
+if TYPE_CHECKING:
+    from kubetrain.engines.local.attempt_files import LaunchRequest
 
 
 def requirements(spec: dict[str, Any], cwd: str) -> list[str]:
@@ -69,7 +72,7 @@ def user_envs_dir(envs_dir: str, run_as: dict[str, Any] | None) -> str:
     return path
 
 
-def prepare_as_user(launch: dict[str, Any], envs_dir: str, archive: BinaryIO | None = None) -> dict[str, Any]:
+def prepare_as_user(launch: LaunchRequest, envs_dir: str, archive: BinaryIO | None = None) -> dict[str, Any]:
     """Unpack the snapshot, read the requirements, build or reuse the environment: the user's part.
 
     Returns ``{"error": ...}`` or ``{"bin_dir", "packages", "said"}``; it runs
@@ -78,14 +81,14 @@ def prepare_as_user(launch: dict[str, Any], envs_dir: str, archive: BinaryIO | N
     """
     said: list[str] = []
     try:
-        if launch.get("snapshot"):
-            workspace.unpack_snapshot(launch["snapshot"], launch["code_dir"], max_bytes=launch.get("unpack_max_bytes"),
-                                      max_files=launch.get("unpack_max_files"), opened=archive)
-        spec = launch.get("environment")
+        if launch.snapshot:
+            workspace.unpack_snapshot(launch.snapshot, launch.code_dir, max_bytes=launch.unpack_max_bytes,
+                                      max_files=launch.unpack_max_files, opened=archive)
+        spec = launch.environment
         if not spec:
             return {"said": said}
         bin_dir, packages = workspace.ensure_environment(envs_dir, spec.get("python"),
-                                                         requirements(spec, launch["cwd"]), said.append)
+                                                         requirements(spec, launch.cwd), said.append)
         return {"bin_dir": bin_dir, "packages": packages, "said": said}
     except (workspace.WorkspaceError, OSError, tarfile.TarError) as exc:
         return {"error": f"could not prepare the workspace: {exc}", "said": said}

@@ -41,9 +41,18 @@ from kubetrain.core.quantities import format_memory
 from kubetrain.core.states import explain_exit
 from kubetrain.engines.local import attempt_files as files
 from kubetrain.engines.local import cgroups, mounts, preparation, privileges, workspace
-from kubetrain.engines.local.attempt_files import CANCEL, CLAIM, LAUNCH, STATUS, SUPERVISOR, write_json_atomic
+from kubetrain.engines.local.attempt_files import (
+    CANCEL,
+    CLAIM,
+    LAUNCH,
+    STATUS,
+    SUPERVISOR,
+    LaunchRequest,
+    write_json_atomic,
+)
 from kubetrain.engines.local.logpump import LogPump
 from kubetrain.engines.local.privileges import SetupError
+from kubetrain.processes import process_alive, process_start_time
 
 __all__ = ["CANCEL", "CLAIM", "LAUNCH", "STATUS", "SUPERVISOR", "LogPump", "become_job", "notify", "process_alive",
            "process_start_time", "serve_spare", "supervise", "write_json_atomic"]
@@ -54,30 +63,6 @@ SETUP_ERROR = b"setup:"
 JOB_UMASK = 0o022
 #: An attempt's message is cut here, so that its record always fits its reservation.
 MESSAGE_MAX_CHARS = 8000
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat from the state on (field 3), or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    return data[data.rindex(")") + 2:].split()  # after the ")" that ends the command name
-
-
-def process_start_time(pid: int) -> str | None:
-    """Kernel start time of ``pid`` (clock ticks since boot): with the pid, a unique identity."""
-    fields = _stat_fields(pid)
-    return fields[19] if fields and len(fields) > 19 else None  # field 22
-
-
-def process_alive(pid: int | None, start: str | None = None) -> bool:
-    """True if ``pid`` runs and is the same process (not a reused pid, not a zombie)."""
-    fields = _stat_fields(pid) if pid else None
-    if not fields or fields[0] in ("Z", "X"):
-        return False
-    return start is None or (len(fields) > 19 and fields[19] == start)
 
 
 def notify(wake_socket: str | None) -> None:
@@ -130,7 +115,7 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
-def _prepare(launch: dict[str, Any], attempt_dir: str,
+def _prepare(launch: LaunchRequest, attempt_dir: str,
              pump: LogPump) -> tuple[str | None, dict[str, str], list[dict[str, Any]]]:
     """Make the workspace and hand it to the job's user; then, as that user, unpack and build (see preparation).
 
@@ -139,26 +124,26 @@ def _prepare(launch: dict[str, Any], attempt_dir: str,
     user supplied — the archive, a requirements file, packages — is handled by
     a child that has become the user.
     """
-    env = dict(launch["env"])
-    mount_list = list(launch.get("mounts") or [])
-    if launch.get("refused"):
-        return launch["refused"], env, mount_list
-    run_as = launch.get("run_as")
+    env = dict(launch.env)
+    mount_list = list(launch.mounts)
+    if launch.refused:
+        return launch.refused, env, mount_list
+    run_as = launch.run_as
     try:
-        if launch.get("workspace"):
-            workspace.create_workspace(launch["workspace"], launch.get("params") or {})
+        if launch.workspace:
+            workspace.create_workspace(launch.workspace, launch.params or {})
             if run_as:
-                workspace.hand_over(launch["workspace"], int(run_as["uid"]), int(run_as["gid"]))
-        if not (launch.get("snapshot") or launch.get("environment")):
+                workspace.hand_over(launch.workspace, int(run_as["uid"]), int(run_as["gid"]))
+        if not (launch.snapshot or launch.environment):
             return None, env, mount_list
-        envs_dir = preparation.user_envs_dir(launch["envs_dir"], run_as) if launch.get("environment") else ""
+        envs_dir = preparation.user_envs_dir(launch.envs_dir or "", run_as) if launch.environment else ""
     except (workspace.WorkspaceError, OSError) as exc:
         return f"could not prepare the workspace: {exc}", env, mount_list
     try:  # root opens the archive; the user's child reads it through the inherited descriptor
-        archive = open(launch["snapshot"], "rb") if launch.get("snapshot") else None  # noqa: SIM115
+        archive = open(launch.snapshot, "rb") if launch.snapshot else None  # noqa: SIM115
     except OSError:
-        return (f"could not prepare the workspace: code snapshot {os.path.basename(launch['snapshot'])} is missing "
-                "on this node"), env, mount_list
+        return (f"could not prepare the workspace: code snapshot {os.path.basename(launch.snapshot or '')} is "
+                "missing on this node"), env, mount_list
     try:
         result = preparation.run_as_user(run_as, lambda: preparation.prepare_as_user(launch, envs_dir, archive))
     finally:
@@ -325,8 +310,7 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
         os.setsid()
     except OSError:
         pass
-    with open(os.path.join(attempt_dir, LAUNCH)) as fh:
-        launch = json.load(fh)
+    launch = LaunchRequest.read(attempt_dir)
     status_path = os.path.join(attempt_dir, STATUS)
     try:
         files.reserve(status_path)
@@ -336,24 +320,24 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
         if spare:
             spare.discard()
         return 1
-    wake = launch.get("wake_socket")
-    limits = {"cpu_millis": int(launch["cpu_millis"]), "memory_bytes": int(launch["memory_bytes"]),
-              "pids_max": int(launch["pids_max"])}
+    wake = launch.wake_socket
+    limits = {"cpu_millis": int(launch.cpu_millis), "memory_bytes": int(launch.memory_bytes),
+              "pids_max": int(launch.pids_max)}
     # A spare's groups exist and its job stub already sits in them: only the limits are written now.
-    cgroup = cgroups.create(spare.cgroup_name if spare else launch["cgroup_name"], **limits)
+    cgroup = cgroups.create(spare.cgroup_name if spare else launch.cgroup_name, **limits)
     if spare:
         log_read, log_write, read_end, write_end = spare.log_read, None, spare.exec_read, None
     else:
         log_read, log_write = os.pipe()
         read_end, write_end = os.pipe()  # both close-on-exec: empty read == exec succeeded
-    pump = LogPump(log_read, launch["log_path"], int(launch.get("log_max_bytes") or 64 * 2**20))
+    pump = LogPump(log_read, launch.log_path, int(launch.log_max_bytes))
     started_at = time.time()
     info = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid()), "started_at": started_at,
             "cgroup": cgroup.to_dict()}
     _write_info(attempt_dir, info, last=False)  # preparing can take minutes: say we are alive before it starts
     prepare_error, env, mount_list = _prepare(launch, attempt_dir, pump)
-    order = {"argv": launch["argv"], "env": env, "cwd": launch["cwd"], "mounts": mount_list,
-             "run_as": launch.get("run_as"), "error": prepare_error}
+    order = {"argv": launch.argv, "env": env, "cwd": launch.cwd, "mounts": mount_list,
+             "run_as": launch.run_as, "error": prepare_error}
     if spare:
         pid = spare.stub_pid
         _setpgid(pid)
@@ -372,7 +356,7 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
         os.close(write_end)
         os.close(log_write)
     pump.thread.start()
-    stopper = _Stopper(pid, cgroup, float(launch.get("grace_seconds", 10)))
+    stopper = _Stopper(pid, cgroup, float(launch.grace_seconds))
     signal.signal(signal.SIGTERM, stopper.on_term)
     signal.signal(signal.SIGINT, stopper.on_term)
     signal.signal(signal.SIGALRM, stopper.on_deadline)
@@ -381,15 +365,15 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
     if exec_error.startswith(SETUP_ERROR):
         pump.write(b"kubetrain: " + exec_error.removeprefix(SETUP_ERROR) + b"\n")
     elif exec_error:
-        pump.write(b"kubetrain: cannot start " + launch["argv"][0].encode() + b": " + exec_error + b"\n")
+        pump.write(b"kubetrain: cannot start " + launch.argv[0].encode() + b": " + exec_error + b"\n")
     else:
         notify(wake)
     # A cancel that arrived before the handlers were installed left a marker.
     if os.path.exists(os.path.join(attempt_dir, CANCEL)):
         stopper.stop("Cancelled")
-    deadline = launch.get("deadline_seconds")
+    deadline = launch.deadline_seconds
     if deadline and stopper.reason is None:
-        remaining = float(deadline) - (time.time() - float(launch.get("created_at", started_at)))
+        remaining = float(deadline) - (time.time() - float(launch.created_at or started_at))
         signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.01))
     _, status, rusage = os.wait4(pid, 0)
     signal.setitimer(signal.ITIMER_REAL, 0)
@@ -421,7 +405,7 @@ def _read_all(fd: int) -> bytes:
     return data
 
 
-def _verdict(launch: dict[str, Any], cgroup: cgroups.AttemptCgroup, status: int, rusage: Any, exec_error: bytes,
+def _verdict(launch: LaunchRequest, cgroup: cgroups.AttemptCgroup, status: int, rusage: Any, exec_error: bytes,
              stopper: _Stopper, pump: LogPump) -> dict[str, Any]:
     """How the attempt ended, in the words and numbers of ``status.json``."""
     exit_code = os.waitstatus_to_exitcode(status)
@@ -431,12 +415,12 @@ def _verdict(launch: dict[str, Any], cgroup: cgroups.AttemptCgroup, status: int,
     cpu = cgroup.cpu_seconds()
     if cpu is None:
         cpu = rusage.ru_utime + rusage.ru_stime
-    deadline = launch.get("deadline_seconds")
+    deadline = launch.deadline_seconds
     if exec_error.startswith(SETUP_ERROR):
         reason, message = "Error", exec_error.removeprefix(SETUP_ERROR).decode(errors="replace")
     elif exec_error:
         reason = "Error"
-        message = f"could not start {launch['argv'][0]!r}: {exec_error.decode(errors='replace')}"
+        message = f"could not start {launch.argv[0]!r}: {exec_error.decode(errors='replace')}"
     elif stopper.reason == "Cancelled":
         reason, message = "Cancelled", "cancelled; the process tree was stopped"
     elif stopper.reason == "DeadlineExceeded":
@@ -446,7 +430,7 @@ def _verdict(launch: dict[str, Any], cgroup: cgroups.AttemptCgroup, status: int,
     elif cgroup.oom_killed():
         reason = "OOMKilled"
         message = (
-            f"killed by the kernel: memory reached its limit of {format_memory(int(launch['memory_bytes']))} "
+            f"killed by the kernel: memory reached its limit of {format_memory(int(launch.memory_bytes))} "
             f"(peak {format_memory(peak)}); raise resources.memory (--memory) or use less"
         )
     else:
@@ -454,7 +438,7 @@ def _verdict(launch: dict[str, Any], cgroup: cgroups.AttemptCgroup, status: int,
     notes = []
     refused_forks = cgroup.pids_limit_hits()
     if refused_forks:
-        notes.append(f"the pids limit ({launch['pids_max']}) refused {refused_forks} fork(s)")
+        notes.append(f"the pids limit ({launch.pids_max}) refused {refused_forks} fork(s)")
     if pump.rotations:
         notes.append(f"log rotated {pump.rotations} time(s) at {format_memory(pump.max_bytes)}: older output was dropped")
     if pump.note():
