@@ -26,9 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_env(home: Path, **extra: str) -> dict[str, str]:
-    """The environment a user shell would have for this home (no other KUBETRAIN_ variables)."""
+    """The environment a user shell would have for this home (no other KUBETRAIN_ variables).
+
+    ``BENCH_MASTER_ENV="KUBETRAIN_CONTROLLER=thread KUBETRAIN_API_WORKERS=2"`` adds settings to every master a
+    benchmark starts (e.g. to compare process layouts with the same script).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
     env.update({"KUBETRAIN_HOME": str(home)})
+    env.update(pair.split("=", 1) for pair in os.environ.get("BENCH_MASTER_ENV", "").split() if "=" in pair)
     if os.geteuid() == 0:  # run by hand as root: allow root jobs (B1 --as-user measures jobs run as a user)
         env["KUBETRAIN_ALLOW_ROOT_JOBS"] = "1"
     env.update(extra)

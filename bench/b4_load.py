@@ -180,31 +180,64 @@ async def generate(url: str, token: str, *, rate: float, seconds: float, jobs: i
 
 # -- the measuring side ------------------------------------------------------------------------
 class Sampler:
-    """The master's RSS and thread count every half second, in a thread."""
+    """The master's RSS, threads and CPU every half second, in a thread: the master process and its children
+    (the controller, extra API processes: its whole process layout), not the node agent or the jobs."""
 
     def __init__(self, pid: int) -> None:
         self.process = psutil.Process(pid)
         self.rss: list[float] = []
         self.threads: list[int] = []
         self.cpu_seconds = 0.0
+        #: CPU-seconds per process role ("master", "controller", "api") over the phase.
+        self.cpu_by_role: Counter[str] = Counter()
+        self._cpu: dict[int, tuple[str, float, float]] = {}  # pid -> (role, first seen, last seen)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _members(self) -> list[tuple[str, psutil.Process]]:
+        members = [("master", self.process)]
+        for child in self.process.children():
+            try:
+                cmdline = " ".join(child.cmdline())
+            except psutil.Error:
+                continue
+            if "kubetrain.server.controller" in cmdline:
+                members.append(("controller", child))
+            elif "kubetrain.server.api_process" in cmdline:
+                members.append(("api", child))
+        return members
+
+    def _sample(self) -> None:
+        rss, threads = 0.0, 0
+        for role, proc in self._members():
+            try:
+                with proc.oneshot():
+                    rss += proc.memory_info().rss / 2**20
+                    threads += proc.num_threads()
+                    cpu = sum(proc.cpu_times()[:2])
+            except psutil.Error:
+                continue
+            first = self._cpu.get(proc.pid, (role, cpu, cpu))[1]
+            self._cpu[proc.pid] = (role, first, cpu)
+        self.rss.append(rss)
+        self.threads.append(threads)
+
     def __enter__(self) -> Sampler:
-        self._cpu_before = sum(self.process.cpu_times()[:2])
+        self._sample()
         self._thread.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.cpu_seconds = sum(self.process.cpu_times()[:2]) - self._cpu_before
+        self._sample()
+        for role, first, last in self._cpu.values():
+            self.cpu_by_role[role] += last - first
+        self.cpu_seconds = sum(self.cpu_by_role.values())
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.rss.append(self.process.memory_info().rss / 2**20)
-            self.threads.append(self.process.num_threads())
-            self._stop.wait(0.5)
+        while not self._stop.wait(0.5):
+            self._sample()
 
 
 def submitted_states(url: str, token: str) -> Counter[str]:
@@ -256,10 +289,12 @@ def report(rate: float, outcome: dict, sampler: Sampler) -> dict:
                      "busy_p99_ms": round(percentile(busy, 99) * 1000, 1) if busy else None}
     row.update(rss_peak_mib=round(max(sampler.rss), 1), rss_end_mib=round(sampler.rss[-1], 1),
                threads_peak=max(sampler.threads), threads_end=sampler.threads[-1],
-               master_cpu_s=round(sampler.cpu_seconds, 1))
+               master_cpu_s=round(sampler.cpu_seconds, 1),
+               master_cpu_by_role={k: round(v, 1) for k, v in sampler.cpu_by_role.items()})
     print(f"      completed {row['completed_per_s']}/s (2xx of every route); master RSS peak "
-          f"{row['rss_peak_mib']} MiB, at the end {row['rss_end_mib']} MiB; threads peak {row['threads_peak']}; "
-          f"CPU-seconds: master {row['master_cpu_s']}, generator {row['generator_cpu_s']}")
+          f"{row['rss_peak_mib']} MiB, at the end {row['rss_end_mib']} MiB (all its processes); threads peak "
+          f"{row['threads_peak']}; CPU-seconds: master {row['master_cpu_s']} {row['master_cpu_by_role']}, "
+          f"generator {row['generator_cpu_s']}")
     return row
 
 

@@ -93,6 +93,30 @@ class SecuritySettings:
     run_as_user: str | None = None
 
 
+#: Where the reconcile loop runs (``master.controller``, ``KUBETRAIN_CONTROLLER``); see server/controller.py.
+CONTROLLER_LAYOUTS = ("process", "thread")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSettings:
+    """How the master uses the machine's cores (``master:`` in config.yaml); bench/README.md has the figures."""
+
+    #: "process": the reconcile loop in a process of its own (default); "thread": in the API's process.
+    controller: str = "process"
+    #: API processes serving the same sockets (``master.apiWorkers``, ``KUBETRAIN_API_WORKERS``).
+    api_workers: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySettings:
+    """When finished jobs leave the hot tables (``history:`` in config.yaml); see bench/README.md, "History is cheap"."""
+
+    #: Seconds after its end that a job's attempts and events stay in the hot tables (``history.hotSeconds``,
+    #: ``KUBETRAIN_HISTORY_HOT_SECONDS``); then they move to the archive tables, and get/list still show them.
+    #: Three days: the jobs people look at (logs, reruns, a sweep's results) are the ones that ended this week.
+    hot_seconds: float = 3 * 86400.0
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     home: Path
@@ -116,6 +140,8 @@ class Settings:
     #: Host names (besides loopback and the bound address) the API answers to (``allowedHosts``,
     #: ``KUBETRAIN_ALLOWED_HOSTS=a,b``): any other ``Host`` header is refused, which stops DNS rebinding.
     allowed_hosts: tuple[str, ...] = ()
+    processes: ProcessSettings = field(default_factory=ProcessSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
 
     @property
     def run_dir(self) -> Path:
@@ -209,16 +235,52 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         url=env.get("KUBETRAIN_URL") or None,
         node=node,
         limits=limits,
-        engine=_engine(env.get("KUBETRAIN_ENGINE") or config.get("engine") or "local"),
+        engine=_engine(env.get("KUBETRAIN_ENGINE") or config.get("engine")),
         kubernetes=_mapping(config.get("kubernetes"), "kubernetes"),
         fair_share=_fair_share(env.get("KUBETRAIN_FAIR_SHARE"), _mapping(config.get("scheduling"), "scheduling")),
         security=_security(env, _mapping(config.get("security"), "security"), _mapping(config.get("defaults"), "defaults")),
         allowed_hosts=_allowed_hosts(env.get("KUBETRAIN_ALLOWED_HOSTS"), config.get("allowedHosts")),
+        processes=_processes(env, _mapping(config.get("master"), "master")),
+        history=_history(env.get("KUBETRAIN_HISTORY_HOT_SECONDS"), _mapping(config.get("history"), "history")),
     )
     return settings.with_overrides(**overrides)
 
 
-ENGINES = ("local", "kubernetes")
+def _history(variable: str | None, raw: Mapping[str, Any]) -> HistorySettings:
+    unknown = set(raw) - {"hotSeconds"}
+    if unknown:
+        raise ConfigError(f"config.yaml history: unknown field(s) {sorted(unknown)}; known: ['hotSeconds']")
+    source, value = ("KUBETRAIN_HISTORY_HOT_SECONDS", variable) if variable not in (None, "") else (
+        "config.yaml history.hotSeconds", raw.get("hotSeconds", HistorySettings().hot_seconds))
+    try:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{source}: {value!r} is not a number of seconds; use e.g. 259200 (three days) for how "
+                          "long finished jobs stay in the hot tables")
+    return HistorySettings(hot_seconds=seconds)
+
+
+def _processes(env: Mapping[str, str], raw: Mapping[str, Any]) -> ProcessSettings:
+    unknown = set(raw) - {"controller", "apiWorkers"}
+    if unknown:
+        raise ConfigError(f"config.yaml master: unknown field(s) {sorted(unknown)}; known: ['apiWorkers', 'controller']")
+    controller = env.get("KUBETRAIN_CONTROLLER") or raw.get("controller") or "process"
+    if controller not in CONTROLLER_LAYOUTS:
+        raise ConfigError(f"controller {controller!r} (KUBETRAIN_CONTROLLER or master.controller) is unknown; "
+                          f"use one of {', '.join(CONTROLLER_LAYOUTS)}")
+    workers = env.get("KUBETRAIN_API_WORKERS") or raw.get("apiWorkers") or 1
+    try:
+        count = int(workers)
+    except (TypeError, ValueError):
+        count = 0
+    if not 1 <= count <= 64 or isinstance(workers, bool):
+        raise ConfigError(f"API workers {workers!r} (KUBETRAIN_API_WORKERS or master.apiWorkers): "
+                          "use a whole number from 1 to 64")
+    return ProcessSettings(controller=controller, api_workers=count)
 
 
 def _fair_share(variable: str | None, scheduling: Mapping[str, Any]) -> bool:
@@ -255,9 +317,14 @@ def _security(env: Mapping[str, str], security: Mapping[str, Any], defaults: Map
     return SecuritySettings(allow_root_jobs=allow, run_as_user=None if run_as in (None, "") else str(run_as))
 
 
-def _engine(name: str) -> str:
-    if name not in ENGINES:
-        raise ConfigError(f"engine {name!r} is unknown; use one of {', '.join(ENGINES)} (KUBETRAIN_ENGINE or engine: in config.yaml)")
+def _engine(name: str | None) -> str:
+    """The configured engine (the registry's default when none is), checked against the registry's names."""
+    from kubetrain.engines import DEFAULT_ENGINE, engine_names  # the registry only: it imports no engine
+
+    name = name or DEFAULT_ENGINE
+    if name not in engine_names():
+        raise ConfigError(f"engine {name!r} is unknown; use one of {', '.join(engine_names())} "
+                          "(KUBETRAIN_ENGINE or engine: in config.yaml)")
     return name
 
 

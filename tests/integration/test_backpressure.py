@@ -200,3 +200,24 @@ def test_followed_logs_past_anyios_40_threads_leave_gets_an_answer(master_factor
         for sock in sockets:
             sock.close()
     assert master.wait_state(holder.name, timeout=60).state == "Succeeded"
+
+
+def test_a_follower_that_hangs_up_gives_its_stream_slot_back_before_the_job_ends(master_factory, tmp_path: Path) -> None:
+    master = master_factory(KUBETRAIN_CONCURRENCY_STREAM="1")
+    go = tmp_path / "go"
+    holder = master.client.submit({"metadata": {"name": "quiet"}, "spec": {
+        "command": [PYTHON, "-c", ("import os, time\nprint('holding', flush=True)\n"
+                                   f"while not os.path.exists({str(go)!r}): time.sleep(0.05)")],
+        "resources": {"cpu": "100m", "memory": "64Mi"}}})
+    try:
+        with master.http(timeout=REQUEST_DEADLINE) as http:
+            with http.stream("GET", f"/api/v1/jobs/{holder.name}/logs", params={"follow": True}) as follow:
+                assert b"holding" in next(follow.iter_raw())
+                assert http.get(f"/api/v1/jobs/{holder.name}/logs").status_code == 503  # the one slot is held
+            # The follower hung up (its connection closed) while the job runs on, printing nothing more.
+        with master.http(timeout=REQUEST_DEADLINE) as http:
+            wait_until(lambda: http.get(f"/api/v1/jobs/{holder.name}/logs").status_code == 200, timeout=30,
+                       what="the slot of the closed follow to be free")
+        assert master.client.get_job(holder.name).state == "Running"
+    finally:
+        go.touch()

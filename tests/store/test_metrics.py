@@ -50,7 +50,7 @@ def test_record_points_are_stored_too_and_feed_the_objective_summary(store) -> N
 
 def test_a_resent_batch_is_stored_once_and_one_whose_storing_failed_is_stored_when_resent(store) -> None:
     job = job_id(store)
-    service = JobService(store, engine=None, reconciler=None)  # type: ignore[arg-type]  # metrics need neither
+    service = JobService(store, engine=None, wake=None)  # type: ignore[arg-type]  # metrics need neither
     caller = Identity("job:train-1", Role.MEMBER, Via.JOB, job="train-1", attempt=1)
     body = json.dumps({"batch": "b-1", "points": [{"step": s, "name": "loss", "value": 1.0} for s in range(5)]})
     real, failures = store.add_metrics, [RuntimeError("disk I/O error")]

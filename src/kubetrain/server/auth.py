@@ -15,17 +15,25 @@ How a caller is known (see ``core/identity.py`` for what each may do):
 3. **A job's token** (``X-Kubetrain-Job-Token``, or as the bearer): only its
    own job's routes, and only while that attempt runs.
 
-Tokens are compared in constant time.
+Tokens are compared in constant time.  A user token the store has vouched
+for is believed for :data:`TOKEN_CACHE_SECONDS` without asking again (a store
+read was a fifth of a small request's cost); revoking a token or removing a
+user forgets every cached answer in the process that did it at once, and in
+the master's other API processes within those seconds.  Job tokens are never
+cached: they stop working the moment their attempt ends.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import pwd
+import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 from fastapi import Request
 
@@ -62,6 +70,13 @@ def os_user_name(uid: int) -> str:
         return f"uid-{uid}"
 
 
+#: Seconds a user token the store vouched for is believed without a store read (Kubernetes caches its token
+#: webhook's answers for 2 minutes by default).
+TOKEN_CACHE_SECONDS = 5.0
+#: Tokens remembered at most (least recently used forgotten first).
+TOKEN_CACHE_SIZE = 4096
+
+
 @dataclass
 class Authenticator:
     """Turns a request into an :class:`Identity`, or refuses it with a 401 that says how to get in."""
@@ -70,6 +85,33 @@ class Authenticator:
     store: "Store"
     #: The OS user running the master: its first admin.
     master_uid: int = os.getuid()
+    clock: Callable[[], float] = time.monotonic
+    _tokens: "OrderedDict[bytes, tuple[Identity, float]]" = field(default_factory=OrderedDict, repr=False)
+    _tokens_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def forget_tokens(self) -> None:
+        """After a revocation or a user's removal: the next request of every token asks the store again."""
+        with self._tokens_lock:
+            self._tokens.clear()
+
+    def _user_token(self, token: str) -> Identity | None:
+        key = hashlib.sha256(token.encode()).digest()  # the cache never holds a token itself
+        now = self.clock()
+        with self._tokens_lock:
+            cached = self._tokens.get(key)
+            if cached is not None and cached[1] > now:
+                self._tokens.move_to_end(key)
+                return cached[0]
+        user = self.store.user_for_token(token, now=time.time())
+        if user is None:
+            return None
+        identity = Identity(user.name, Role(user.role), Via.TOKEN, uid=user.uid)
+        with self._tokens_lock:
+            self._tokens[key] = (identity, now + TOKEN_CACHE_SECONDS)
+            self._tokens.move_to_end(key)
+            while len(self._tokens) > TOKEN_CACHE_SIZE:
+                self._tokens.popitem(last=False)
+        return identity
 
     @property
     def master_user(self) -> str:
@@ -84,9 +126,9 @@ class Authenticator:
         if token is not None:
             if self.settings.token and hmac.compare_digest(token.encode(), self.settings.token.encode()):
                 return Identity(self.master_user, Role.ADMIN, Via.TOKEN, uid=self.master_uid)
-            user = self.store.user_for_token(token, now=time.time())
-            if user is not None:
-                return Identity(user.name, Role(user.role), Via.TOKEN, uid=user.uid)
+            identity = self._user_token(token)
+            if identity is not None:
+                return identity
         job_token = request.headers.get("x-kubetrain-job-token") or token
         name = request.path_params.get("name")
         if job_token and name:

@@ -20,10 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from kubetrain.core.errors import ConfigError, ConflictError, MasterUnavailableError
-from kubetrain.engines.local.supervisor import process_alive, process_start_time
+from kubetrain.processes import process_alive, process_start_time
 from kubetrain.settings import Settings
 
 log = logging.getLogger("kubetrain.master")
@@ -50,6 +48,8 @@ def read_master(settings: Settings) -> dict[str, Any] | None:
 
 
 def healthy(url: str, token: str | None = None, timeout: float = 2.0) -> dict[str, Any] | None:
+    import httpx
+
     try:
         response = httpx.get(f"{url}/healthz", timeout=timeout)
         if response.status_code == 200:
@@ -60,19 +60,19 @@ def healthy(url: str, token: str | None = None, timeout: float = 2.0) -> dict[st
 
 
 def run_master(settings: Settings) -> None:
-    """Run the API and the reconcile loop in this process until SIGTERM/SIGINT."""
-    import uvicorn
+    """Run the master until SIGTERM/SIGINT: the API here, the reconcile loop as ``master.controller`` says.
 
-    from kubetrain.engines.local.engine import LocalEngine
+    The process layout (see ``server/controller.py`` and ``server/api_process.py``):
+    this process takes the home's lock, binds the sockets, migrates the store and
+    serves the API; the reconcile loop runs in a child process (or a thread of
+    this one), and ``master.apiWorkers - 1`` more API processes share the sockets.
+    """
     from kubetrain.core.identity import Role
-    from kubetrain.server.app import create_app
+    from kubetrain.server.api_process import build_service, ensure_results_volume, serve
     from kubetrain.server.auth import Authenticator
-    from kubetrain.server.protocol import MasterProtocol
-    from kubetrain.server.runas import RunAsPolicy
-    from kubetrain.server.reconciler import Reconciler
-    from kubetrain.server.services import JobService
-    from kubetrain.server.files import FileService
-    from kubetrain.server.sweeps import SweepController
+    from kubetrain.server.children import Child
+    from kubetrain.server.controller import build_reconciler, make_engine, wake_path
+    from kubetrain.server.reconciler import send_wake
     from kubetrain.store.store import Store
 
     if not _is_loopback(settings.host) and not settings.token:
@@ -91,6 +91,73 @@ def run_master(settings: Settings) -> None:
             "stop it with `kubetrain server stop` or use another KUBETRAIN_HOME"
         ) from None
 
+    sock = _tcp_listener(settings)
+    port = sock.getsockname()[1]
+    shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{shown_host}:{port}"
+    local_socket = _unix_listener(settings.run_dir / SOCKET_NAME)
+
+    store = Store(settings.database_url)
+    store.migrate()
+    _secure_database(settings)
+    auth = Authenticator(settings, store)
+    store.add_user(auth.master_user, Role.ADMIN.value, os.getuid(), now=time.time(), exist_ok=True)
+    _write_local_token(settings, store, auth.master_user)
+    engine = make_engine(settings, url)
+    engine.prepare()
+    children: list[Child] = []
+    reconciler = None
+    # Children read their settings as this process did, plus what the command line overrode.
+    child_env = {**os.environ, "KUBETRAIN_HOME": str(settings.home), "KUBETRAIN_HOST": settings.host,
+                 "KUBETRAIN_PORT": str(port)}
+    child_env.pop("KUBETRAIN_URL", None)
+    if settings.token:
+        child_env["KUBETRAIN_TOKEN"] = settings.token
+    if settings.processes.controller == "thread":
+        engine.start()
+        reconciler = build_reconciler(settings, store, engine)
+        service = build_service(settings, store, engine, reconciler.wake)
+    else:
+        path = wake_path(settings)
+        service = build_service(settings, store, engine, lambda message: send_wake(path, message))
+        children.append(Child("controller", ["kubetrain.server.controller", "--url", url],
+                              output=settings.run_dir / "controller.out", env=child_env))
+    ensure_results_volume(service)
+    fds = [sock.fileno(), local_socket.fileno()]
+    for index in range(1, settings.processes.api_workers):
+        children.append(Child(f"API worker {index}", ["kubetrain.server.api_process", "--url", url, "--index",
+                                                      str(index), "--fds", ",".join(map(str, fds))],
+                              output=settings.run_dir / f"api-{index}.out", pass_fds=fds, env=child_env))
+    if reconciler is not None:
+        reconciler.start()
+    for child in children:
+        child.start()
+    pid_start = process_start_time(os.getpid())
+    master_file(settings).write_text(json.dumps({"url": url, "pid": os.getpid(), "pid_start": pid_start,
+                                                 "home": str(settings.home),
+                                                 "children": {c.name: c.pid for c in children}}))
+    log.info("kubetrain master listening on %s, data in %s (controller: %s, API processes: %d)", url,
+             settings.home, settings.processes.controller, settings.processes.api_workers)
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; exit through the finally below then,
+    # not by the default handler, so the loop stops and the socket and master.json are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        serve(settings, service, [sock, local_socket])
+    finally:
+        for child in children:
+            child.stop()
+        if reconciler is not None:
+            reconciler.stop()
+        engine.stop()
+        store.close()
+        current = read_master(settings)
+        if current and current.get("pid") == os.getpid():
+            master_file(settings).unlink(missing_ok=True)
+            socket_path(settings).unlink(missing_ok=True)
+        lock.close()
+
+
+def _tcp_listener(settings: Settings) -> socket.socket:
     # proto=IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on connections whose
     # listening socket says TCP, and without it every keep-alive request after the first waits
     # ~40 ms for a delayed ACK (the response leaves in two writes).
@@ -102,58 +169,7 @@ def run_master(settings: Settings) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; pick another --port") from None
     sock.listen(1024)
-    port = sock.getsockname()[1]
-    shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    url = f"http://{shown_host}:{port}"
-
-    local_socket = _unix_listener(settings.run_dir / SOCKET_NAME)
-
-    store = Store(settings.database_url)
-    store.migrate()
-    _secure_database(settings)
-    auth = Authenticator(settings, store)
-    store.add_user(auth.master_user, Role.ADMIN.value, os.getuid(), now=time.time(), exist_ok=True)
-    _write_local_token(settings, store, auth.master_user)
-    if settings.engine == "kubernetes":
-        from kubetrain.engines.kubernetes.engine import build_engine
-
-        engine = build_engine(settings, master_url=None)  # pods reach the master at kubernetes.masterUrl
-    else:
-        engine = LocalEngine(settings, master_url=url)
-    engine.start()
-    reconciler = Reconciler(store, engine, resync_seconds=settings.resync_seconds, fair_share=settings.fair_share,
-                            wake_socket=str(settings.run_dir / "wake.sock"))
-    service = JobService(store, engine, reconciler)
-    service.sweeps = SweepController(store, settings.home)
-    service.files = FileService(store, engine)
-    service.run_as = RunAsPolicy(settings.security, store)
-    reconciler.prepare_order = service.run_as.prepare
-    if not engine.volumes_are_claims:
-        service.files.ensure_volume("results")  # every job's output folder lives there
-    reconciler.controllers.append(service.sweeps)
-    app = create_app(settings, service, auth)
-    reconciler.start()
-    pid_start = process_start_time(os.getpid())
-    master_file(settings).write_text(json.dumps({"url": url, "pid": os.getpid(), "pid_start": pid_start,
-                                                 "home": str(settings.home)}))
-    log.info("kubetrain master listening on %s, data in %s", url, settings.home)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3,
-                            http=MasterProtocol.configured(settings.limits), log_config=None, timeout_keep_alive=5)
-    server = uvicorn.Server(config)
-    # uvicorn re-raises the SIGTERM it caught once it has shut down; exit through the finally below then,
-    # not by the default handler, so the loop stops and the socket and master.json are removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        server.run(sockets=[sock, local_socket])
-    finally:
-        reconciler.stop()
-        engine.stop()
-        store.close()
-        current = read_master(settings)
-        if current and current.get("pid") == os.getpid():
-            master_file(settings).unlink(missing_ok=True)
-            socket_path(settings).unlink(missing_ok=True)
-        lock.close()
+    return sock
 
 
 #: The master's Unix socket, under ``run/``: local users reach the API here, known by their uid.
@@ -268,6 +284,8 @@ def start_background(settings: Settings, *, timeout: float = 30.0, env: dict[str
 
 
 def _socket_answers(path: Path, timeout: float = 2.0) -> bool:
+    import httpx
+
     try:
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(path)), base_url="http://localhost",
                           timeout=timeout) as http:
@@ -322,14 +340,9 @@ def stop_master(settings: Settings, *, timeout: float = 20.0) -> bool:
     master_file(settings).unlink(missing_ok=True)
     if stopped:
         socket_path(settings).unlink(missing_ok=True)
-    agent_pid_file = settings.run_dir / "agent.pid"
-    try:
-        agent_pid = int(agent_pid_file.read_text())
-        with open(f"/proc/{agent_pid}/cmdline", "rb") as fh:
-            if b"kubetrain.engines.local.agent" in fh.read():
-                _terminate(agent_pid, 5)
-    except (OSError, ValueError):
-        pass
+    from kubetrain import engines
+
+    engines.stop_helpers(settings)  # the engine's idle helpers on this machine (the local node agent)
     return stopped
 
 

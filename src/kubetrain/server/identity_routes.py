@@ -78,6 +78,7 @@ def add_identity_routes(app: FastAPI, service: JobService, auth: Authenticator) 
             raise SpecError(f"{name} runs the master and stays its admin; it cannot be removed",
                             details={"field": "name", "value": name})
         store.remove_user(name)
+        auth.forget_tokens()
         return Response(status_code=204)
 
     # -- tokens --------------------------------------------------------------
@@ -104,6 +105,7 @@ def add_identity_routes(app: FastAPI, service: JobService, auth: Authenticator) 
         token = store.get_token(token_id)
         check_may_manage(caller, token.user, f"token {token_id}", "revoke")
         store.revoke_token(token_id)
+        auth.forget_tokens()
         return Response(status_code=204)
 
     # -- secrets -------------------------------------------------------------

@@ -31,7 +31,13 @@ from collections import Counter
 from dataclasses import replace
 from typing import Callable
 
-from kubetrain.core.attempts import ActiveAttempt, LaunchOrder, Outcome
+from kubetrain.core.attempts import (
+    ActiveAttempt,
+    AttemptHandle,
+    LaunchOrder,
+    Outcome,
+    Phase,
+)
 from kubetrain.core.planning import NodeCapacity, plan
 from kubetrain.core.states import AttemptState, Reason
 from kubetrain.engines.base import Engine
@@ -41,6 +47,23 @@ log = logging.getLogger("kubetrain.reconciler")
 
 #: Seconds a trial marked for early stopping gets to notice ``should_stop()`` and exit by itself.
 EARLY_STOP_GRACE_SECONDS = 5.0
+#: Jobs archived per pass at most (one transaction: ≈ 0.5 ms a job on SQLite) and seconds between looks.
+HISTORY_BATCH = 200
+HISTORY_INTERVAL_SECONDS = 300.0
+#: Wake-socket datagrams: supervisors and the API send :data:`WAKE_ANY` ("something changed, run a pass");
+#: the API sends :data:`WAKE_EXPERIMENTS` after creating an experiment, so the sweep controller looks at once.
+WAKE_ANY = b"1"
+WAKE_EXPERIMENTS = b"experiments"
+
+
+def send_wake(path: str, message: bytes = WAKE_ANY) -> None:
+    """Poke a reconcile loop through its wake socket (another process); harmless if none is listening."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.sendto(message, path)
+    except OSError:
+        pass
 
 
 def free_capacity(nodes: list[NodeCapacity], active: list[ActiveAttempt]) -> list[NodeCapacity]:
@@ -86,9 +109,18 @@ class Reconciler:
         self._reservations: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
         self.passes = 0
+        #: Finished jobs older than this leave the hot tables (``history.hotSeconds``; None: never).
+        self.history_hot_seconds: float | None = None
+        self._history_due = 0.0
 
     # -- control -------------------------------------------------------------
-    def wake(self) -> None:
+    def wake(self, message: bytes = WAKE_ANY) -> None:
+        """Run a pass now; :data:`WAKE_EXPERIMENTS` also makes controllers with a ``poke`` look again."""
+        if message == WAKE_EXPERIMENTS:
+            for controller in self.controllers:
+                poke = getattr(controller, "poke", None)
+                if poke is not None:
+                    poke()
         self._wake.set()
 
     def start(self) -> None:
@@ -118,8 +150,7 @@ class Reconciler:
             sock.settimeout(0.5)
             while not self._stop.is_set():
                 try:
-                    sock.recv(64)
-                    self._wake.set()
+                    self.wake(sock.recv(64))
                 except socket.timeout:
                     continue
                 except OSError:
@@ -144,28 +175,41 @@ class Reconciler:
         for controller in self.controllers:
             controller.reconcile()
         self._schedule(still_active)
+        self._archive_history()
+
+    def _archive_history(self) -> None:
+        """Move a batch of old finished jobs' attempts and events to the archive tables (store.archive_history).
+
+        Last in the pass, so scheduling never waits for it; a full batch means more is due, so the next pass
+        takes another, otherwise the next look is :data:`HISTORY_INTERVAL_SECONDS` later.
+        """
+        if self.history_hot_seconds is None or self.clock() < self._history_due:
+            return
+        moved = self.store.archive_history(now=self.clock(), hot_seconds=self.history_hot_seconds,
+                                           limit=HISTORY_BATCH)
+        self._history_due = self.clock() + (0.0 if moved >= HISTORY_BATCH else HISTORY_INTERVAL_SECONDS)
 
     def _observe(self, active: list[ActiveAttempt]) -> list[ActiveAttempt]:
         # Called with no active attempt too: an engine may tidy up after ended ones (Kubernetes deletes
         # the Jobs whose end is recorded), and the last job of a burst must not leave its Job behind.
         by_key = {(a.job, a.number): a for a in active}
         ended: list[tuple[str, int, Outcome]] = []
-        started: list[tuple[str, int, dict, float, tuple[str, ...]]] = []
+        started: list[tuple[str, int, AttemptHandle, float, tuple[str, ...]]] = []
         pending: list[tuple[str, int, str]] = []
         now = self.clock()
         for obs in self.engine.observe(active):
             key = (obs.job, obs.number)
             attempt = by_key[key]
-            if obs.phase == "ended" and obs.outcome is not None:
+            if obs.phase is Phase.ENDED and obs.outcome is not None:
                 if attempt.state == AttemptState.STARTING.value and obs.started_at:
                     started.append((obs.job, obs.number, obs.handle, obs.started_at, obs.notes))
                 ended.append((obs.job, obs.number, obs.outcome))
-            elif obs.phase == "running" and attempt.state == AttemptState.STARTING.value:
+            elif obs.phase is Phase.RUNNING and attempt.state == AttemptState.STARTING.value:
                 started.append((obs.job, obs.number, obs.handle, obs.started_at or now, obs.notes))
-            elif obs.phase == "starting" and obs.notes and self._pending.get(key) != obs.notes:
+            elif obs.phase is Phase.STARTING and obs.notes and self._pending.get(key) != obs.notes:
                 self._pending[key] = obs.notes
                 pending.append((obs.job, obs.number, "; ".join(obs.notes)))
-            elif obs.phase == "relaunch" and key not in self._launched:
+            elif obs.phase is Phase.RELAUNCH and key not in self._launched:
                 self._launch(LaunchOrder(attempt.job, attempt.number, attempt.token, attempt.spec,
                                          attempt.node or "", attempt.gpus, owner=attempt.owner))
         self.store.record_pending(pending, now=now)

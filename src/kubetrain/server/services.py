@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from typing import Annotated
+from typing import Annotated, Callable
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -24,7 +24,7 @@ from kubetrain.core.records import MAX_ATTEMPT, ExperimentRecord, JobRecord, Met
 from kubetrain.core.specs import JobSpec, format_validation_error, validate_job
 from kubetrain.core.states import JobState
 from kubetrain.engines.base import Engine
-from kubetrain.server.reconciler import Reconciler
+from kubetrain.server.reconciler import WAKE_ANY, WAKE_EXPERIMENTS
 from kubetrain.server.runas import RunAsPolicy
 from kubetrain.server.sweeps import SweepController
 from kubetrain.store.store import Store
@@ -77,12 +77,17 @@ def generate_name(spec: JobSpec) -> str:
     return f"{stem}-{suffix}"
 
 
+#: A quiet followed log yields an empty chunk this often, so a client that left is noticed (see follow_logs).
+FOLLOW_HEARTBEAT_SECONDS = 1.0
+
+
 class JobService:
-    def __init__(self, store: Store, engine: Engine, reconciler: Reconciler | None,
+    def __init__(self, store: Store, engine: Engine, wake: Callable[[bytes], None] | None,
                  sweeps: SweepController | None = None) -> None:
         self.store = store
         self.engine = engine
-        self.reconciler = reconciler
+        #: Pokes the reconcile loop: in this process (``Reconciler.wake``) or another (``send_wake``).
+        self.wake = wake
         self.sweeps = sweeps
         self.files = None  # FileService, set by the master
         self.run_as: RunAsPolicy | None = None  # set by the master; None: no identity checks at submit
@@ -113,9 +118,9 @@ class JobService:
         user = self.store.get_user(owner)
         return Identity(owner, Role(user.role) if user else Role.MEMBER, Via.TOKEN, uid=user.uid if user else None)
 
-    def _wake(self) -> None:
-        if self.reconciler is not None:
-            self.reconciler.wake()
+    def _wake(self, message: bytes = WAKE_ANY) -> None:
+        if self.wake is not None:
+            self.wake(message)
 
     def _admit(self, spec: JobSpec, caller: Identity, provenance: Provenance,
                labels: dict[str, str] | None = None) -> Provenance:
@@ -172,7 +177,7 @@ class JobService:
                                 f"exist ({', '.join(taken[:3])}); pick another name",
                                 details={"field": "metadata.name", "value": spec.metadata.name})
         self.sweeps.create(spec, provenance)
-        self._wake()
+        self._wake(WAKE_EXPERIMENTS)
         return self.sweeps.describe(spec.metadata.name or "")
 
     def cancel_experiment(self, name: str, caller: Identity) -> ExperimentRecord:
@@ -247,12 +252,22 @@ class JobService:
         return record
 
     def follow_logs(self, name: str, *, attempt: int | None, follow: bool, poll: float = 0.1) -> Iterator[bytes]:
-        """Yield an attempt's log; with ``follow``, keep going until the attempt ends."""
+        """Yield an attempt's log; with ``follow``, keep going until the attempt ends.
+
+        While a followed log is quiet an empty chunk leaves every :data:`FOLLOW_HEARTBEAT_SECONDS` (it sends
+        nothing on the wire): the server runs this generator in a worker thread and can notice a client that
+        went away only between chunks, so without it a closed ``logs -f`` would hold its thread and its
+        stream slot until the job ended.
+        """
         job = self.store.get_job(name, with_events=False)
+        quiet_since = time.monotonic()
         if attempt is None and follow:
             # A queued job has no attempt yet: wait for one (or for the job to end).
             while not job.attempts and not JobState(job.state).is_terminal():
                 time.sleep(poll * 3)
+                if time.monotonic() - quiet_since >= FOLLOW_HEARTBEAT_SECONDS:
+                    yield b""
+                    quiet_since = time.monotonic()
                 job = self.store.get_job(name, with_events=False)
         if not job.attempts:
             return
@@ -265,6 +280,7 @@ class JobService:
             data, offset = self.engine.read_log(name, number, offset)
             if data:
                 yield data
+                quiet_since = time.monotonic()
                 continue
             if not follow:
                 return
@@ -279,4 +295,7 @@ class JobService:
                         yield data
                         data, offset = self.engine.read_log(name, number, offset)
                     return
+            if now - quiet_since >= FOLLOW_HEARTBEAT_SECONDS:
+                yield b""
+                quiet_since = now
             time.sleep(poll)

@@ -151,6 +151,10 @@ class SweepController:
             self._study(spec)
         self._generation += 1
 
+    def poke(self) -> None:
+        """An experiment was created elsewhere (the API's process): look at the table on the next pass."""
+        self._generation += 1
+
     # -- the loop ------------------------------------------------------------
     def reconcile(self) -> None:
         generation, now = self._generation, time.monotonic()

@@ -2,7 +2,9 @@
 
 Called by :meth:`Store.list_jobs_page` (the API's ``GET /api/v1/jobs``) and
 :meth:`Store.list_jobs`; it also turns rows into the :class:`JobRecord` that
-``get_job`` returns, so a list item and a ``get`` agree field for field.
+``get_job`` returns, so a list item and a ``get`` agree field for field.  A
+job's attempts and events are read from the hot tables, or from their archive
+once ``jobs.archived_at`` is set (see models.py), so both agree for old jobs too.
 
 Why this shape: a team's master holds tens of thousands of jobs, and loading
 them all to filter labels in Python cost seconds and doubled the master's
@@ -29,7 +31,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -48,7 +50,10 @@ from kubetrain.core.selectors import Requirement
 from kubetrain.core.states import JobState
 from kubetrain.store.models import (
     LABEL_KEY_MAX,
+    ArchivedAttemptRow,
+    ArchivedEventRow,
     AttemptRow,
+    EventRow,
     ExperimentRow,
     JobLabelRow,
     JobRow,
@@ -184,11 +189,13 @@ def _check(query: JobQuery) -> None:
 #: 500 (or 10,000) at a time.  ``job_record`` reads them by the same names as a ``JobRow``.
 _JOB_COLUMNS = (JobRow.id, JobRow.name, JobRow.state, JobRow.reason, JobRow.message, JobRow.wait_reason,
                 JobRow.priority, JobRow.labels, JobRow.created_at, JobRow.started_at, JobRow.finished_at,
-                JobRow.trial, ExperimentRow.name.label("experiment"))
-_ATTEMPT_COLUMNS = (AttemptRow.job_id, AttemptRow.number, AttemptRow.state, AttemptRow.reason, AttemptRow.message,
-                    AttemptRow.node, AttemptRow.gpus, AttemptRow.created_at, AttemptRow.started_at,
-                    AttemptRow.finished_at, AttemptRow.exit_code, AttemptRow.signal, AttemptRow.peak_memory_bytes,
-                    AttemptRow.cpu_seconds, AttemptRow.handle)
+                JobRow.trial, JobRow.archived_at, ExperimentRow.name.label("experiment"))
+
+
+def _attempt_columns(table: type[AttemptRow] | type[ArchivedAttemptRow]) -> tuple:
+    return (table.job_id, table.number, table.state, table.reason, table.message, table.node, table.gpus,
+            table.created_at, table.started_at, table.finished_at, table.exit_code, table.signal,
+            table.peak_memory_bytes, table.cpu_seconds, table.handle)
 
 
 def _statement(query: JobQuery, after: int | str | None) -> Select:
@@ -219,7 +226,8 @@ def list_page(session: Session, query: JobQuery) -> JobPage:
     rows = session.execute(_statement(query, after)).all()
     more = len(rows) > query.limit
     rows = rows[:query.limit]
-    attempts = attempts_by_job(session, [row.id for row in rows])
+    attempts = attempts_by_job(session, [row.id for row in rows],
+                               archived={row.id for row in rows if row.archived_at is not None})
     items = []
     for row in rows:
         if query.view == "summary":
@@ -237,15 +245,31 @@ def list_page(session: Session, query: JobQuery) -> JobPage:
 
 # -- records ----------------------------------------------------------------------------
 
-def attempts_by_job(session: Session, job_ids: list[int]) -> dict[int, list[Row[Any]]]:
-    """Every attempt of these jobs in a few queries (500 ids a query keeps under every driver's parameter cap)."""
+def attempts_by_job(session: Session, job_ids: list[int], *,
+                    archived: Collection[int] = ()) -> dict[int, list[Row[Any]]]:
+    """Every attempt of these jobs in a few queries (500 ids a query keeps under every driver's parameter cap).
+
+    ``archived``: the ids among them whose ``archived_at`` is set; their attempts are read from the archive.
+    """
     out: dict[int, list[Row[Any]]] = {}
-    for start in range(0, len(job_ids), 500):
-        chunk = job_ids[start:start + 500]
-        statement = select(*_ATTEMPT_COLUMNS).where(AttemptRow.job_id.in_(chunk)).order_by(AttemptRow.number)
-        for a in session.execute(statement):
-            out.setdefault(a.job_id, []).append(a)
+    cold = [i for i in job_ids if i in archived]
+    hot = [i for i in job_ids if i not in archived] if cold else job_ids
+    for table, ids in ((AttemptRow, hot), (ArchivedAttemptRow, cold)):
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            statement = select(*_attempt_columns(table)).where(table.job_id.in_(chunk)).order_by(table.number)
+            for a in session.execute(statement):
+                out.setdefault(a.job_id, []).append(a)
     return out
+
+
+def job_events(session: Session, job_id: int, *, archived: bool) -> list[EventRecord]:
+    """A job's events in the order they happened, from the hot table or (``archived``) from the archive."""
+    table = ArchivedEventRow if archived else EventRow
+    statement = (select(table.time, table.type, table.reason, table.message, table.attempt)
+                 .where(table.job_id == job_id).order_by(table.id))
+    return [EventRecord(time=e.time, type=e.type, reason=e.reason, message=e.message, attempt=e.attempt)
+            for e in session.execute(statement)]
 
 
 def job_record(row: JobRow | Row[Any], *, spec: dict, provenance: Provenance,

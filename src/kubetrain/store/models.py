@@ -2,24 +2,57 @@
 
 Times are float epoch seconds (portable across SQLite and PostgreSQL, no
 time-zone surprises); specs are validated JSON, never pickles.
+
+Hot and cold (issue 9, "history is cheap"): the reconcile loop reads live
+rows only: queued jobs as one range of ``ix_jobs_state_id``, live attempts
+through ``ix_attempts_live``, a partial index that holds nothing else, so a
+finished attempt leaves it the moment it ends.  A finished job's per-run rows
+(attempts, events) stay in the hot tables for ``history.hotSeconds`` (recent
+jobs are the ones people look at), then ``Store.archive_history`` moves them
+to ``attempts_archive`` / ``events_archive`` and stamps ``jobs.archived_at``;
+reads of a job choose the table by that stamp, so ``get`` and ``list`` show
+the same record either way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, BigInteger, Boolean, ColumnElement, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint, literal_column, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from kubetrain.core.states import AttemptState
 
 
 class Base(DeclarativeBase):
     pass
 
 
+def _states_sql(states: list[str]) -> str:
+    return ", ".join(f"'{s}'" for s in states)  # enum values: letters only, nothing to escape
+
+
+#: The attempts the reconcile loop reads.  A query reaches a partial index only if its WHERE repeats the
+#: index's condition with the same *literal* values (a bound parameter proves nothing to SQLite, nor to a
+#: generic PostgreSQL plan), so queries use :func:`live_attempt_clause`.
+LIVE_ATTEMPT_STATES = [AttemptState.STARTING.value, AttemptState.RUNNING.value]
+_LIVE_ATTEMPT_WHERE = text(f"state IN ({_states_sql(LIVE_ATTEMPT_STATES)})")
+#: Jobs whose per-run rows are still in the hot tables: the live ones and the recently finished.
+_UNARCHIVED_WHERE = text("archived_at IS NULL")
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
-    #: Lists filter by state and page by id (submit order); the reconcile loop reads queued jobs by id.
-    __table_args__ = (Index("ix_jobs_state_id", "state", "id"),)
+    __table_args__ = (
+        #: Lists filter by state and page by id (submit order); ``Store.queued`` reads the 'Queued' range of it,
+        #: which holds the queue and nothing else (a partial index of queued jobs measured no cheaper: see
+        #: bench/README.md, "History is cheap").
+        Index("ix_jobs_state_id", "state", "id"),
+        #: Where ``Store.archive_history`` finds jobs to move: live and hot ones only, oldest end first.
+        Index("ix_jobs_unarchived", "finished_at", sqlite_where=_UNARCHIVED_WHERE,
+              postgresql_where=_UNARCHIVED_WHERE),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(63), unique=True, nullable=False)
@@ -45,6 +78,8 @@ class JobRow(Base):
     code_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     infra_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     not_before: Mapped[float | None] = mapped_column(Float)
+    #: When this finished job's attempts and events moved to the archive tables; None while they are hot.
+    archived_at: Mapped[float | None] = mapped_column(Float)
 
 
 #: Kubernetes' bound on a label key: a DNS-subdomain prefix (253), '/', a name (63).
@@ -94,14 +129,9 @@ class MetricRow(Base):
     time: Mapped[float] = mapped_column(Float, nullable=False)
 
 
-class AttemptRow(Base):
-    __tablename__ = "attempts"
-    __table_args__ = (
-        UniqueConstraint("job_id", "number", name="uq_attempt_job_number"),
-        Index("ix_attempts_state", "state"),
-    )
+class _AttemptColumns:
+    """An attempt's columns, shared by the hot table and its archive."""
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
     number: Mapped[int] = mapped_column(Integer, nullable=False)
     state: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -122,17 +152,56 @@ class AttemptRow(Base):
     handle: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
 
 
-class EventRow(Base):
-    __tablename__ = "events"
-    __table_args__ = (Index("ix_events_job", "job_id", "id"),)
+class AttemptRow(_AttemptColumns, Base):
+    __tablename__ = "attempts"
+    __table_args__ = (
+        UniqueConstraint("job_id", "number", name="uq_attempt_job_number"),
+        #: What ``Store.active_attempts`` reads every pass: Starting and Running attempts only.
+        Index("ix_attempts_live", "state", "id", sqlite_where=_LIVE_ATTEMPT_WHERE, postgresql_where=_LIVE_ATTEMPT_WHERE),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+
+
+class ArchivedAttemptRow(_AttemptColumns, Base):
+    """An attempt of a job finished longer than ``history.hotSeconds`` ago; same id as it had when hot."""
+
+    __tablename__ = "attempts_archive"
+    __table_args__ = (UniqueConstraint("job_id", "number", name="uq_attempt_archive_job_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
+def live_attempt_clause() -> ColumnElement[bool]:
+    """``attempts.state IN ('Starting', 'Running')`` with the literals of the partial index ``ix_attempts_live``."""
+    return AttemptRow.state.in_([literal_column(f"'{s}'") for s in LIVE_ATTEMPT_STATES])
+
+
+class _EventColumns:
+    """An event's columns, shared by the hot table and its archive."""
+
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
     attempt: Mapped[int | None] = mapped_column(Integer)
     time: Mapped[float] = mapped_column(Float, nullable=False)
     type: Mapped[str] = mapped_column(String(16), nullable=False, default="Normal")
     reason: Mapped[str] = mapped_column(String(64), nullable=False)
     message: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class EventRow(_EventColumns, Base):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+
+
+class ArchivedEventRow(_EventColumns, Base):
+    """An event of a job finished longer than ``history.hotSeconds`` ago; same id (so the same order) as when hot."""
+
+    __tablename__ = "events_archive"
+    __table_args__ = (Index("ix_events_archive_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
 
 class VolumeRow(Base):

@@ -14,16 +14,17 @@ from typing import Any, Iterable
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import create_engine, delete, event, exists, func, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kubetrain.core.errors import ConflictError, NotFoundError
-from kubetrain.core.attempts import ActiveAttempt, LaunchOrder, Outcome
+from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Outcome
 from kubetrain.core.planning import JobRequest, Plan
 from kubetrain.core.quantities import parse_cpu, parse_memory
-from kubetrain.core.retries import decide
+from kubetrain.core.lifecycle import Finish, JobFacts, Retry, StopAttempt, attempt_ended, cancel_requested
+from kubetrain.core.retries import RetryPolicy
 from kubetrain.core.records import EventRecord, JobRecord, Provenance
 from kubetrain.core.selectors import Requirement, parse_selector
 from kubetrain.core.specs import JobSpec
@@ -31,10 +32,11 @@ from kubetrain.core.states import AttemptState, JobState, Reason, check_transiti
 from kubetrain.store.experiments import ExperimentStore
 from kubetrain.store.metrics import MetricStore
 from kubetrain.store.identities import IdentityStore
-from kubetrain.store.listing import (DEFAULT_LIMIT, JobPage, JobQuery, SortOrder, View, job_record, label_rows,
-                                     list_page)
+from kubetrain.store.listing import (DEFAULT_LIMIT, JobPage, JobQuery, SortOrder, View, attempts_by_job, job_events,
+                                     job_record, label_rows, list_page)
 from kubetrain.store.volumes import VolumeStore
-from kubetrain.store.models import AttemptRow, EventRow, ExperimentRow, JobRow
+from kubetrain.store.models import (ArchivedAttemptRow, ArchivedEventRow, AttemptRow, EventRow, ExperimentRow, JobRow,
+                                    live_attempt_clause)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -141,19 +143,18 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
             return list_page(s, query)
 
     def request_cancel(self, name: str, *, now: float) -> JobRecord:
-        """Cancel: a queued job ends at once; a running one is stopped by the loop."""
+        """Cancel: a queued job ends at once; a running one is stopped by the loop (core/lifecycle.py decides)."""
         with self.session() as s:
             self._lock_for_write(s)
             row = s.scalar(select(JobRow).where(JobRow.name == name).with_for_update())
             if row is None:
                 raise NotFoundError(f"job {name!r} not found; list jobs with `kubetrain get jobs`")
-            if JobState(row.state).is_terminal():
-                raise ConflictError(f"job {name!r} already ended ({row.state}); nothing to cancel")
-            if row.state == JobState.QUEUED.value:
-                self._finish_job(s, row, JobState.CANCELLED, Reason.CANCELLED, "cancelled while queued", now)
-            elif not row.cancel_requested:
+            decision = cancel_requested(row.name, JobState(row.state), already_requested=row.cancel_requested)
+            if isinstance(decision, Finish):
+                self._finish_job(s, row, decision.state, decision.reason, decision.message, now)
+            elif isinstance(decision, StopAttempt):
                 row.cancel_requested = True
-                s.add(EventRow(job_id=row.id, time=now, reason="Cancelling", message="cancel requested; stopping the attempt"))
+                s.add(EventRow(job_id=row.id, time=now, reason="Cancelling", message=decision.message))
             s.commit()
             return self._job_record(s, row, with_events=True)
 
@@ -188,7 +189,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                 select(AttemptRow, JobRow.name, JobRow.spec, JobRow.cancel_requested, JobRow.stop_requested_at,
                        JobRow.provenance)
                 .join(JobRow, JobRow.id == AttemptRow.job_id)
-                .where(AttemptRow.state.in_([AttemptState.STARTING.value, AttemptState.RUNNING.value]))
+                .where(live_attempt_clause())  # ix_attempts_live: live attempts only, however long the history
                 .order_by(AttemptRow.id)
             ).all()
         return [
@@ -202,7 +203,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                 memory_bytes=a.memory_bytes,
                 token=a.token,
                 spec=spec,
-                handle=dict(a.handle or {}),
+                handle=AttemptHandle.from_json(a.handle),
                 created_at=a.created_at,
                 started_at=a.started_at,
                 cancel_requested=cancel,
@@ -275,30 +276,32 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
             s.commit()
         return orders
 
-    def mark_running(self, job: str, number: int, *, handle: dict[str, Any], started_at: float,
+    def mark_running(self, job: str, number: int, *, handle: AttemptHandle, started_at: float,
                      notes: tuple[str, ...] = ()) -> None:
         self.mark_running_many([(job, number, handle, started_at, notes)])
 
-    def mark_running_many(self, started: list[tuple[str, int, dict[str, Any], float, tuple[str, ...]]]) -> None:
+    def mark_running_many(self, started: list[tuple[str, int, AttemptHandle, float, tuple[str, ...]]]) -> None:
         """Record attempts that started (with the limits their supervisor applied), in one transaction."""
         if not started:
             return
         with self.session() as s:
-            for job, number, handle, started_at, notes in started:
+            for job, number, given, started_at, notes in started:
+                handle = AttemptHandle.of(given)
                 attempt, job_row = self._attempt(s, job, number)
                 if attempt.state != AttemptState.STARTING.value:
-                    continue
+                    continue  # recorded already, or ended before its start was seen
+                check_transition("attempt", f"{job}#{number}", attempt.state, AttemptState.RUNNING)
                 attempt.state = AttemptState.RUNNING.value
-                attempt.handle = handle
+                attempt.handle = handle.to_json()
                 attempt.started_at = started_at
-                if handle.get("node"):  # an engine that places by itself (Kubernetes) says where it ran
-                    attempt.node = job_row.node = handle["node"]
+                if handle.node:  # an engine that places by itself (Kubernetes) says where it ran
+                    attempt.node = job_row.node = handle.node
                 if job_row.started_at is None:
                     job_row.started_at = started_at
                 s.add(EventRow(job_id=job_row.id, attempt=number, time=started_at, reason="Started",
                                message=f"attempt {number} started on node {attempt.node}"))
                 if notes:
-                    weak = any("NOT enforced" in n for n in notes)
+                    weak = handle.limits_enforced is False
                     s.add(EventRow(job_id=job_row.id, attempt=number, time=started_at, reason="Limits",
                                    message="; ".join(notes), type="Warning" if weak else "Normal"))
             s.commit()
@@ -314,24 +317,33 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                                message=message))
             s.commit()
 
-    def set_handle(self, job: str, number: int, handle: dict[str, Any]) -> None:
+    def set_handle(self, job: str, number: int, handle: AttemptHandle) -> None:
         with self.session() as s:
             attempt, _ = self._attempt(s, job, number)
-            attempt.handle = handle
+            attempt.handle = AttemptHandle.of(handle).to_json()
             s.commit()
 
     def finish_attempts(self, finished: list[tuple[str, int, Outcome]], *, now: float) -> int:
-        """Record ended attempts and their jobs in one transaction; idempotent per attempt."""
+        """Record ended attempts and what each means for its job, in one transaction; return how many.
+
+        The meaning (retry on which budget, fail, end) is decided by
+        :func:`kubetrain.core.lifecycle.attempt_ended`; this only applies it.
+        Idempotent per attempt: one already ended (recorded before a master
+        restart, or twice in this batch) is skipped.
+        """
         done = 0
         with self.session() as s:
+            # Exclusive from the first read: a cancel committed meanwhile must be seen, not overwritten.
+            self._lock_for_write(s)
             for job, number, outcome in finished:
                 attempt, job_row = self._attempt(s, job, number)
                 if AttemptState(attempt.state).is_terminal():
                     continue  # recorded already (e.g. before a master restart)
-                ok = outcome.reason == Reason.COMPLETED
-                target = AttemptState.SUCCEEDED if ok else AttemptState.FAILED
-                check_transition("attempt", f"{job}#{number}", attempt.state, target.value)
-                attempt.state = target.value
+                if self.engine.dialect.name != "sqlite":
+                    s.refresh(job_row, with_for_update=True)
+                end = attempt_ended(self._job_facts(job_row), outcome, number=number, now=now)
+                check_transition("attempt", f"{job}#{number}", attempt.state, end.attempt)
+                attempt.state = end.attempt.value
                 attempt.reason = outcome.reason.value
                 attempt.message = outcome.message
                 attempt.exit_code = outcome.exit_code
@@ -343,26 +355,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                     attempt.started_at = outcome.started_at or now
                 if job_row.started_at is None:
                     job_row.started_at = attempt.started_at
-                reason, message = outcome.reason, outcome.message
-                if job_row.stop_reason == Reason.EARLY_STOPPED.value and outcome.reason not in (
-                    Reason.OOM_KILLED, Reason.LOST
-                ):
-                    # Stopped by its experiment's rule: a result, not a failure.
-                    job_state, reason = JobState.SUCCEEDED, Reason.EARLY_STOPPED
-                    message = f"stopped early by the experiment's early-stopping rule ({outcome.message})"
-                    ok = True
-                elif outcome.reason == Reason.CANCELLED or job_row.cancel_requested:
-                    job_state = JobState.CANCELLED
-                    reason = Reason.CANCELLED
-                elif ok:
-                    job_state = JobState.SUCCEEDED
-                else:
-                    job_state = JobState.FAILED
-                    if self._maybe_retry(s, job_row, number, outcome, now):
-                        done += 1
-                        continue
-                self._finish_job(s, job_row, job_state, reason, message, now,
-                                 attempt=number, event_type="Normal" if ok else "Warning")
+                self._apply_end(s, job_row, end.job, now, attempt=number)
                 done += 1
             s.commit()
         return done
@@ -395,10 +388,9 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
         Kubernetes): it opens only its own job, and stops working when its
         attempt ends, so a leaked token is worth little for long.
         """
-        live = (AttemptState.STARTING.value, AttemptState.RUNNING.value)
         with self.session() as s:
             rows = s.execute(select(AttemptRow.number, AttemptRow.token).join(JobRow)
-                             .where(JobRow.name == job, AttemptRow.state.in_(live))).all()
+                             .where(JobRow.name == job, live_attempt_clause())).all()
         for number, candidate in rows:
             if secrets.compare_digest(candidate, token):
                 return number
@@ -409,9 +401,45 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
 
     def count_attempts(self, job: str) -> int:
         with self.session() as s:
-            return s.scalar(
-                select(func.count()).select_from(AttemptRow).join(JobRow).where(JobRow.name == job)
-            )
+            return sum(s.scalar(select(func.count()).select_from(table).join(JobRow).where(JobRow.name == job))
+                       for table in (AttemptRow, ArchivedAttemptRow))
+
+    # -- history -----------------------------------------------------------
+    def archive_history(self, *, now: float, hot_seconds: float, limit: int = 500) -> int:
+        """Move the attempts and events of up to ``limit`` jobs that ended more than ``hot_seconds`` ago to the
+        archive tables, oldest end first, in one transaction; return how many jobs moved (0: none is due).
+
+        Housekeeping: call it until it returns less than ``limit`` (see bench/README.md, "History is
+        cheap").  Crash-safe and idempotent: a job's rows move and its ``archived_at`` is stamped in one
+        transaction, so a kill at any line leaves every job wholly hot or wholly archived, and a job is
+        never moved twice.  It races with no writer: nothing adds to or changes the attempts and events
+        of an ended job (a cancel, an early stop or an attempt's end refuse or skip it), and a job that
+        still has a live attempt stays hot whatever its state says.  Candidates come from the partial
+        index ``ix_jobs_unarchived``, which holds only live and hot jobs, so finding them costs nothing
+        per job ever archived.
+        """
+        cutoff = now - hot_seconds
+        terminal = sorted(state.value for state in JobState.terminal())
+        still_live = exists(select(AttemptRow.id).where(AttemptRow.job_id == JobRow.id, live_attempt_clause()))
+        with self.session() as s:
+            self._lock_for_write(s)
+            ids = list(s.scalars(
+                select(JobRow.id)
+                .where(JobRow.archived_at.is_(None), JobRow.finished_at < cutoff, JobRow.state.in_(terminal),
+                       ~still_live)
+                .order_by(JobRow.finished_at).limit(limit).with_for_update()
+            ))
+            if not ids:
+                s.rollback()
+                return 0
+            for hot, cold in ((AttemptRow, ArchivedAttemptRow), (EventRow, ArchivedEventRow)):
+                columns = [column.name for column in cold.__table__.columns]  # ids too: the order of events holds
+                rows = select(*(hot.__table__.c[name] for name in columns)).where(hot.job_id.in_(ids))
+                s.execute(insert(cold).from_select(columns, rows))
+                s.execute(delete(hot).where(hot.job_id.in_(ids)))
+            s.execute(update(JobRow).where(JobRow.id.in_(ids)).values(archived_at=now))
+            s.commit()
+        return len(ids)
 
     # -- helpers -----------------------------------------------------------
     def _lock_for_write(self, s: Session) -> None:
@@ -425,28 +453,39 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
         if self.engine.dialect.name == "sqlite":
             s.execute(text("BEGIN IMMEDIATE"))
 
-    def _maybe_retry(self, s: Session, row: JobRow, number: int, outcome: Outcome, now: float) -> bool:
-        """Requeue the job if its retry policy allows; record why either way.  True if requeued."""
-        policy = JobSpec.model_validate(row.spec).spec.retry_policy
-        decision = decide(policy, reason=outcome.reason.value, exit_code=outcome.exit_code,
-                          code_failures=row.code_failures, infra_failures=row.infra_failures)
-        if decision.counted and decision.budget == "code":
-            row.code_failures += 1
-        elif decision.counted and decision.budget == "infra":
-            row.infra_failures += 1
-        what = f"attempt {number} failed ({outcome.reason.value}: {outcome.message})"
-        if not decision.retry:
-            if decision.budget is not None and (policy.max_retries or policy.max_infra_retries):
-                s.add(EventRow(job_id=row.id, attempt=number, time=now, type="Warning", reason="NotRetried",
-                               message=f"{what}; not retried: {decision.message}"))
-            return False
-        check_transition("job", row.name, row.state, JobState.QUEUED.value)
-        row.state = JobState.QUEUED.value
-        row.not_before = now + decision.delay
-        row.wait_reason = None
-        s.add(EventRow(job_id=row.id, attempt=number, time=now, type="Warning", reason="Retrying",
-                       message=f"{what}; {decision.message}"))
-        return True
+    @staticmethod
+    def _job_facts(row: JobRow) -> JobFacts:
+        """What :mod:`kubetrain.core.lifecycle` decides on, from a job's row (its spec was validated at submit)."""
+        body = (row.spec or {}).get("spec", {})
+        return JobFacts(
+            name=row.name,
+            state=JobState(row.state),
+            policy=RetryPolicy.model_validate(body.get("retryPolicy") or {}),
+            code_failures=row.code_failures,
+            infra_failures=row.infra_failures,
+            cancel_requested=bool(row.cancel_requested),
+            stop_reason=Reason(row.stop_reason) if row.stop_reason else None,
+        )
+
+    def _apply_end(self, s: Session, row: JobRow, decision: Retry | Finish, now: float, *, attempt: int) -> None:
+        """Apply a lifecycle decision to a job's row, inside the caller's transaction."""
+        if isinstance(decision, Retry):
+            check_transition("job", row.name, row.state, JobState.QUEUED)
+            row.state = JobState.QUEUED.value
+            row.not_before = decision.after
+            row.wait_reason = None
+            if decision.charge == "code":
+                row.code_failures += 1
+            elif decision.charge == "infra":
+                row.infra_failures += 1
+            s.add(EventRow(job_id=row.id, attempt=attempt, time=now, type="Warning", reason="Retrying",
+                           message=decision.message))
+            return
+        if decision.not_retried:
+            s.add(EventRow(job_id=row.id, attempt=attempt, time=now, type="Warning", reason="NotRetried",
+                           message=decision.not_retried))
+        self._finish_job(s, row, decision.state, decision.reason, decision.message, now, attempt=attempt,
+                         event_type="Warning" if decision.warning else "Normal")
 
     def _attempt(self, s: Session, job: str, number: int) -> tuple[AttemptRow, JobRow]:
         row = s.execute(
@@ -471,13 +510,11 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
     def _job_record(self, s: Session, row: JobRow, *, with_events: bool = False,
                     attempts: list[AttemptRow] | None = None,
                     events: list[EventRecord] | None = None) -> JobRecord:
+        archived = row.archived_at is not None  # its attempts and events are in the archive tables
         if attempts is None:
-            attempts = list(s.scalars(select(AttemptRow).where(AttemptRow.job_id == row.id).order_by(AttemptRow.number)))
+            attempts = attempts_by_job(s, [row.id], archived={row.id} if archived else ()).get(row.id, [])
         if with_events and not events:
-            events = [
-                EventRecord(time=e.time, type=e.type, reason=e.reason, message=e.message, attempt=e.attempt)
-                for e in s.scalars(select(EventRow).where(EventRow.job_id == row.id).order_by(EventRow.id))
-            ]
+            events = job_events(s, row.id, archived=archived)
         experiment = None
         if row.experiment_id is not None:
             experiment = s.scalar(select(ExperimentRow.name).where(ExperimentRow.id == row.experiment_id))
