@@ -98,6 +98,14 @@ class ListStorm:
                         self.refused_classes[response.json()["details"]["class"]] += 1
 
 
+def holder_job(name: str, go: Path) -> dict:
+    """A job that prints "holding" once, then stays quiet until the file ``go`` exists."""
+    return {"metadata": {"name": name}, "spec": {
+        "command": [PYTHON, "-c", ("import os, time\nprint('holding', flush=True)\n"
+                                   f"while not os.path.exists({str(go)!r}): time.sleep(0.05)")],
+        "resources": {"cpu": "100m", "memory": "64Mi"}}}
+
+
 def assert_answered_or_refused(response: httpx.Response, ok: int, cls: str) -> None:
     """A request during the storm: done, or refused at once naming its class and when to retry."""
     if response.status_code == 503:
@@ -137,10 +145,7 @@ def test_a_list_storm_leaves_submits_gets_and_the_reconcile_loop_working(master_
 def test_the_sdk_rides_out_503s_and_succeeds_once_the_master_has_room(master_factory, tmp_path: Path) -> None:
     master = master_factory(KUBETRAIN_CONCURRENCY_STREAM="1")
     go = tmp_path / "go"
-    holder = master.client.submit({"metadata": {"name": "holder"}, "spec": {
-        "command": [PYTHON, "-c", ("import os, time\nprint('holding', flush=True)\n"
-                                   f"while not os.path.exists({str(go)!r}): time.sleep(0.05)")],
-        "resources": {"cpu": "100m", "memory": "64Mi"}}})
+    holder = master.client.submit(holder_job("holder", go))
     quick = master.client.submit({"metadata": {"name": "quick"}, "spec": {
         "command": [PYTHON, "-c", "print('quick output')"], "resources": {"cpu": "100m", "memory": "64Mi"}}})
     master.wait_state(quick.name, timeout=60)
@@ -173,10 +178,7 @@ def test_followed_logs_past_anyios_40_threads_leave_gets_an_answer(master_factor
     followers = 45
     master = master_factory(KUBETRAIN_CONCURRENCY_STREAM=str(followers + 3))
     go = tmp_path / "go"
-    holder = master.client.submit({"metadata": {"name": "holder"}, "spec": {
-        "command": [PYTHON, "-c", ("import os, time\nprint('holding', flush=True)\n"
-                                   f"while not os.path.exists({str(go)!r}): time.sleep(0.05)")],
-        "resources": {"cpu": "100m", "memory": "64Mi"}}})
+    holder = master.client.submit(holder_job("holder", go))
     master.wait_state(holder.name, "Running", timeout=60)
     url = httpx.URL(master.url)
     head = (f"GET /api/v1/jobs/{holder.name}/logs?follow=true HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
@@ -205,10 +207,7 @@ def test_followed_logs_past_anyios_40_threads_leave_gets_an_answer(master_factor
 def test_a_follower_that_hangs_up_gives_its_stream_slot_back_before_the_job_ends(master_factory, tmp_path: Path) -> None:
     master = master_factory(KUBETRAIN_CONCURRENCY_STREAM="1")
     go = tmp_path / "go"
-    holder = master.client.submit({"metadata": {"name": "quiet"}, "spec": {
-        "command": [PYTHON, "-c", ("import os, time\nprint('holding', flush=True)\n"
-                                   f"while not os.path.exists({str(go)!r}): time.sleep(0.05)")],
-        "resources": {"cpu": "100m", "memory": "64Mi"}}})
+    holder = master.client.submit(holder_job("quiet", go))
     try:
         with master.http(timeout=REQUEST_DEADLINE) as http:
             with http.stream("GET", f"/api/v1/jobs/{holder.name}/logs", params={"follow": True}) as follow:

@@ -160,12 +160,6 @@ class SocketClient:
 
 def error_of(reply: Reply) -> Exception:
     """The master's error in ``reply`` as the class it raised (as ``Client._raise_for`` does)."""
-    from kubetrain.core.errors import error_from_dict
+    from kubetrain.core.errors import error_from_response
 
-    try:
-        body = reply.json()
-    except ValueError:
-        body = {"code": "internal", "message": f"HTTP {reply.status_code}: {reply.content[:200].decode(errors='replace')}"}
-    if not isinstance(body, dict) or "message" not in body:
-        body = {"code": "internal", "message": f"HTTP {reply.status_code}"}
-    return error_from_dict(body)
+    return error_from_response(reply.status_code, reply.content)

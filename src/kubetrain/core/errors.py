@@ -127,6 +127,20 @@ def error_from_dict(data: dict[str, Any]) -> KubetrainError:
     return cls(str(data.get("message", "unknown error")), details=data.get("details") or {})
 
 
+def error_from_response(status: int, content: bytes) -> KubetrainError:
+    """The error a master's answer carries (``{"code", "message", "details"}``), or an internal one naming the
+    status when the body is not that (a proxy's page, a truncated answer)."""
+    import json
+
+    try:
+        body = json.loads(content)
+    except ValueError:
+        body = {"code": "internal", "message": f"HTTP {status}: {content[:200].decode(errors='replace')}"}
+    if not isinstance(body, dict) or "message" not in body:
+        body = {"code": "internal", "message": f"HTTP {status}"}
+    return error_from_dict(body)
+
+
 class InsufficientStorageError(KubetrainError):
     """The master's disk (its home or its database) is full; the request was not done. Freeing space fixes it."""
 

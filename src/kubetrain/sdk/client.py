@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from kubetrain.core.errors import KubetrainError, MasterUnavailableError, OverloadedError, error_from_dict
+from kubetrain.core.errors import KubetrainError, MasterUnavailableError, OverloadedError, error_from_response
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import (ExperimentRecord, JobRecord, NodeRecord, Provenance, SecretRecord, TokenRecord,
                                     UserRecord, WhoAmI)
@@ -81,13 +81,7 @@ class Client:
     def _raise_for(self, response: httpx.Response) -> None:
         if response.status_code < 400:
             return
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"code": "internal", "message": f"HTTP {response.status_code}: {response.text[:200]}"}
-        if not isinstance(body, dict) or "message" not in body:
-            body = {"code": "internal", "message": f"HTTP {response.status_code}"}
-        raise error_from_dict(body)
+        raise error_from_response(response.status_code, response.read())
 
     def _request(self, method: str, path: str, *, stream: bool = False, check: bool = True,
                  **kwargs: Any) -> httpx.Response:

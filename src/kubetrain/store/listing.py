@@ -35,7 +35,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Row, Select, exists, select
+from sqlalchemy import Connection, Row, Select, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from kubetrain.core.errors import SpecError
@@ -306,3 +306,32 @@ def job_record(row: JobRow | Row[Any], *, spec: dict, provenance: Provenance,
         ],
         events=events or [],
     )
+
+
+# -- one job ----------------------------------------------------------------------------
+
+#: Built once, with bound parameters: a get (the API's most frequent request) then costs three compiled-cache
+#: hits on one Core connection; building the statements and an ORM session per call was most of its time.
+_ONE_JOB = (select(*_JOB_COLUMNS, JobRow.spec, JobRow.provenance)
+            .outerjoin(ExperimentRow, ExperimentRow.id == JobRow.experiment_id)
+            .where(JobRow.name == bindparam("name")))
+_ATTEMPTS_OF = {archived: select(*_attempt_columns(table)).where(table.job_id == bindparam("job_id"))
+                .order_by(table.number) for archived, table in ((False, AttemptRow), (True, ArchivedAttemptRow))}
+_EVENTS_OF = {archived: select(table.time, table.type, table.reason, table.message, table.attempt)
+              .where(table.job_id == bindparam("job_id")).order_by(table.id)
+              for archived, table in ((False, EventRow), (True, ArchivedEventRow))}
+
+
+def read_job(connection: Connection, name: str, *, with_events: bool) -> JobRecord | None:
+    """One job's record by name (None: no such job), its attempts and events from the hot or archive tables."""
+    row = connection.execute(_ONE_JOB, {"name": name}).first()
+    if row is None:
+        return None
+    archived = row.archived_at is not None
+    attempts = list(connection.execute(_ATTEMPTS_OF[archived], {"job_id": row.id}))
+    events = None
+    if with_events:
+        events = [EventRecord(time=e.time, type=e.type, reason=e.reason, message=e.message, attempt=e.attempt)
+                  for e in connection.execute(_EVENTS_OF[archived], {"job_id": row.id})]
+    return job_record(row, spec=row.spec, provenance=Provenance.model_validate(row.provenance or {}),
+                      attempts=attempts, events=events, experiment=row.experiment)

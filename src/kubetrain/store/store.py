@@ -33,10 +33,10 @@ from kubetrain.store.experiments import ExperimentStore
 from kubetrain.store.metrics import MetricStore
 from kubetrain.store.identities import IdentityStore
 from kubetrain.store.listing import (DEFAULT_LIMIT, JobPage, JobQuery, SortOrder, View, attempts_by_job, job_events,
-                                     job_record, label_rows, list_page)
+                                     job_record, label_rows, list_page, read_job)
 from kubetrain.store.volumes import VolumeStore
-from kubetrain.store.models import (ArchivedAttemptRow, ArchivedEventRow, AttemptRow, EventRow, ExperimentRow, JobRow,
-                                    live_attempt_clause)
+from kubetrain.store.models import (ArchivedAttemptRow, ArchivedEventRow, AttemptRow, EventRow, ExperimentRow,
+                                    JobLabelRow, JobRow, MetricRow, live_attempt_clause)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -118,11 +118,11 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
             return s.scalar(select(func.count()).select_from(JobRow).where(JobRow.name == name)) > 0
 
     def get_job(self, name: str, *, with_events: bool = True) -> JobRecord:
-        with self.session() as s:
-            row = s.scalar(select(JobRow).where(JobRow.name == name))
-            if row is None:
-                raise NotFoundError(f"job {name!r} not found; list jobs with `kubetrain get jobs`")
-            return self._job_record(s, row, with_events=with_events)
+        with self.engine.connect() as connection:
+            record = read_job(connection, name, with_events=with_events)
+        if record is None:
+            raise NotFoundError(f"job {name!r} not found; list jobs with `kubetrain get jobs`")
+        return record
 
     def list_jobs(
         self,
