@@ -90,8 +90,9 @@ def make_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
     # As root (CI), jobs of the test process's user would be refused (never root by default): these tests
     # exercise the engine, not identities, so they allow it; tests/security/ runs jobs as real other users.
-    env.update({"KUBETRAIN_HOME": str(home), "KUBETRAIN_GRACE_SECONDS": "2", "KUBETRAIN_ALLOW_ROOT_JOBS": "1"},
-               **extra)
+    # Port 0: any free port. Tests run many masters at once; the default (8765) would make each fall back.
+    env.update({"KUBETRAIN_HOME": str(home), "KUBETRAIN_GRACE_SECONDS": "2", "KUBETRAIN_ALLOW_ROOT_JOBS": "1",
+                "KUBETRAIN_PORT": "0"}, **extra)
     env["PATH"] = f"{Path(PYTHON).parent}:{env.get('PATH', '')}"
     return env
 

@@ -117,12 +117,19 @@ class HistorySettings:
     hot_seconds: float = 3 * 86400.0
 
 
+#: The local master's usual TCP port (``port:``, ``KUBETRAIN_PORT``); unassigned by IANA, unlike 8080 or 8000.
+DEFAULT_PORT = 8765
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     home: Path
     database_url: str
     host: str = "127.0.0.1"
-    port: int = 0  # 0: any free port, recorded under home/run/master.json
+    #: The master's TCP port: the same across restarts, so a URL written down (a notebook, KUBETRAIN_URL) keeps
+    #: working.  When it is taken the master listens on a free one and says so (master.log, `server status`);
+    #: 0: any free port.  The address in use is recorded under home/run/master.json.
+    port: int = DEFAULT_PORT
     token: str | None = None
     url: str | None = None  # KUBETRAIN_URL: talk to this master, never auto-start
     #: Seconds between reconcile passes when nothing wakes the loop earlier.
@@ -230,7 +237,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         home=home,
         database_url=env.get("KUBETRAIN_DATABASE_URL") or config.get("databaseUrl") or f"sqlite:///{home / 'kubetrain.db'}",
         host=env.get("KUBETRAIN_HOST") or config.get("host") or "127.0.0.1",
-        port=int(env.get("KUBETRAIN_PORT") or config.get("port") or 0),
+        port=int(env.get("KUBETRAIN_PORT") or (DEFAULT_PORT if config.get("port") is None else config["port"])),
         token=env.get("KUBETRAIN_TOKEN") or config.get("token"),
         url=env.get("KUBETRAIN_URL") or None,
         node=node,

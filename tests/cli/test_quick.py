@@ -93,7 +93,7 @@ def test_the_socket_is_where_the_master_listens(tmp_path: Path) -> None:
 SAMPLES = [
     ("get", "jobs"), ("get", "jobs", "-s", "running", "--state=FAILED", "-s", "Queued"),
     ("get", "jobs", "-ojson", "--limit=5", "--sort", "name"), ("ls", "-l", "team=a,tier!=b", "-o", "yaml"),
-    ("ls", "--limit", "3", "--limit", "7"),
+    ("ls", "--limit", "3", "--limit", "7"), ("get", "jobs", "a", "-o", "json", "b"),
     ("run", "--", "python", "-c", "pass"), ("run", "python", "-c", "pass"),
     ("run", "-n", "x", "-p", "a=1", "-p", "b=2", "--no-snapshot", "--priority", "-5", "--", "echo", "-n", "hi"),
     ("run", "--cpu", "2", "--memory=4Gi", "--gpu", "1", "--shell", "-e", "A=1", "--label", "k=v", "-v", "d:/data:ro",
@@ -103,7 +103,7 @@ SAMPLES = [
 #: Lines the fast path leaves to Typer (it must not read them differently, only not at all).
 UNSURE = [
     ("get", "jobs", "-h"), ("get", "jobs", "--bogus"), ("get", "jobs", "--limit", "0"), ("get", "jobs", "-s", "Bogus"),
-    ("get", "jobs", "extra"), ("get", "jobs", "--limit"), ("run",), ("run", "-fv", "d:/x", "--", "true"),
+    ("get", "jobs", "--limit"), ("run",), ("run", "-fv", "d:/x", "--", "true"),
     ("run", "--gpu", "many", "--", "true"), ("run", "--shell=yes", "--", "true"), ("ls", "-ofoo"),
 ]
 
@@ -200,3 +200,18 @@ def test_run_submits_without_typer_or_httpx(tmp_path: Path) -> None:
     assert [line.split(" ")[0] for line in report["seen"]] == ["HEAD", "PUT", "POST"]
     assert out == "job/j1 submitted (Queued)\n"
     assert not {m for m in report["heavy"] if m.split(".")[0] in ("typer", "click", "rich", "httpx", "fastapi")}
+
+
+def test_get_jobs_by_name_gets_each_one(tmp_path: Path) -> None:
+    report, out = stub_run(tmp_path, {"GET": [200, JOB]}, "get", "jobs", "j1")
+    assert report["code"] == 0, report
+    assert report["seen"] == ["GET /api/v1/jobs/j1 HTTP/1.1"]
+    assert out.splitlines()[1].split()[:3] == ["j1", "ann", "Queued"]
+    assert report["heavy"] == []
+
+
+def test_an_unknown_name_is_an_error_naming_it(tmp_path: Path) -> None:
+    missing = {"code": "not_found", "message": "job 'nope' not found; list jobs with `kubetrain get jobs`",
+               "details": {}}
+    report, out = stub_run(tmp_path, {"GET": [404, missing]}, "ls", "nope")
+    assert report["code"] == 1 and out == ""

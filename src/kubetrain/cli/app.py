@@ -80,9 +80,9 @@ def _token_for(url: str, settings: Settings) -> str | None:
     return settings.token or stored_token(url) or read_local_token(settings)
 
 
-def _stream_logs(client: Client, name: str, attempt: int | None, follow: bool) -> None:
+def _stream_logs(client: Client, name: str, attempt: int | None, follow: bool, tail: int | None = None) -> None:
     out = sys.stdout.buffer
-    for chunk in client.logs(name, attempt=attempt, follow=follow):
+    for chunk in client.logs(name, attempt=attempt, follow=follow, tail=tail):
         out.write(chunk)
         out.flush()
 
@@ -175,19 +175,22 @@ States = Annotated[list[JobState], typer.Option("--state", "-s", case_sensitive=
 Selector = Annotated[Optional[str], typer.Option("--selector", "-l", help="job label selector")]
 
 
-def _list(state: list[JobState], selector: str | None, output: OutputFormat | None, limit: int,
-          sort: SortOrder) -> None:
+Names = Annotated[Optional[list[str]], typer.Argument(help="job names: show just these (default: all)")]
+
+
+def _list(names: list[str] | None, state: list[JobState], selector: str | None, output: OutputFormat | None,
+          limit: int, sort: SortOrder) -> None:
     # Reached when the fast path (cli/quick.py) could not take the command: a remote master, or none yet.
     with _client() as client:
-        list_full(client, state=[s.value for s in state], selector=selector, output=output and output.value,
-                  limit=limit, sort=sort.value)
+        list_full(client, names=list(names or ()), state=[s.value for s in state], selector=selector,
+                  output=output and output.value, limit=limit, sort=sort.value)
 
 
 @get_app.command("jobs")
-def get_jobs(state: States = [], selector: Selector = None, output: Output = None, limit: Limit = 500,
-             sort: Sort = SortOrder.NEWEST) -> None:
-    """List jobs, newest first (the first 500 unless --limit says otherwise)."""
-    _list(state, selector, output, limit, sort)
+def get_jobs(names: Names = None, state: States = [], selector: Selector = None, output: Output = None,
+             limit: Limit = 500, sort: Sort = SortOrder.NEWEST) -> None:
+    """List jobs, newest first (the first 500 unless --limit says otherwise), or just the jobs named."""
+    _list(names, state, selector, output, limit, sort)
 
 
 @get_app.command("nodes")
@@ -197,10 +200,19 @@ def get_nodes(output: Output = None) -> None:
 
 
 @app.command("ls")
-def ls(state: States = [], selector: Selector = None, output: Output = None, limit: Limit = 500,
-       sort: Sort = SortOrder.NEWEST) -> None:
+def ls(names: Names = None, state: States = [], selector: Selector = None, output: Output = None,
+       limit: Limit = 500, sort: Sort = SortOrder.NEWEST) -> None:
     """List jobs (alias of `get jobs`)."""
-    _list(state, selector, output, limit, sort)
+    _list(names, state, selector, output, limit, sort)
+
+
+def _reruns(client: Client, name: str) -> list[str]:
+    from kubetrain.core.errors import NotFoundError
+
+    try:
+        return client.reruns(name)
+    except NotFoundError:  # deleted since it was read, or a master older than the reruns route
+        return []
 
 
 @app.command()
@@ -225,10 +237,11 @@ def describe(
         name = second
     with _client() as client:
         job = client.get_job(name)
+        reruns = [] if output else _reruns(client, name)
     if output:
         render.dump(job.model_dump(mode="json"), output)
     else:
-        render.describe(job)
+        render.describe(job, reruns=reruns)
 
 
 @app.command()
@@ -236,10 +249,11 @@ def logs(
     name: Annotated[str, typer.Argument(help="job name")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep streaming until the attempt ends")] = False,
     attempt: Annotated[Optional[int], typer.Option(help="attempt number (default: the latest)")] = None,
+    tail: Annotated[Optional[int], typer.Option(help="start at the last N lines (with -f: then follow)", min=0)] = None,
 ) -> None:
     """Print a job's log (stdout and stderr of its latest attempt)."""
     with _client() as client:
-        _stream_logs(client, name, attempt, follow)
+        _stream_logs(client, name, attempt, follow, tail)
 
 
 @app.command()
@@ -249,6 +263,29 @@ def cancel(names: Annotated[list[str], typer.Argument(help="job names")]) -> Non
         for name in names:
             record = client.cancel(name)
             typer.echo(f"job/{record.name} {'cancelled' if record.state == 'Cancelled' else 'cancelling'}")
+
+
+@app.command()
+def delete(
+    names: Annotated[Optional[list[str]], typer.Argument(help="finished jobs to delete")] = None,
+    finished: Annotated[bool, typer.Option("--finished", help=(
+        "every finished job you own (an admin: everyone's), instead of names"))] = False,
+    older_than: Annotated[Optional[str], typer.Option("--older-than", help=(
+        "with --finished: only jobs that ended longer ago than this: 30d, 12h, 90m, 2w"))] = None,
+) -> None:
+    """Delete finished jobs: their records (attempts, events, metrics) and their attempts' folders.
+
+    Queued and running jobs are refused: cancel them first.  Output folders (artifacts) stay."""
+    from kubetrain.cli.deleting import delete_finished, delete_named
+
+    if bool(names) == finished:
+        raise typer.BadParameter("name the jobs to delete, or give --finished (not both)", param_hint="NAMES")
+    if older_than is not None and not finished:
+        raise typer.BadParameter("--older-than goes with --finished", param_hint="--older-than")
+    with _client() as client:
+        failed = delete_named(client, names or []) if names else delete_finished(client, older_than)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -263,6 +300,20 @@ def nodes(output: Output = None) -> None:
 
 
 # -- server ---------------------------------------------------------------------
+def port_note(url: str | None, configured: int) -> str | None:
+    """Words for a master that listens elsewhere than its configured port (it was taken at start), or None."""
+    if not url or not configured:
+        return None
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    if port is None or port == configured:
+        return None
+    return (f"note: listening on port {port}, not on the configured {configured}: it was taken when the master "
+            f"started (see master.log), or the master was started with another --port; once {configured} is free, "
+            "`kubetrain server stop` and `kubetrain server start` bring the usual address back")
+
+
 def _server_overrides(host: str | None, port: int | None, token: str | None) -> Settings:
     return _settings().with_overrides(host=host, port=port, token=token)
 
@@ -271,7 +322,8 @@ def _server_overrides(host: str | None, port: int | None, token: str | None) -> 
 def server(
     ctx: typer.Context,
     host: Annotated[Optional[str], typer.Option(help="address to bind (default 127.0.0.1; others need --token)")] = None,
-    port: Annotated[Optional[int], typer.Option(help="port (default: a free one, recorded in KUBETRAIN_HOME)")] = None,
+    port: Annotated[Optional[int], typer.Option(help=(
+        "port (default 8765, or port: / KUBETRAIN_PORT; a free one when taken; 0: any free one)"))] = None,
     token: Annotated[Optional[str], typer.Option(help="require this bearer token (or set KUBETRAIN_TOKEN)")] = None,
 ) -> None:
     """Without a subcommand: run the master in the foreground."""
@@ -287,11 +339,14 @@ def server(
 @server_app.command("start")
 def server_start() -> None:
     """Start this home's master in the background (no-op if it already runs)."""
-    from kubetrain.server.daemon import ensure_master
+    from kubetrain.server.daemon import ensure_master, read_master
 
     settings = _settings()
     url = ensure_master(settings.with_overrides(url=None) if settings.url else settings, notify=None)
     typer.echo(f"master running at {url} (data in {settings.home})")
+    moved = port_note((read_master(settings) or {}).get("url"), settings.port)
+    if moved:
+        typer.echo(moved)
 
 
 @server_app.command("stop")
@@ -320,6 +375,9 @@ def server_status() -> None:
         raise typer.Exit(3)
     tcp = (read_master(settings) or {}).get("url")
     typer.echo(f"running at {url}{f' and {tcp}' if tcp else ''} (master user {info['user']}, data in {info['home']})")
+    moved = port_note(tcp, settings.port)
+    if moved:
+        typer.echo(moved)
     typer.echo(f"isolation: {info['isolation']}")
     typer.echo(f"you: {me.name} ({me.role}, via {me.via})")
 

@@ -21,11 +21,28 @@ SORTS = ("newest", "oldest", "name")
 PAGE_SIZE = 500
 
 
-def list_quick(*, state: list[str], selector: str | None, output: str | None, limit: int, sort: str) -> None:
+def check_names(names: list[str], *, state: list[str], selector: str | None) -> None:
+    """Jobs named on the command line are shown as they are: a filter beside them would mean nothing."""
+    if names and (state or selector):
+        from kubetrain.core.errors import SpecError
+
+        raise SpecError("give job names or filters (--state, -l), not both: `kubetrain get jobs NAME...` shows "
+                        "the named jobs whatever their state")
+
+
+def list_quick(*, names: list[str], state: list[str], selector: str | None, output: str | None, limit: int,
+               sort: str) -> None:
     """The fast path: this home's master through its socket (:class:`~kubetrain.cli.wire.Decline` if none)."""
     from kubetrain.cli.wire import SocketClient, home_dir
 
+    check_names(names, state=state, selector=selector)
     client = SocketClient(home_dir())
+    if names:
+        # One get per name, in the order given (kubectl's `get pods A B`); the first unknown one is an error
+        # naming it, before anything is printed.
+        named = [client.request("GET", f"/api/v1/jobs/{quote_name(name)}").json() for name in names]
+        show_jobs(named, output=output, more=False, sort=sort)
+        return
     items: list[dict[str, Any]] = []
     token: str | None = None
     # A table needs no spec or provenance: the summary view leaves them in the database.
@@ -46,12 +63,25 @@ def list_quick(*, state: list[str], selector: str | None, output: str | None, li
     show_jobs(items, output=output, more=token is not None, sort=sort)
 
 
-def list_full(client, *, state: list[str], selector: str | None, output: str | None, limit: int, sort: str) -> None:
+def list_full(client, *, names: list[str], state: list[str], selector: str | None, output: str | None, limit: int,
+              sort: str) -> None:
     """The same through the SDK's client (a remote master, or one this command had to start)."""
+    check_names(names, state=state, selector=selector)
+    if names:
+        named = [client.get_job(name).model_dump(mode="json") for name in names]
+        show_jobs(named, output=output, more=False, sort=sort)
+        return
     page = client.jobs_page(states=state or None, selector=selector or "", limit=limit, sort=sort,
                             view="full" if output else "summary")
     show_jobs([r.model_dump(mode="json") for r in page.items], output=output, more=page.continue_token is not None,
               sort=sort)
+
+
+def quote_name(name: str) -> str:
+    """A job name as one path segment (names are DNS labels; anything else is escaped, and then not found)."""
+    from kubetrain.cli.wire import quote
+
+    return quote(name)
 
 
 def show_jobs(items: list[dict[str, Any]], *, output: str | None, more: bool, sort: str) -> None:

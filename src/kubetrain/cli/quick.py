@@ -82,8 +82,8 @@ def _run(**values: Any) -> None:
 #: The commands taken here: words -> (options, arguments as (name, nargs, required), interspersed, run).
 #: nargs -1: all the rest.  ``interspersed`` False: options end at the first argument (``run``).
 COMMANDS: dict[tuple[str, ...], tuple[tuple, tuple, bool, Callable[..., None]]] = {
-    ("get", "jobs"): (LIST_OPTIONS, (), True, _list),
-    ("ls",): (LIST_OPTIONS, (), True, _list),
+    ("get", "jobs"): (LIST_OPTIONS, (("names", -1, False),), True, _list),
+    ("ls",): (LIST_OPTIONS, (("names", -1, False),), True, _list),
     ("run",): (RUN_OPTIONS, (("command", -1, True),), False, _run),
 }
 

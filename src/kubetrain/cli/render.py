@@ -117,7 +117,15 @@ def nodes_table(nodes: list[NodeRecord]) -> None:
     table(["NAME", "ENGINE", "CPU FREE/ALL", "MEMORY FREE/ALL", "GPU FREE/ALL", "RUNNING", "LABELS"], rows)
 
 
-def describe(job: JobRecord) -> None:
+def attempt_state(state: str, reason: str | None) -> tuple[str, str]:
+    """An attempt's state and reason as shown: a cancelled attempt (stored as Failed, reason Cancelled)
+    reads Cancelled, as its job does."""
+    if state == "Failed" and reason == "Cancelled":
+        return "Cancelled", ""
+    return state, reason or ""
+
+
+def describe(job: JobRecord, *, reruns: Sequence[str] = ()) -> None:
     from kubetrain.core.quantities import format_memory
 
     on = colour()
@@ -125,6 +133,10 @@ def describe(job: JobRecord) -> None:
     res = body.get("resources", {})
     prov = job.provenance
     git = prov.git
+    rerun_of = "-"
+    if prov.rerun_of:  # a rerun stays its original owner's job; say who asked for it when that was someone else
+        asked = f" (asked by {prov.rerun_by})" if prov.rerun_by and prov.rerun_by != prov.submitter else ""
+        rerun_of = prov.rerun_of + asked
     lines = [
         ("Name", job.name),
         ("State", f"{job.state}" + (f" ({job.reason})" if job.reason else "")),
@@ -133,6 +145,8 @@ def describe(job: JobRecord) -> None:
         ("Priority", str(job.priority)),
         ("Owner", prov.submitter or "?"),
         ("Submitted", f"{timestamp(job.created_at)} by {prov.submitter or '?'}@{prov.hostname or '?'}"),
+        ("Rerun of", rerun_of),
+        ("Reruns", ", ".join(reruns) or "-"),
         ("Submit dir", prov.submit_dir or "-"),
         ("Git", f"{git.commit[:12]}{' (dirty)' if git.dirty else ''} {git.branch or ''}".strip() if git and git.commit else "-"),
         ("Command", " ".join(body.get("command", []) + body.get("args", []))),
@@ -151,7 +165,7 @@ def describe(job: JobRecord) -> None:
     out.write(f"\n{styled('Attempts:', 'bold', on)}\n")
     if job.attempts:
         table(["#", "STATE", "REASON", "NODE", "GPUS", "EXIT", "PEAK MEM", "CPU", "DURATION", "LOG"], [
-            [str(a.number), a.state, a.reason or "", a.node or "-", ",".join(map(str, a.gpus)) or "-",
+            [str(a.number), *attempt_state(a.state, a.reason), a.node or "-", ",".join(map(str, a.gpus)) or "-",
              "-" if a.exit_code is None and a.signal is None else (str(a.exit_code) if a.signal is None else f"signal {a.signal}"),
              format_memory(a.peak_memory_bytes) if a.peak_memory_bytes else "-",
              f"{a.cpu_seconds:.2f}s" if a.cpu_seconds is not None else "-",

@@ -136,6 +136,10 @@ class Engine(abc.ABC):
         """A job's output folder as the master can read it (for ``artifacts`` and ``cp``; others raise a user error)."""
         raise NotFoundError(f"job {job!r}: the {self.name} engine keeps no outputs on the master")
 
+    def forget_attempts(self, job: str, numbers: list[int]) -> None:
+        """Remove what the engine keeps of a deleted job's ended attempts (folders, logs).  Idempotent: an
+        attempt with nothing left is skipped.  The default keeps nothing, so it removes nothing."""
+
     @abc.abstractmethod
     def nodes(self) -> list[NodeCapacity]: ...
 

@@ -227,10 +227,22 @@ class Client:
     def nodes(self) -> list[NodeRecord]:
         return [NodeRecord.model_validate(n) for n in self._call("GET", "/api/v1/nodes")]
 
-    def logs(self, name: str, *, attempt: int | None = None, follow: bool = False) -> Iterator[bytes]:
+    def delete_job(self, name: str) -> None:
+        """Forget a finished job (records and attempt folders); a queued or running one is refused (409)."""
+        self._request("DELETE", f"/api/v1/jobs/{name}")
+
+    def reruns(self, name: str) -> list[str]:
+        """The names of the jobs submitted as reruns of ``name``, oldest first."""
+        return self._call("GET", f"/api/v1/jobs/{name}/reruns")
+
+    def logs(self, name: str, *, attempt: int | None = None, follow: bool = False,
+             tail: int | None = None) -> Iterator[bytes]:
+        """An attempt's log (default: the latest); ``tail``: from its last that many lines."""
         params: dict[str, Any] = {"follow": follow}
         if attempt is not None:
             params["attempt"] = attempt
+        if tail is not None:
+            params["tail"] = tail
         response = self._request("GET", f"/api/v1/jobs/{name}/logs", params=params, timeout=None, stream=True)
         try:
             yield from response.iter_raw()

@@ -212,6 +212,18 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
     def get_job(name: str) -> JobRecord:
         return service.store.get_job(name)
 
+    @app.delete("/api/v1/jobs/{name}", status_code=204)
+    def delete_job(name: str, caller: Identity = caller_dep) -> Response:
+        """Forget a finished job: its records and its attempts' folders (its owner or an admin; 409 while it
+        is queued or running: cancel it first)."""
+        service.delete(name, caller)
+        return Response(status_code=204)
+
+    @app.get("/api/v1/jobs/{name}/reruns", dependencies=api)
+    def job_reruns(name: str) -> list[str]:
+        """The names of the jobs submitted as reruns of this one, oldest first."""
+        return service.reruns(name)
+
     @app.post("/api/v1/jobs/{name}/cancel")
     def cancel_job(name: str, caller: Identity = caller_dep) -> JobRecord:
         return service.cancel(name, caller)
@@ -221,8 +233,10 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
         name: str,
         attempt: Annotated[int | None, Query(ge=1, le=MAX_ATTEMPT)] = None,
         follow: bool = False,
+        tail: Annotated[int | None, Query(ge=0, le=1_000_000, description=(
+            "start at the last this many lines of what the log holds now"))] = None,
     ) -> StreamingResponse:
-        chunks = service.follow_logs(name, attempt=attempt, follow=follow)
+        chunks = service.follow_logs(name, attempt=attempt, follow=follow, tail=tail)
         first = next(chunks, b"")  # surfaces NotFound as a 404 before streaming starts
 
         def body():

@@ -158,17 +158,39 @@ def run_master(settings: Settings) -> None:
 
 
 def _tcp_listener(settings: Settings) -> socket.socket:
-    # proto=IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on connections whose
-    # listening socket says TCP, and without it every keep-alive request after the first waits
-    # ~40 ms for a delayed ACK (the response leaves in two writes).
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM,
-                         socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    import errno
+
+    def listen_on(port: int) -> socket.socket:
+        # proto=IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on connections whose
+        # listening socket says TCP, and without it every keep-alive request after the first waits
+        # ~40 ms for a delayed ACK (the response leaves in two writes).
+        sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM,
+                             socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((settings.host, port))
+            sock.listen(1024)  # with SO_REUSEADDR, two masters may both bind a port: only one can listen on it
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    # The configured port (8765 by default) keeps the master's address across restarts; only when another
+    # program holds it does the master take a free one, and say so (`server status` says it too).
     try:
-        sock.bind((settings.host, settings.port))
+        return listen_on(settings.port)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; pick another --port") from None
-    sock.listen(1024)
+        if exc.errno != errno.EADDRINUSE or settings.port == 0:
+            raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
+                              "pick another --port (or port: in config.yaml, KUBETRAIN_PORT)") from None
+    try:
+        sock = listen_on(0)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {settings.host}: {exc.strerror}") from None
+    log.warning("port %d on %s is taken (another program, or another master); listening on %d instead. "
+                "Free port %d and restart this master to get its usual address back, or set another with "
+                "port: in config.yaml or KUBETRAIN_PORT", settings.port, settings.host, sock.getsockname()[1],
+                settings.port)
     return sock
 
 

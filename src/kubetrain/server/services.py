@@ -1,4 +1,4 @@
-"""Business rules behind the API routes: submit, cancel, read logs.
+"""Business rules behind the API routes: submit, cancel, delete, read logs.
 
 Routes stay thin (parse, authorize, call here, return a record).
 """
@@ -79,6 +79,26 @@ def generate_name(spec: JobSpec) -> str:
 
 #: A quiet followed log yields an empty chunk this often, so a client that left is noticed (see follow_logs).
 FOLLOW_HEARTBEAT_SECONDS = 1.0
+
+
+class _CaughtUp(bytes):
+    """The type of :data:`_CAUGHT_UP` (empty bytes, told apart from a heartbeat by identity)."""
+
+
+#: Yielded once by ``_follow_logs`` when it has read all the log there is now (for ``tail``); never sent.
+_CAUGHT_UP = _CaughtUp()
+
+
+def _start_of_last_lines(data: bytes | bytearray, count: int) -> int:
+    """Where the last ``count`` lines of ``data`` start (a last line without its newline counts as one)."""
+    if count <= 0:
+        return len(data)
+    at = len(data) - 1 if data.endswith(b"\n") else len(data)
+    for _ in range(count):
+        at = data.rfind(b"\n", 0, at)
+        if at < 0:
+            return 0
+    return at + 1
 
 
 class JobService:
@@ -251,7 +271,45 @@ class JobService:
         self._wake()
         return record
 
-    def follow_logs(self, name: str, *, attempt: int | None, follow: bool, poll: float = 0.1) -> Iterator[bytes]:
+    def delete(self, name: str, caller: Identity) -> None:
+        """Forget a finished job: its records (store) and its attempts' folders (engine).  Running or queued
+        jobs are refused (cancel first); a trial belongs to its experiment and is not deleted alone."""
+        job = self.store.get_job(name, with_events=False)
+        check_may_manage(caller, job.provenance.submitter, f"job {name!r}", "delete")
+        if job.experiment is not None:
+            raise ConflictError(f"job {name!r} is a trial of experiment {job.experiment!r}; trials are kept with "
+                                "their experiment and not deleted one by one", details={"job": name})
+        numbers = self.store.delete_jobs([name])[name]
+        # The records go first: a crash in between leaves folders no job points to, never a job without its log.
+        self.engine.forget_attempts(name, numbers)
+
+    def reruns(self, name: str) -> list[str]:
+        """The jobs submitted as reruns of ``name``, oldest first."""
+        return self.store.reruns_of(name)
+
+    def follow_logs(self, name: str, *, attempt: int | None, follow: bool, poll: float = 0.1,
+                    tail: int | None = None) -> Iterator[bytes]:
+        """As :meth:`_follow_logs`; with ``tail``, what exists now starts at its last ``tail`` lines (then a
+        followed log goes on as it grows)."""
+        chunks = self._follow_logs(name, attempt=attempt, follow=follow, poll=poll, until_caught_up=tail is not None)
+        if tail is None:
+            yield from chunks
+            return
+        kept = bytearray()
+        for chunk in chunks:
+            if chunk is _CAUGHT_UP:
+                break
+            if not chunk:
+                yield chunk  # a heartbeat (waiting for an attempt): it lets the server notice a client that left
+                continue
+            kept += chunk
+            if kept.count(b"\n") > tail + 1:  # keep the buffer near the lines wanted, not the whole log
+                del kept[:_start_of_last_lines(kept, tail + 1)]
+        yield bytes(kept[_start_of_last_lines(kept, tail):])
+        yield from chunks
+
+    def _follow_logs(self, name: str, *, attempt: int | None, follow: bool, poll: float = 0.1,
+                     until_caught_up: bool = False) -> Iterator[bytes]:
         """Yield an attempt's log; with ``follow``, keep going until the attempt ends.
 
         While a followed log is quiet an empty chunk leaves every :data:`FOLLOW_HEARTBEAT_SECONDS` (it sends
@@ -282,6 +340,9 @@ class JobService:
                 yield data
                 quiet_since = time.monotonic()
                 continue
+            if until_caught_up:
+                until_caught_up = False
+                yield _CAUGHT_UP
             if not follow:
                 return
             now = time.monotonic()

@@ -158,6 +158,56 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
             s.commit()
             return self._job_record(s, row, with_events=True)
 
+    def delete_jobs(self, names: Iterable[str]) -> dict[str, list[int]]:
+        """Remove finished jobs and every row that belongs to them (attempts and events, hot or archived,
+        metrics, labels) in one transaction; return each job's attempt numbers, whose folders the engine may
+        now remove.  A job that is not finished (or still has a live attempt) refuses the whole call, so a
+        job is never half-deleted nor deleted under the reconcile loop."""
+        names = list(dict.fromkeys(names))
+        if not names:
+            return {}
+        terminal = {state.value for state in JobState.terminal()}
+        with self.session() as s:
+            self._lock_for_write(s)
+            rows = {r.name: r for r in s.execute(
+                select(JobRow.id, JobRow.name, JobRow.state).where(JobRow.name.in_(names)).with_for_update())}
+            for name in names:
+                row = rows.get(name)
+                if row is None:
+                    raise NotFoundError(f"job {name!r} not found; list jobs with `kubetrain get jobs`")
+                if row.state not in terminal:
+                    raise ConflictError(f"job {name!r} is {row.state}; cancel it first (`kubetrain cancel {name}`), "
+                                        "then delete it once it has ended", details={"job": name, "state": row.state})
+            ids = [rows[name].id for name in names]
+            live = s.scalar(select(JobRow.name).join(AttemptRow, AttemptRow.job_id == JobRow.id)
+                            .where(JobRow.id.in_(ids), live_attempt_clause()).limit(1))
+            if live is not None:
+                raise ConflictError(f"job {live!r} still has a running attempt; wait for it to stop, then delete it",
+                                    details={"job": live})
+            numbers: dict[str, list[int]] = {name: [] for name in names}
+            by_id = {rows[name].id: name for name in names}
+            for table in (AttemptRow, ArchivedAttemptRow):
+                for job_id, number in s.execute(select(table.job_id, table.number).where(table.job_id.in_(ids))):
+                    numbers[by_id[job_id]].append(number)
+            # Children first: the foreign keys cascade, but SQLite enforces that only with its pragma on.
+            for table in (AttemptRow, ArchivedAttemptRow, EventRow, ArchivedEventRow, MetricRow, JobLabelRow):
+                s.execute(delete(table).where(table.job_id.in_(ids)))
+            s.execute(delete(JobRow).where(JobRow.id.in_(ids)))
+            s.commit()
+        return {name: sorted(found) for name, found in numbers.items()}
+
+    def reruns_of(self, name: str) -> list[str]:
+        """The jobs submitted as reruns of ``name`` (``provenance.rerun_of``), oldest first.
+
+        A rerun is always submitted after its original, so only jobs with a larger id are read."""
+        with self.session() as s:
+            original = s.scalar(select(JobRow.id).where(JobRow.name == name))
+            if original is None:
+                raise NotFoundError(f"job {name!r} not found; list jobs with `kubetrain get jobs`")
+            return list(s.scalars(select(JobRow.name).where(JobRow.id > original,
+                                                            JobRow.provenance["rerun_of"].as_string() == name)
+                                  .order_by(JobRow.id)))
+
     # -- reconcile-loop reads ---------------------------------------------
     def queued(self, *, now: float | None = None) -> list[tuple[JobRequest, str | None]]:
         """Planner inputs for every queued job ready to start (backoff over), with its last wait reason."""

@@ -460,6 +460,17 @@ class LocalEngine(Engine):
             except ProcessLookupError:
                 pass
 
+    def forget_attempts(self, job: str, numbers: list[int]) -> None:
+        """Remove the control folder (launch file, status, log) and the workspace of each attempt, then the
+        job's folders once empty.  The output folder on ``results`` is the user's and stays."""
+        for parent in (self.settings.attempts_dir / job, self.workspaces_dir / job):
+            for number in numbers:
+                shutil.rmtree(parent / str(number), ignore_errors=True)
+            try:
+                parent.rmdir()
+            except OSError:
+                pass  # none, or not empty (an attempt folder this call was not told of): left as it is
+
     def snapshot_path(self, snapshot: str) -> Path:
         return self.settings.snapshots_dir / f"{snapshot.removeprefix('sha256:')}.tar.gz"
 
