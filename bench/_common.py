@@ -32,7 +32,8 @@ def make_env(home: Path, **extra: str) -> dict[str, str]:
     benchmark starts (e.g. to compare process layouts with the same script).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
-    env.update({"KUBETRAIN_HOME": str(home)})
+    # Any free port: a benchmark's master must never take (or wait for) the default 8765 of a user's master.
+    env.update({"KUBETRAIN_HOME": str(home), "KUBETRAIN_PORT": "0"})
     env.update(pair.split("=", 1) for pair in os.environ.get("BENCH_MASTER_ENV", "").split() if "=" in pair)
     if os.geteuid() == 0:  # run by hand as root: allow root jobs (B1 --as-user measures jobs run as a user)
         env["KUBETRAIN_ALLOW_ROOT_JOBS"] = "1"

@@ -306,12 +306,12 @@ def run_phase(url: str, token: str, pid: int, args: argparse.Namespace, rate: fl
         finished = subprocess.run(command, input=token, capture_output=True, text=True, check=True)
     row = report(rate, json.loads(finished.stdout), sampler)
     states = submitted_states(url, token)
-    time.sleep(30)
+    time.sleep(args.settle)
     later = submitted_states(url, token)
     row.update(jobs_succeeded_at_end=states["Succeeded"], jobs_succeeded_30s_later=later["Succeeded"],
                jobs_stored=sum(later.values()))
     print(f"      submitted jobs stored so far: {sum(later.values())}; Succeeded when the window ended: "
-          f"{states['Succeeded']}, 30 s later: {later['Succeeded']} ({dict(later)})")
+          f"{states['Succeeded']}, {args.settle:.0f} s later: {later['Succeeded']} ({dict(later)})")
     return row
 
 
@@ -324,6 +324,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="for the master")
+    parser.add_argument("--settle", type=float, default=30.0, help="seconds after a phase before counting again")
+    parser.add_argument("--database-from", type=Path, metavar="FILE",
+                        help="start from a copy of this SQLite file (filled by an earlier run) instead of filling one")
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
@@ -345,8 +348,11 @@ def main() -> None:
     store = Store(settings.database_url)
     try:
         started = time.perf_counter()
+        if args.database_from:
+            shutil.copy(args.database_from, settings.database_url.removeprefix("sqlite:///"))
         store.migrate()
-        populate(store, args.jobs, args.seed)
+        if not args.database_from:
+            populate(store, args.jobs, args.seed)
         print(f"   setup: {args.jobs:,} finished jobs stored in {time.perf_counter() - started:.1f}s")
     finally:
         store.close()

@@ -181,7 +181,7 @@ def test_settings_come_from_config_then_environment_and_unknown_keys_are_refused
     with pytest.raises(ConfigError, match="namespce"):
         kubernetes_settings(load_settings({"KUBETRAIN_HOME": str(tmp_path)}), {}, master_url=None)
     with pytest.raises(ConfigError, match="kubernetes"):
-        load_settings({"KUBETRAIN_HOME": str(tmp_path), "KUBETRAIN_ENGINE": "slurm"})
+        load_settings({"KUBETRAIN_HOME": str(tmp_path), "KUBETRAIN_ENGINE": "nomad"})
 
 
 @pytest.mark.parametrize("version", VERSIONS)
