@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def test_crashing_trial_does_not_stop_the_experiment(master, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("rule", [
-    {"algorithm": "median", "startupTrials": 2, "warmupSteps": 1},
+    {"algorithm": "median", "startupTrials": 2, "warmupSteps": 1, "minResource": 4},
     {"algorithm": "asha", "minResource": 1, "reductionFactor": 2},
 ])
 def test_early_stopping_stops_clearly_bad_trials_early(master, tmp_path: Path, rule: dict) -> None:
@@ -115,6 +116,13 @@ def test_early_stopping_stops_clearly_bad_trials_early(master, tmp_path: Path, r
         assert trial.last_step is not None and trial.last_step < 12
     assert all(t.params["quality"] < 1 for t in stopped)
     assert record.best_trial is not None
+    # should_stop() is true right after the report() of the step the trial was pruned at: no step runs after it.
+    for trial in stopped:
+        events = master.client.get_job(trial.job).events
+        decided = [int(m.group(1)) for e in events if (m := re.search(r"at step (\d+) trails", e.message))]
+        assert decided and trial.last_step == decided[0], (trial.job, trial.last_step, [e.message for e in events])
+    if rule["algorithm"] == "median":
+        assert all(t.last_step >= rule.get("minResource", 1) for t in stopped)
 
 
 def test_kill_9_of_master_mid_sweep_completes_with_exactly_max_trials(master, tmp_path: Path) -> None:
@@ -187,3 +195,58 @@ def test_metric_batches_are_validated_deduplicated_and_size_capped(master) -> No
     assert httpx.get(url, params={"after": 2**63 - 1}, headers=master.auth).json() == []
     overflow = httpx.post(url, json={"attempt": 2**70, "points": []}, headers=master.auth)
     assert overflow.status_code == 422 and "attempt" in overflow.json()["message"], overflow.text
+
+
+def test_sweep_sends_the_code_snapshot_and_provenance_like_submit(master, tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    path = write_sweep(code, "snap", algorithm="grid", parameters=[
+        {"name": "quality", "type": "categorical", "values": [1, 2]}])
+    git = ["git", "-C", str(code), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "sweep"], check=True)
+    out = master.cli("sweep", str(path), "--watch", check=True)
+    assert "experiment/snap submitted" in out.stdout
+    assert "2/2 done" in out.stderr  # a 2-point grid counts 2 trials, not maxTrials' 10
+    record = master.client.get_experiment("snap")
+    assert record.state == "Succeeded" and record.spec["spec"]["template"].get("snapshot")
+    job = master.client.get_job(record.trials[0].job)
+    assert job.spec["spec"].get("snapshot") == record.spec["spec"]["template"]["snapshot"]
+    prov = job.provenance
+    assert prov.submitter not in (None, "experiment") and prov.hostname
+    assert prov.git is not None and prov.git.commit and prov.submit_dir == str(code)
+    described = master.cli("describe", "job", job.name, check=True).stdout
+    assert f"by {prov.submitter}@{prov.hostname}" in described
+    listing = master.cli("experiments", check=True).stdout
+    assert "2/2" in listing
+
+
+def test_sweep_watch_exits_non_zero_when_the_experiment_did_not_succeed(master, tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, "doomed", algorithm="grid", parameters=[
+        {"name": "crash", "type": "categorical", "values": [True]}])
+    out = master.cli("sweep", str(path), "--watch", "--no-snapshot")
+    assert out.returncode == 1, out.stderr
+    assert "doomed" in out.stderr and "did not succeed" in out.stderr
+    assert master.client.get_experiment("doomed").state == "Failed"
+    assert master.cli("watch", "doomed").returncode == 1
+
+
+def test_describe_experiment_shows_spec_algorithm_objective_progress_best_and_events(master, tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, "shown", algorithm={"name": "grid", "seed": 4}, maxTrials=10, parallelism=2,
+                       earlyStopping={"algorithm": "asha", "minResource": 2},
+                       parameters=[{"name": "quality", "type": "categorical", "values": [1, 2, 3]}])
+    master.cli("sweep", str(path), "--no-snapshot", check=True)
+    record = finished(master, "shown")
+    assert record.counts["budget"] == 3
+    events = master.client.experiment_events("shown")
+    assert events[0]["reason"] == "Created" and events[-1]["reason"] == "Succeeded"
+    assert any(e["job"] == "shown-0" for e in events)
+    text = master.cli("describe", "experiment", "shown", check=True).stdout
+    for expected in ("Algorithm:", "grid (seed 4), a grid of 3 points", "Objective:", "maximize score",
+                     "Early stopping:", "asha, minResource 2", "Parameters:", "quality in [1, 2, 3]",
+                     "Progress:", "3/3 done", "Best trial:", "Trials:", "Events:", "job/shown-0",
+                     "experiment/shown"):
+        assert expected in text, (expected, text)
+    best = next(t for t in record.trials if t.trial == record.best_trial)
+    assert f"{best.trial} ({best.job}): score=" in text

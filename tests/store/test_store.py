@@ -456,7 +456,7 @@ def test_cancel_unknown_job_raises_not_found(store: Store) -> None:
 @pytest.mark.parametrize(
     ("kind", "current", "target"),
     [
-        ("job", "Queued", "Succeeded"),
+        ("job", "Cancelled", "Queued"),
         ("job", "Succeeded", "Running"),
         ("job", "Failed", "Queued"),
         ("job", "Cancelled", "Failed"),
@@ -596,3 +596,11 @@ def test_queued_jobs_carry_their_submitter_for_fair_share(store: Store) -> None:
     submit(store, "mine")
     (request, _), = store.queued()
     assert request.owner == "alice"
+
+
+def test_a_trial_pruned_while_queued_ends_stopped_early_at_once(store: Store) -> None:
+    submit(store, "waiting")
+    assert store.request_early_stop("waiting", now=NOW + 5, message="pruned at step 3") is True
+    job = store.get_job("waiting")
+    assert (job.state, job.reason, job.finished_at) == (JobState.SUCCEEDED, Reason.EARLY_STOPPED, NOW + 5)
+    assert store.request_early_stop("waiting", now=NOW + 6, message="again") is False  # ended: nothing to do

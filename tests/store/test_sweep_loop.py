@@ -64,3 +64,53 @@ def test_an_experiment_the_controller_did_not_create_is_seen_after_the_idle_wind
     now[0] += sweeps.IDLE_RECHECK_SECONDS
     controller.reconcile()
     assert sorted(req.key for req, _ in store.queued()) == ["elsewhere-0", "elsewhere-1"]
+
+
+def test_trials_carry_the_experiments_provenance_and_a_grid_counts_its_size(store: Store, tmp_path: Path) -> None:
+    spec = validate_experiment({"apiVersion": "kubetrain/v1", "kind": "Experiment", "metadata": {"name": "g"}, "spec": {
+        "template": {"command": ["true"]}, "objective": {"metric": "acc"}, "algorithm": "grid",
+        "maxTrials": 10, "parallelism": 10,
+        "parameters": [{"name": "a", "type": "categorical", "values": [1, 2, 3]},
+                       {"name": "b", "type": "categorical", "values": ["x", "y"]}]}})
+    provenance = Provenance.model_validate({"submitter": "ada", "hostname": "laptop", "submit_dir": "/src",
+                                            "git": {"commit": "abc123", "branch": "main"}})
+    controller = SweepController(store, tmp_path)
+    controller.create(spec, provenance)
+    controller.reconcile()
+    trial = store.get_job("g-0")
+    assert trial.provenance.submitter == "ada" and trial.provenance.hostname == "laptop"
+    assert trial.provenance.git is not None and trial.provenance.git.commit == "abc123"
+    record = controller.describe("g")
+    assert record.counts["budget"] == 6 and record.counts["trials"] == 6
+    events = controller.events("g")
+    assert events[0]["reason"] == "Created" and "grid of 6" in events[0]["message"]
+    assert {e["job"] for e in events[1:]} <= {f"g-{n}" for n in range(6)} and len(events) > 1
+
+
+def test_a_prune_answer_names_the_watched_metric_and_waits_for_min_resource(store: Store, tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from kubetrain.core.records import MetricPoint
+    from kubetrain.store.models import JobRow
+
+    spec = validate_experiment({"apiVersion": "kubetrain/v1", "kind": "Experiment", "metadata": {"name": "m"}, "spec": {
+        "template": {"command": ["true"]}, "objective": {"metric": "acc"},
+        "algorithm": {"name": "random", "seed": 1}, "maxTrials": 2, "parallelism": 2,
+        "earlyStopping": {"algorithm": "median", "startupTrials": 0, "warmupSteps": 0, "minResource": 3},
+        "parameters": [{"name": "lr", "type": "float", "min": 0.001, "max": 1.0, "scale": "log"}]}})
+    controller = SweepController(store, tmp_path)
+    controller.create(spec, Provenance(submitter="ada"))
+    controller.reconcile()
+    experiment_id = store.get_experiment_row("m").id
+    with store.session() as s:  # the trials are running (metrics come only from running trials)
+        s.execute(update(JobRow).where(JobRow.experiment_id == experiment_id).values(state="Running"))
+        s.commit()
+    points = [MetricPoint(step=s, name="acc", value=1.0) for s in range(1, 6)]
+    assert controller.on_metrics("m-0", experiment_id, 0, points) == (False, "acc")
+    sweeps.tell(controller._study(spec), 0, 1.0)  # trial 0 completes with 1.0 at every step
+    assert controller.on_metrics("m-1", experiment_id, 1, [MetricPoint(step=1, name="loss", value=0.0)]) == (False, "acc")
+    for step in (1, 2):
+        assert controller.on_metrics("m-1", experiment_id, 1, [MetricPoint(step=step, name="acc", value=0.0)]) \
+            == (False, "acc")
+    assert controller.on_metrics("m-1", experiment_id, 1, [MetricPoint(step=3, name="acc", value=0.0)]) == (True, "acc")
+    assert store.stop_requested("m-1")

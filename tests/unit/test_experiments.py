@@ -10,7 +10,7 @@ import pytest
 
 from kubetrain.core.errors import SpecError
 from kubetrain.core.experiments import validate_experiment
-from kubetrain.server.sweeps import distributions, make_sampler
+from kubetrain.server.sweeps import distributions, make_pruner, make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -100,3 +100,28 @@ def test_tpe_beats_random_on_average_with_a_margin() -> None:
     rnd = statistics.mean(_optimise("random", s, 40) for s in seeds)
     # Random search's mean best on this objective is several times TPE's; demand at least 2x.
     assert tpe * 2 < rnd, (tpe, rnd)
+
+
+@pytest.mark.parametrize(("rule", "first_step"), [
+    ({"algorithm": "median", "minResource": 4, "warmupSteps": 1}, 4),
+    ({"algorithm": "median", "minResource": 1, "warmupSteps": 3}, 3),
+    ({"algorithm": "asha", "minResource": 4}, 4),
+])
+def test_no_rule_prunes_before_min_resource(rule: dict, first_step: int) -> None:
+    # Two trials finished with 1.0 at every step; a third reports 0.0 from step 1 and is pruned at first_step.
+    spec = validate_experiment(doc(earlyStopping={"startupTrials": 0, **rule}))
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(spec))
+    for _ in range(2):
+        good = study.ask()
+        for step in range(1, 10):
+            good.report(1.0, step)
+            assert not good.should_prune()  # (successive halving records rung values when asked)
+        study.tell(good, 1.0)
+    bad = study.ask()
+    pruned_at = None
+    for step in range(1, 10):
+        bad.report(0.0, step)
+        if bad.should_prune():
+            pruned_at = step
+            break
+    assert pruned_at == first_step

@@ -40,6 +40,11 @@ class FakeMaster(ThreadingHTTPServer):
         self.refused_at: list[float] = []
         self.max_body = 0  # > 0: larger bodies get 413, as past limits.metricsMax
         self.stop = False
+        #: As a master's pruner: the metric it watches (answered with every batch) and the step from which
+        #: a batch holding that metric is answered "stop".
+        self.watch: str | None = None
+        self.stop_at: int | None = None
+        self.posts = 0
 
     @property
     def url(self) -> str:
@@ -75,7 +80,11 @@ class _Handler(BaseHTTPRequestHandler):
             master.hung.set()
             master.release.wait()
         master.store(body)
-        self._answer(200, {"stop": master.stop})
+        with master.lock:
+            master.posts += 1
+        stop = master.stop or (master.stop_at is not None and any(
+            p["name"] == master.watch and p["step"] >= master.stop_at for p in body["points"]))
+        self._answer(200, {"stop": stop} if master.watch is None else {"stop": stop, "watch": master.watch})
 
     def _answer(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
@@ -221,3 +230,57 @@ def test_the_buffer_bound_comes_from_the_environment() -> None:
     assert MetricsSettings.from_environ({"KUBETRAIN_METRICS_BUFFER": "5000"}).buffer_points == 5000
     assert MetricsSettings.from_environ({}).buffer_points == 100_000
     assert MetricsSettings.from_environ({"KUBETRAIN_METRICS_BUFFER": "lots"}).buffer_points == 100_000
+
+
+def test_should_stop_right_after_the_report_the_trial_was_pruned_at(master, tmp_path) -> None:
+    # A trial: the master watches "score" and prunes at step 3.  The timer alone (an hour) would never send.
+    master.watch, master.stop_at = "score", 3
+    rep = reporter(master.url, tmp_path, SMALL._replace(flush_seconds=3600.0))
+    seen = []
+    for step in range(1, 6):
+        rep.report(step, {"score": 0.1 * step, "loss": 1.0})
+        seen.append(rep.stop_requested)
+        if rep.stop_requested:
+            break
+    assert seen == [False, False, True]  # no step runs after the one it was pruned at
+    assert [p["step"] for p in master.named("score")] == [1, 2, 3]
+    rep.close()
+
+
+def test_only_new_steps_of_the_watched_metric_wait_for_the_master(master, tmp_path) -> None:
+    master.watch = "score"
+    rep = reporter(master.url, tmp_path, SMALL._replace(flush_seconds=3600.0))
+    rep.report(1, {"score": 0.5})      # the first report: learns the watched metric
+    assert master.posts == 1 and rep.watch == "score"
+    for step in range(1, 50):
+        rep.report(step, {"loss": 1.0})  # not watched: buffered for the timer
+    rep.report(1, {"score": 0.5})      # not a new step
+    assert master.posts == 1
+    rep.report(2, {"score": 0.6})      # a new step: everything buffered goes with it, at once
+    assert master.posts == 2 and len(master.named("loss")) == 49
+    rep.close()
+
+
+def test_a_plain_job_waits_once_at_its_first_report_and_then_never(master, tmp_path) -> None:
+    rep = reporter(master.url, tmp_path, SMALL._replace(flush_seconds=3600.0))
+    rep.report(0, {"val_accuracy": 0.5})
+    assert master.posts == 1 and rep.watch is None
+    for step in range(1, 20):
+        rep.report(step, {"val_accuracy": 0.5})
+    assert master.posts == 1  # batched for the timer (or flush)
+    rep.flush()
+    assert len(master.named("val_accuracy")) == 20
+    rep.close()
+
+
+def test_a_hung_master_delays_a_decision_only_by_decision_seconds(master, tmp_path) -> None:
+    master.mode, master.watch = "hang", "score"
+    rep = reporter(master.url, tmp_path, SMALL._replace(decision_seconds=0.2))
+    started = time.monotonic()
+    rep.report(1, {"score": 0.5})
+    assert time.monotonic() - started < 30  # bounded (0.2 s here), never the POST's own timeout
+    assert not rep.stop_requested
+    master.mode = "ok"
+    master.release.set()
+    rep.flush()
+    rep.close()

@@ -11,6 +11,7 @@ from kubetrain.core.states import AttemptState, JobState, Reason, check_transiti
 
 JOB_ALLOWED = {
     ("Queued", "Running"),
+    ("Queued", "Succeeded"),  # a trial pruned while it waits for a retry
     ("Queued", "Failed"),  # e.g. Unschedulable
     ("Queued", "Cancelled"),
     ("Running", "Queued"),  # attempt lost: back to the queue

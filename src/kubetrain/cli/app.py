@@ -224,13 +224,15 @@ def describe(
     """Show a job (or `experiment NAME`): spec, params, provenance, attempts and events."""
     if second is not None:
         if name in ("experiment", "experiments", "exp"):
+            from kubetrain.cli.experiments import describe_experiment
+
             with _client() as client:
                 record = client.get_experiment(second)
+                events = [] if output else client.experiment_events(second)
             if output:
                 render.dump(record.model_dump(mode="json"), output)
             else:
-                show_compare(record, None)
-                typer.echo(progress_line(record))
+                describe_experiment(record, events)
             return
         if name not in ("job", "jobs"):
             raise KubetrainError(f"cannot describe {name!r}; use `kubetrain describe JOB` or `describe experiment NAME`")

@@ -75,7 +75,9 @@ class ExperimentState(StrEnum):
 
 
 _JOB_MOVES: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
+    # Queued -> Succeeded: a trial pruned while it waits for a retry (its results so far stand, as for a
+    # running trial that is stopped early).
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}),
     # Running -> Queued: the attempt was lost and the job goes back to the queue.
     JobState.RUNNING: frozenset(
         {JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}

@@ -264,6 +264,10 @@ class Client:
     def get_experiment(self, name: str) -> ExperimentRecord:
         return ExperimentRecord.model_validate(self._call("GET", f"/api/v1/experiments/{name}"))
 
+    def experiment_events(self, name: str) -> list[dict[str, Any]]:
+        """The experiment's events: its creation, its trials' job events, its end (oldest first)."""
+        return self._call("GET", f"/api/v1/experiments/{name}/events")
+
     def cancel_experiment(self, name: str) -> ExperimentRecord:
         return ExperimentRecord.model_validate(self._call("POST", f"/api/v1/experiments/{name}/cancel"))
 

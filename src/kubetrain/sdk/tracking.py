@@ -1,10 +1,17 @@
 """In-job helpers: params, metrics, early-stop signal, output folder.
 
 ``report()`` must cost microseconds and never hurt the training: it converts the values, appends one entry
-to an in-memory buffer and returns.  It never waits for the network or the master (it raises only over
-values that are not numbers).  A daemon thread, the *sender*, ships the buffer to the master in chunks of
+to an in-memory buffer and returns (it raises only over values that are not numbers).  It waits for the
+master only for an early-stopping decision, briefly and bounded (below).  A daemon thread, the *sender*, ships the buffer to the master in chunks of
 at most ``chunk_points`` points over one kept-alive connection, every ``flush_seconds`` (at once for a
-sparse report, so pruning is prompt), sooner when a chunk's worth waits, and at exit.
+sparse report), sooner when a chunk's worth waits, and at exit.
+
+**Early stopping answers within one report().** The answer to each POST says whether the job should stop
+and, for a trial of an experiment with early stopping, which metric its pruner watches (``"watch"``).  A
+``report()`` holding a new step of that metric sends at once and waits for the answer (at most
+``decision_seconds``), so ``should_stop()`` right after it already reflects the prune decision for that
+step.  The first report of a process waits the same way, once, to learn whether there is such a metric
+(a round trip to the master: milliseconds).  Every other report returns without waiting.
 
 Under pressure, in the order it arises:
 
@@ -70,6 +77,9 @@ class MetricsSettings(NamedTuple):
     send_tries: int = 3
     #: Seconds the exit flush waits for the master before writing the rest to the file.
     exit_seconds: float = 30.0
+    #: Seconds a report() of a new step of the pruner's metric waits for the master's stop decision (and
+    #: the first report, to learn that metric).  Past it training goes on; should_stop() turns true later.
+    decision_seconds: float = 1.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> MetricsSettings:
@@ -140,6 +150,12 @@ class Reporter:
         self.token = env.get("KUBETRAIN_JOB_TOKEN")
         self._outputs = env.get("KUBETRAIN_OUTPUT_DIR")
         self.stop_requested = False
+        #: The metric whose new steps the master's pruner decides on (from its answers), and the newest step
+        #: of it report() waited for; ``_learnt``: a master answered at least once (else the first report waits).
+        self.watch: str | None = None
+        self._learnt = False
+        self._asked = False
+        self._decided_step: int | None = None
         self.failures = 0      # sends that failed (any cause), for diagnostics
         self.dropped = 0       # points dropped to stay within the buffer
         self.nonfinite = 0     # NaN / infinite values left out (the master stores finite numbers only)
@@ -203,11 +219,49 @@ class Reporter:
                 self.peak_held = held
         if self._thread is None:
             self._start()
+        if self.endpoint is not None and not self.stop_requested and self._decides(step, values):
+            self._last_kick = now
+            self._await_answer(self.settings.decision_seconds)
+            if self.watch is not None and self.watch in values and self._decided_step is None:
+                self._decided_step = step  # the first report: it was decided on too
+            return
         # Sparse reports (an epoch's results) go out at once; a tight loop's are batched by the timer.
         if (held >= self._chunk or now - self._last_kick >= self.settings.flush_seconds) \
                 and not self._kick.is_set():
             self._last_kick = now
             self._kick.set()
+
+    def _decides(self, step: int, values: Mapping[str, float]) -> bool:
+        """Whether this report waits for the master's answer: it holds a new step of the watched metric, or it
+        is the first report and the master has not said yet whether a metric is watched."""
+        if not self._learnt:
+            if self._asked:
+                return False
+            self._asked = True
+            return True
+        watch = self.watch
+        if watch is None or watch not in values or (self._decided_step is not None and step <= self._decided_step):
+            return False
+        self._decided_step = step
+        return True
+
+    def _await_answer(self, timeout: float) -> None:
+        """Have the sender send everything buffered now and wait (at most ``timeout`` s) for the master to
+        answer a take made after this call that emptied the buffer: its answer carries the stop decision."""
+        with self._lock:
+            target = self._takes + 1
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            self._flushers += 1
+            self._kick.set()
+            try:
+                while self._drained < target and not self._idle():
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not (self._thread and self._thread.is_alive()):
+                        return
+                    self._progress.wait(left)
+            finally:
+                self._flushers -= 1
 
     def _thin(self, room: int) -> None:
         """Drop every other buffered report, keeping the newest, and admit half as many from now on; if
@@ -379,10 +433,15 @@ class Reporter:
             return self._again(chunk)
         if 200 <= status < 300:
             try:
-                if json.loads(answer or b"{}").get("stop"):
+                decision = json.loads(answer or b"{}")
+                if decision.get("stop"):
                     self.stop_requested = True
+                if "watch" in decision:  # a trial's answers say it (null once its experiment ended)
+                    watch = decision["watch"]
+                    self.watch = watch if isinstance(watch, str) else None
             except (ValueError, AttributeError):
                 pass
+            self._learnt = True
             self._done(chunk, to_file=False)
             return True
         self.failures += 1
@@ -544,7 +603,9 @@ os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def report(step: int, **metrics: float) -> None:
-    """Record metrics at ``step`` (cheap, non-blocking): ``kubetrain.report(step=3, loss=0.2, acc=0.9)``."""
+    """Record metrics at ``step`` (cheap, buffered): ``kubetrain.report(step=3, loss=0.2, acc=0.9)``.  In a trial
+    with early stopping, a new step of the objective waits (at most 1 s) for the pruner, so that
+    ``should_stop()`` right after it is up to date."""
     try:
         _get().report(step, metrics)
     except (TypeError, ValueError) as exc:

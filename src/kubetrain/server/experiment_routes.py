@@ -49,6 +49,10 @@ def add_experiment_routes(app: FastAPI, service: JobService, auth: Authenticator
     def get_experiment(name: str) -> ExperimentRecord:
         return service.sweeps.describe(name)
 
+    @app.get("/api/v1/experiments/{name}/events", dependencies=api)
+    def experiment_events(name: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
+        return service.sweeps.events(name, limit=limit)
+
     @app.post("/api/v1/experiments/{name}/cancel")
     def cancel_experiment(name: str, caller: Identity = caller_dep) -> ExperimentRecord:
         return service.cancel_experiment(name, caller)
@@ -57,7 +61,7 @@ def add_experiment_routes(app: FastAPI, service: JobService, auth: Authenticator
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": MetricBatch.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
     async def report_metrics(name: str, request: Request,
-                             caller: Identity = Depends(auth.job_or_user)) -> dict[str, bool]:
+                             caller: Identity = Depends(auth.job_or_user)) -> dict[str, bool | str | None]:
         # The hot path: the body's size is capped while it streams (server/guards.py, limits.metricsMax),
         # then it is parsed and validated in one pass (pydantic-core from bytes) on a worker thread.
         body = await request.body()

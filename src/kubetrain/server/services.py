@@ -213,7 +213,7 @@ class JobService:
         self._wake()
         return self.sweeps.describe(name)
 
-    def report_metrics_raw(self, job: str, body: bytes, caller: Identity) -> dict[str, bool]:
+    def report_metrics_raw(self, job: str, body: bytes, caller: Identity) -> dict[str, bool | str | None]:
         """Parse and validate a JSON batch straight from bytes (the SDK's hot path), then store it.
 
         Points stay the validated dicts all the way to the store: one object per point, not three.  A batch id
@@ -251,18 +251,22 @@ class JobService:
                     self._seen_batches.pop(key, None)
             raise
 
-    def report_metrics(self, job: str, attempt: int | None, points: list[MetricPoint] | list[dict]) -> dict[str, bool]:
-        """Store a batch of points (``MetricPoint`` or validated dicts); answer whether the job should stop."""
+    def report_metrics(self, job: str, attempt: int | None,
+                       points: list[MetricPoint] | list[dict]) -> dict[str, bool | str | None]:
+        """Store a batch of points (``MetricPoint`` or validated dicts); answer whether the job should stop and,
+        for a trial, which metric its pruner watches (``watch``: the SDK waits for the answer to a new step of it)."""
         job_id, experiment_id, trial, attempts, state = self.store.job_ref(job)
         self.store.add_metrics(job_id, attempt or max(attempts, 1), points, now=time.time())
-        stop = False
-        if experiment_id is not None and trial is not None and self.sweeps is not None and state == "Running":
+        if experiment_id is None:
+            return {"stop": False}
+        stop, watch = False, None
+        if trial is not None and self.sweeps is not None and state == "Running":
             # Objects for the pruner only: a plain job's batch never pays for them.
             records = [p if isinstance(p, MetricPoint) else MetricPoint.model_construct(**p) for p in points]
-            stop = self.sweeps.on_metrics(job, experiment_id, trial, records)
-        if not stop and experiment_id is not None:
+            stop, watch = self.sweeps.on_metrics(job, experiment_id, trial, records)
+        if not stop:
             stop = self.store.stop_requested(job)
-        return {"stop": stop}
+        return {"stop": stop, "watch": watch}
 
     def cancel(self, name: str, caller: Identity) -> JobRecord:
         owner = self.store.get_job(name, with_events=False).provenance.submitter

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from kubetrain.core.errors import ConflictError
 from kubetrain.core.experiments import ExperimentSpec
@@ -93,12 +93,16 @@ def make_sampler(spec: ExperimentSpec, trial_number: int):
 
 
 def make_pruner(spec: ExperimentSpec):
+    """The Optuna pruner of the experiment's early-stopping rule.  ``minResource`` holds for every rule: no
+    trial is pruned at a step below it (the median rule's warm-up is at least that long; successive halving's
+    first rung is there)."""
     optuna = _optuna()
     rule = spec.spec.early_stopping
     if rule is None:
         return optuna.pruners.NopPruner()
     if rule.algorithm == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=rule.startup_trials, n_warmup_steps=rule.warmup_steps)
+        return optuna.pruners.MedianPruner(n_startup_trials=rule.startup_trials,
+                                           n_warmup_steps=max(rule.warmup_steps, rule.min_resource))
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=rule.min_resource,
                                                   reduction_factor=rule.reduction_factor)
 
@@ -185,7 +189,8 @@ class SweepController:
             job = trials.get(frozen.number)
             if job is None:
                 if not row.cancel_requested:
-                    self._create_trial_job(row.id, spec, frozen.number, frozen.params, _owner(row))
+                    self._create_trial_job(row.id, spec, frozen.number, frozen.params, _owner(row),
+                                            _provenance(row))
                 else:
                     tell(study, frozen.number, state=TrialState.FAIL, skip_if_finished=True)
                 continue
@@ -204,20 +209,24 @@ class SweepController:
         while not row.cancel_requested and count < budget and active < spec.spec.parallelism:
             study = self._study(spec, trial_number=count)
             trial = study.ask(fixed_distributions=distributions(spec))
-            self._create_trial_job(row.id, spec, trial.number, trial.params, _owner(row))
+            self._create_trial_job(row.id, spec, trial.number, trial.params, _owner(row), _provenance(row))
             count += 1
             active += 1
         self._summarise(row, spec, budget)
 
     def _create_trial_job(self, experiment_id: int, spec: ExperimentSpec, number: int, params: dict[str, Any],
-                          owner: str) -> None:
+                          owner: str, provenance: Provenance | None = None) -> None:
         template = spec.spec.template
         name = f"{spec.metadata.name}-{number}"
         labels = {**spec.metadata.labels, EXPERIMENT_LABEL: spec.metadata.name, TRIAL_LABEL: str(number)}
         body = template.model_copy(update={"params": {**template.params, **params}})
         job = JobSpec(metadata={"name": name, "labels": labels}, spec=body)
+        # A trial carries its experiment's provenance (who, from where, which commit), as a job from `submit -f`.
+        source = provenance or Provenance()
+        provenance = Provenance(submitter=owner, hostname=source.hostname, submit_dir=source.submit_dir,
+                                git=source.git)
         try:
-            self.store.create_job(JobSpec.model_validate(job.to_document()), Provenance(submitter=owner),
+            self.store.create_job(JobSpec.model_validate(job.to_document()), provenance,
                                   now=self.clock(), experiment_id=experiment_id, trial=number)
         except ConflictError:
             pass  # created before a restart: never twice
@@ -266,7 +275,9 @@ class SweepController:
                 objective=stats.get("last"), best=stats.get("best"), steps=stats.get("points", 0),
                 last_step=stats.get("last_step"), duration=duration,
             ))
-        counts = {"trials": len(records), "queued": 0, "running": 0, "succeeded": 0, "pruned": 0, "failed": 0, "done": 0}
+        # budget: the trials it makes (a grid's size when that is below maxTrials), what progress counts against.
+        counts = {"budget": spec.spec.trial_budget(), "trials": len(records), "queued": 0, "running": 0,
+                  "succeeded": 0, "pruned": 0, "failed": 0, "done": 0}
         for r in records:
             if r.reason == "EarlyStopped":
                 counts["pruned"] += 1
@@ -287,17 +298,37 @@ class SweepController:
                                 created_at=row.created_at, finished_at=row.finished_at, best_trial=best,
                                 counts=counts, trials=records)
 
+    def events(self, name: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """What happened to an experiment, oldest first: its creation, its trials' events (each naming its trial
+        job) and its end; at most ``limit`` trial events, the newest."""
+        row = self.store.get_experiment_row(name)
+        spec = ExperimentSpec.model_validate(row.spec)
+        budget = spec.spec.trial_budget()
+        grid = f" (a grid of {spec.spec.grid_size()})" if spec.spec.algorithm.name == "grid" else ""
+        events = [{"time": row.created_at, "type": "Normal", "reason": "Created", "job": None,
+                   "message": f"{spec.spec.algorithm.name} search of {budget} trials{grid}, "
+                              f"{spec.spec.parallelism} at a time"}]
+        events += self.store.trial_events(row.id, limit=limit)
+        if row.finished_at is not None:
+            events.append({"time": row.finished_at, "type": "Normal" if row.state == "Succeeded" else "Warning",
+                           "reason": str(row.state), "job": None, "message": row.message or ""})
+        return events
+
     # -- metrics -------------------------------------------------------------
-    def on_metrics(self, job: str, experiment_id: int, trial: int, points: list[MetricPoint]) -> bool:
-        """Feed the objective to Optuna and ask the pruner; True if the trial should stop."""
+    def on_metrics(self, job: str, experiment_id: int, trial: int, points: list[MetricPoint]) -> PruneAnswer:
+        """Feed the objective to Optuna and ask the pruner: whether the trial should stop, and which metric the
+        pruner watches (the SDK waits for the answer to a report holding a new step of it; sdk/tracking.py)."""
         document = self.store.running_experiment_spec(experiment_id)  # on every trial's metrics POST
         if document is None:
-            return False
+            return PruneAnswer(False, None)
         spec = ExperimentSpec.model_validate(document)
         metric = spec.spec.objective.metric
+        rule = spec.spec.early_stopping
+        if rule is None:
+            return PruneAnswer(False, None)
         mine = [p for p in points if p.name == metric]
-        if not mine or spec.spec.early_stopping is None:
-            return False
+        if not mine:
+            return PruneAnswer(False, metric)
         optuna = _optuna()
         with self._lock:
             study = self._study(spec)
@@ -305,23 +336,41 @@ class SweepController:
             trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial)
             frozen = storage.get_trial(trial_id)
             if frozen.state != optuna.trial.TrialState.RUNNING:
-                return False
+                return PruneAnswer(False, metric)
             # One step at a time, as trial.report + should_prune would: successive halving decides
             # at rung boundaries, and a batch of steps must not skip them.
             pruned_at = None
             for point in sorted(mine, key=lambda p: p.step):
                 storage.set_trial_intermediate_value(trial_id, point.step, point.value)
+                if point.step < rule.min_resource:
+                    continue  # minResource holds for every rule: no trial is stopped before it
                 if study.pruner.prune(study, storage.get_trial(trial_id)):
                     pruned_at = point
                     break
             if pruned_at is None:
-                return False
+                return PruneAnswer(False, metric)
         last = pruned_at
-        rule = spec.spec.early_stopping.algorithm
-        return self.store.request_early_stop(
+        stop = self.store.request_early_stop(
             job, now=self.clock(),
-            message=f"{rule} early stopping: {metric}={last.value:g} at step {last.step} trails the other trials",
+            message=f"{rule.algorithm} early stopping: {metric}={last.value:g} at step {last.step} trails the "
+                    "other trials",
         )
+        return PruneAnswer(stop, metric)
+
+
+class PruneAnswer(NamedTuple):
+    """What a trial's metrics POST is answered: stop now?  and the metric the pruner decides on."""
+
+    stop: bool
+    watch: str | None
+
+
+def _provenance(row) -> Provenance:
+    """The experiment's provenance (read leniently: a stored document may predate a field)."""
+    try:
+        return Provenance.model_validate(row.provenance or {})
+    except ValueError:
+        return Provenance()
 
 
 def _owner(row) -> str:

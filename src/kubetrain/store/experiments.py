@@ -16,7 +16,7 @@ from kubetrain.core.errors import ConflictError, NotFoundError
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import Provenance
 from kubetrain.core.states import ExperimentState, JobState, check_transition
-from kubetrain.store.models import ExperimentRow, JobRow
+from kubetrain.store.models import ArchivedEventRow, EventRow, ExperimentRow, JobRow
 
 
 class ExperimentStore:
@@ -89,6 +89,21 @@ class ExperimentStore:
              "stop_reason": r[8]}
             for r in rows
         ]
+
+    def trial_events(self, experiment_id: int, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` events of an experiment's trial jobs (hot and archived), oldest first, each with
+        its job's name."""
+        out: list[dict[str, Any]] = []
+        with self.session() as s:
+            for table in (EventRow, ArchivedEventRow):
+                statement = (select(table.time, table.type, table.reason, table.message, JobRow.name)
+                             .join(JobRow, JobRow.id == table.job_id)
+                             .where(JobRow.experiment_id == experiment_id)
+                             .order_by(table.time.desc(), table.id.desc()).limit(limit))
+                out.extend({"time": e[0], "type": e[1], "reason": e[2], "message": e[3], "job": e[4]}
+                           for e in s.execute(statement))
+        out.sort(key=lambda e: e["time"])
+        return out[-limit:]
 
     def finish_experiment(self, name: str, state: ExperimentState, message: str, *, now: float,
                           best_trial: int | None) -> None:
