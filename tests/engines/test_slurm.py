@@ -2,7 +2,8 @@
 
 A real master runs with ``KUBETRAIN_ENGINE=slurm``; jobs go through the CLI, as a user's would.  The
 cluster is started once per session when Slurm is installed and we are root (slurmd manages cgroups);
-``KUBETRAIN_TEST_SLURM=0`` skips these tests.  A cluster this session started is stopped at its end;
+``KUBETRAIN_TEST_SLURM=0`` skips these tests (the cluster and its fixture: ``conftest.py``,
+``slurm_cluster.py``).  A cluster this session started is stopped at its end;
 one that was already up (``scripts/slurm-cluster.sh up`` by hand) is left as it was found.
 """
 
@@ -11,61 +12,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import Master, wait_until
+from tests.engines.slurm_cluster import CONF, ROOT, alive, slurm, why_not
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "slurm-cluster.sh"
-CLUSTER_DIR = Path(os.environ.get("SLURM_CLUSTER_DIR") or "/tmp/kubetrain-slurm")
-CONF = CLUSTER_DIR / "etc" / "slurm.conf"
-
-
-def _why_not() -> str | None:
-    if os.environ.get("KUBETRAIN_TEST_SLURM") == "0":
-        return "KUBETRAIN_TEST_SLURM=0"
-    missing = [tool for tool in ("sbatch", "squeue", "slurmctld", "slurmd", "munged") if shutil.which(tool) is None]
-    if missing:
-        return (f"Slurm is not installed ({', '.join(missing)} missing): apt-get install -y --no-install-recommends "
-                "slurm-wlm slurmctld slurmd slurm-client munge")
-    if os.geteuid() != 0:
-        return "the test cluster needs root (slurmd manages cgroups and runs jobs as their users)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_why_not() is not None, reason=f"no Slurm cluster: {_why_not()}")
-
-
-def alive(pid: int) -> bool:
-    """Is ``pid`` a running process (not gone, not a zombie waiting for its parent)?"""
-    try:
-        return pid > 0 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def slurm(*argv: str) -> str:
-    return subprocess.run(list(argv), env={**os.environ, "SLURM_CONF": str(CONF)}, capture_output=True, text=True,
-                          check=True, timeout=30).stdout
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """The 3-node cluster (node1 has the feature gpu-type=a100), up for the whole session."""
-    pid = CLUSTER_DIR / "run" / "slurmctld.pid"
-    was_up = pid.exists() and alive(int(pid.read_text().strip() or 0))
-    env = {**os.environ, "SLURM_CLUSTER_DIR": str(CLUSTER_DIR)}
-    up = subprocess.run(["bash", str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert up.returncode == 0, f"slurm-cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
-    assert f"export SLURM_CONF={CONF}" in up.stdout
-    yield CONF
-    if not was_up:
-        subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=60, check=False)
+pytestmark = pytest.mark.skipif(why_not() is not None, reason=f"no Slurm cluster: {why_not()}")
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, Phase
@@ -169,3 +171,89 @@ def test_an_ended_pod_also_reports_its_node() -> None:
     placed = pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed"})
     placed["spec"] = {"nodeName": "gpu-3"}
     assert interpret(attempt(), job(("Complete", "")), [placed], AttemptHandle()).handle.node == "gpu-3"
+
+
+# -- the observe race: Jobs and Pods are two LISTs, and the cluster moves on between them --------------------
+
+LABELS = {"kubetrain.io/master": "kt-race", "kubetrain.io/job": "digits", "kubetrain.io/attempt": "1"}
+
+
+def _labelled(obj: dict) -> dict:
+    return {**obj, "metadata": {**obj["metadata"], "labels": LABELS}}
+
+
+RUNNING_POD = pod("Running", running=True)
+KILLED_POD = pod("Failed", terminated={"exitCode": 137, "reason": "Error"})  # SIGKILLed by the deadline
+#: How a deadline unfolds, as (Job, pod) states: the Job controller writes its verdict and kills the pod
+#: (1.31+ and our fake), or kills the pod before it writes the verdict (older controllers).
+DEADLINE_PATHS = {
+    "verdict-then-kill": [(job(), RUNNING_POD), (job(("FailureTarget", "DeadlineExceeded")), RUNNING_POD),
+                          (job(("Failed", "DeadlineExceeded")), KILLED_POD)],
+    "kill-then-verdict": [(job(), RUNNING_POD), (job(), KILLED_POD), (job(("Failed", "DeadlineExceeded")), KILLED_POD)],
+}
+
+
+class _Response:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, _size: int):
+        return iter(())
+
+    def release_conn(self) -> None:
+        pass
+
+
+class MovingCluster:
+    """An API that answers each LIST of Jobs or Pods from the cluster's current state, then moves it on one step:
+    whatever the engine reads in two calls, the second sees a newer cluster than the first.  Deterministic:
+    this is the interleaving a busy CPU makes likely (issue 11: 1 run in 5 recorded a deadline as Error)."""
+
+    def __init__(self, states: list[tuple[dict, dict]], start: int) -> None:
+        self.states, self.step = states, start
+
+    def _answer(self, index: int) -> _Response:
+        current = self.states[min(self.step, len(self.states) - 1)][index]
+        self.step += 1
+        return _Response(json.dumps({"items": [_labelled(current)]}).encode())
+
+    def list_namespaced_job(self, *_args, **_kwargs) -> _Response:
+        return self._answer(0)
+
+    def list_namespaced_pod(self, *_args, **_kwargs) -> _Response:
+        return self._answer(1)
+
+    def list_namespaced_secret(self, *_args, **_kwargs) -> _Response:
+        return _Response(b'{"items": []}')
+
+    def read_namespaced_pod_log(self, *_args, **_kwargs) -> _Response:
+        return _Response(b"")
+
+
+@pytest.mark.parametrize("path", sorted(DEADLINE_PATHS))
+@pytest.mark.parametrize("start", [0, 1, 2])
+def test_a_deadline_is_never_read_as_an_error_whatever_moves_between_the_two_lists(path: str, start: int,
+                                                                                  tmp_path) -> None:
+    from kubetrain.engines.kubernetes.engine import KubernetesEngine
+    from kubetrain.engines.kubernetes.manifests import KubernetesSettings
+
+    engine = KubernetesEngine(KubernetesSettings(namespace="ml", master_id="kt-race"), None, attempts_dir=tmp_path)
+    engine.batch = engine.core = engine.logs.core = MovingCluster(DEADLINE_PATHS[path], start)
+    seen = []
+    for _ in range(4):
+        (observation,) = engine.observe([attempt()])
+        seen.append(observation.outcome.reason if observation.outcome else observation.phase)
+        if observation.phase is Phase.ENDED:
+            break
+    engine.stop()
+    assert seen[-1] == Reason.DEADLINE_EXCEEDED, seen
+    assert all(s in (Phase.RUNNING, Reason.DEADLINE_EXCEEDED) for s in seen), seen
+
+
+def test_a_pod_that_ended_before_its_job_says_how_waits_for_the_job() -> None:
+    """The Job's conditions are the verdict (a deadline is only there); a pod's own end is not final yet."""
+    killed = interpret(attempt(), job(), [KILLED_POD], AttemptHandle())
+    assert killed.phase is Phase.RUNNING and killed.outcome is None
+    done = interpret(attempt(), job(), [pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed"})],
+                     AttemptHandle())
+    assert done.phase is Phase.RUNNING

@@ -309,6 +309,10 @@ class KubernetesEngine(Engine):
         return out
 
     def observe(self, active: list[ActiveAttempt]) -> list[Observation]:
+        # Jobs first, then Pods, on purpose: the pods read are never older than their Job, so a Job's verdict
+        # always comes with its pod's end, and a pod that ended after its Job was read waits for the verdict
+        # (status.interpret) instead of being guessed at.  Two LISTs are not one snapshot; this order makes
+        # every interleaving safe (tests/unit/test_k8s_status.py plays them), no watch needed.
         jobs, pods = self._ours("jobs"), self._ours("pods")
         out = []
         for attempt in active:

@@ -13,7 +13,12 @@ API spreads one fact over several places:
   failures, which our retry policy retries on the infrastructure budget (and the
   job resumes from its checkpoint), unlike a non-zero exit of the user's code;
 * a pod that cannot be scheduled or pulled is not a failure yet, but the user
-  must see why it waits (notes become events).
+  must see why it waits (notes become events);
+* the Job's conditions are the verdict: a pod that has ended while its Job says
+  nothing yet is still running.  ``observe`` lists Jobs and then Pods, so the
+  pods it reads are never older than the Job; a pod killed for a deadline
+  between the two reads (likely on a busy CPU) must not be read as the code's
+  ``Error`` (``tests/unit/test_k8s_status.py`` plays every such interleaving).
 """
 
 from __future__ import annotations
@@ -108,7 +113,7 @@ def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dic
             Reason.EVICTED if evicted else Reason.LOST,
             f"its pod was {'evicted' if evicted else 'stopped'} by the cluster, not by the code: {why}",
             started_at=started_at))
-    if terminated and (failed or pod_status.get("phase") == "Failed"):
+    if terminated and failed:
         code = terminated.get("exitCode")
         return Observation(*key, Phase.ENDED, handle, started_at=started_at, outcome=Outcome(
             Reason.ERROR, terminated.get("message") or explain_exit(code, None), exit_code=code, started_at=started_at))
@@ -119,6 +124,11 @@ def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dic
     if pod is None:
         return Observation(*key, Phase.STARTING, handle)
     handle = handle.with_data(pod=pod["metadata"]["name"])
+    if terminated:
+        # The pod ended but its Job has no verdict yet: the Job decides, because a deadline is only written
+        # there (and a controller may kill the pod before it writes it, or the Job was listed a moment before
+        # the pods).  Running until the next pass, never a guessed Error.
+        return Observation(*key, Phase.RUNNING, handle, started_at=started_at)
     if running or pod_status.get("phase") == "Running":
         return Observation(*key, Phase.RUNNING, handle, started_at=started_at)
     return Observation(*key, Phase.STARTING, handle, notes=_waiting_notes(pod))

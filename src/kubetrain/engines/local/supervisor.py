@@ -306,6 +306,10 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
         if spare:
             spare.discard()
         return 0
+    # Until the stopper's handlers are in place a cancel must not kill the supervisor (the attempt would read
+    # as Lost): it is ignored here and found by its marker once they are (the job resets these before exec).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.setsid()
     except OSError:
