@@ -143,8 +143,20 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def nodes(self) -> list[NodeCapacity]: ...
 
-    @abc.abstractmethod
-    def describe_nodes(self, active: list[ActiveAttempt]) -> list[NodeRecord]: ...
+    def describe_nodes(self, active: list[ActiveAttempt]) -> list[NodeRecord]:
+        """Each node with what the active attempts placed on it hold taken off (``kubetrain nodes``)."""
+        records = []
+        for node in self.nodes():
+            mine = [a for a in active if a.node == node.name]
+            used = {g for a in mine for g in a.gpus}
+            records.append(NodeRecord(
+                name=node.name, engine=self.name, labels=dict(node.labels), cpu_millis=node.cpu_millis,
+                memory_bytes=node.memory_bytes, gpus=list(node.gpus),
+                free_cpu_millis=node.cpu_millis - sum(a.cpu_millis for a in mine),
+                free_memory_bytes=node.memory_bytes - sum(a.memory_bytes for a in mine),
+                free_gpus=[g for g in node.gpus if g not in used], running=len(mine),
+            ))
+        return records
 
     @abc.abstractmethod
     def launch(self, order: LaunchOrder) -> AttemptHandle:

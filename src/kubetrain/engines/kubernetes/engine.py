@@ -30,7 +30,6 @@ from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, P
 from kubetrain.core.errors import ConfigError, EngineError, NotFoundError, SpecError
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.quantities import QuantityError, parse_cpu, parse_memory
-from kubetrain.core.records import NodeRecord
 from kubetrain.core.specs import LABEL_VALUE_RE, JobSpec
 from kubetrain.engines.base import Capabilities, Engine, Observation
 from kubetrain.engines.kubernetes.manifests import (
@@ -244,20 +243,6 @@ class KubernetesEngine(Engine):
 
     def nodes(self) -> list[NodeCapacity]:
         return [_capacity(node, self.settings.tolerations) for node in self._node_list()]
-
-    def describe_nodes(self, active: list[ActiveAttempt]) -> list[NodeRecord]:
-        records = []
-        for node in self.nodes():
-            mine = [a for a in active if a.node == node.name]
-            used = {g for a in mine for g in a.gpus}
-            records.append(NodeRecord(
-                name=node.name, engine=self.name, labels=dict(node.labels), cpu_millis=node.cpu_millis,
-                memory_bytes=node.memory_bytes, gpus=list(node.gpus),
-                free_cpu_millis=node.cpu_millis - sum(a.cpu_millis for a in mine),
-                free_memory_bytes=node.memory_bytes - sum(a.memory_bytes for a in mine),
-                free_gpus=[g for g in node.gpus if g not in used], running=len(mine),
-            ))
-        return records
 
     # -- attempts ------------------------------------------------------------
     def launch(self, order: LaunchOrder) -> AttemptHandle:

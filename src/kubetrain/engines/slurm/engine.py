@@ -28,7 +28,6 @@ from sqlalchemy.engine import make_url
 from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder
 from kubetrain.core.errors import EngineError, SpecError
 from kubetrain.core.planning import NodeCapacity
-from kubetrain.core.records import NodeRecord
 from kubetrain.core.specs import JobSpec
 from kubetrain.engines.base import RESULTS_VOLUME, Capabilities, Engine, Observation
 from kubetrain.engines.slurm.render import (
@@ -178,20 +177,6 @@ class SlurmEngine(Engine):
             text = self._run(["scontrol", "show", "nodes", "--oneliner"], what="list nodes")
             self._nodes = (now, [node_capacity(n) for n in parse_scontrol_nodes(text)])
         return list(self._nodes[1])
-
-    def describe_nodes(self, active: list[ActiveAttempt]) -> list[NodeRecord]:
-        records = []
-        for node in self.nodes():
-            mine = [a for a in active if a.node == node.name]
-            used = {g for a in mine for g in a.gpus}
-            records.append(NodeRecord(
-                name=node.name, engine=self.name, labels=dict(node.labels), cpu_millis=node.cpu_millis,
-                memory_bytes=node.memory_bytes, gpus=list(node.gpus),
-                free_cpu_millis=node.cpu_millis - sum(a.cpu_millis for a in mine),
-                free_memory_bytes=node.memory_bytes - sum(a.memory_bytes for a in mine),
-                free_gpus=[g for g in node.gpus if g not in used], running=len(mine),
-            ))
-        return records
 
     # -- attempts ------------------------------------------------------------
     def _name(self, job: str, number: int, token: str) -> str:
