@@ -215,3 +215,36 @@ def test_an_unknown_name_is_an_error_naming_it(tmp_path: Path) -> None:
                "details": {}}
     report, out = stub_run(tmp_path, {"GET": [404, missing]}, "ls", "nope")
     assert report["code"] == 1 and out == ""
+
+
+def test_a_read_reset_by_a_dying_master_is_left_to_the_full_path(tmp_path: Path) -> None:
+    """A master killed a moment ago may still hold its socket while its last threads exit: a connection made
+    then is accepted and reset. A read is asked again by the full path (which starts the next master); a
+    write is not, since it may have been done."""
+    import socket
+    import threading
+
+    from kubetrain.cli.wire import Decline, SocketClient
+    from kubetrain.core.errors import MasterUnavailableError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(run / "kubetrain.sock"))
+    listener.listen(8)
+
+    def reset_each() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            conn.recv(1)  # leave the rest unread: closing then resets the connection
+            conn.close()
+
+    thread = threading.Thread(target=reset_each, daemon=True)
+    thread.start()
+    client = SocketClient(str(tmp_path), timeout=10)
+    with pytest.raises(Decline):
+        client.request("GET", "/api/v1/jobs")
+    with pytest.raises(MasterUnavailableError):
+        client.request("POST", "/api/v1/jobs", body={"spec": {}})
+    thread.join(5)
+    listener.close()

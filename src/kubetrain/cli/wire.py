@@ -136,6 +136,11 @@ class SocketClient:
                 sock.sendall(message)
                 reply = _read_reply(sock)
             except OSError as exc:
+                if method in ("GET", "HEAD"):
+                    # Nothing was changed by asking: let the full path look again. A master killed a moment
+                    # ago can still hold its socket open while its last threads exit; a connection made then
+                    # is reset, and the full path starts the next master as it would have.
+                    raise Decline(str(exc)) from None
                 from kubetrain.core.errors import MasterUnavailableError
 
                 raise MasterUnavailableError(f"cannot reach the master at {self.url}: {exc}") from None
