@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 def params() -> dict:
     """This job's hyperparameters (``{}`` outside kubetrain)."""
-    from kubetrain.sdk.tracking import params as _params
+    from kubetrain.sdk.job_env import params as _params
 
     return _params()
 
@@ -30,7 +30,7 @@ def should_stop() -> bool:
 
 def output_dir():
     """The folder for models and results (``KUBETRAIN_OUTPUT_DIR``, or ``./outputs``)."""
-    from kubetrain.sdk.tracking import output_dir as _output_dir
+    from kubetrain.sdk.job_env import output_dir as _output_dir
 
     return _output_dir()
 

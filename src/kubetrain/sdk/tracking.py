@@ -48,8 +48,9 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
+
+from kubetrain.sdk.job_env import _output_folder, output_dir, params  # noqa: F401 - params, output_dir: the public names
 
 #: The metric that counts the points this SDK dropped to stay within its buffer.
 DROPPED_METRIC = "kubetrain/dropped_points"
@@ -95,26 +96,6 @@ class MetricsSettings(NamedTuple):
                   f"using {cls.buffer_points}", file=sys.stderr)
             return cls()
         return cls(buffer_points=points)
-
-
-def params() -> dict[str, Any]:
-    """This job's (or trial's) hyperparameters; ``{}`` outside kubetrain."""
-    try:
-        value = json.loads(os.environ.get("KUBETRAIN_PARAMS") or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def output_dir() -> Path:
-    """Where to write models and results (kept across attempts); ``./outputs`` outside kubetrain."""
-    return _output_folder(os.environ.get("KUBETRAIN_OUTPUT_DIR"))
-
-
-def _output_folder(value: str | None) -> Path:
-    path = Path(value or "outputs")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 class _Chunk:
@@ -250,7 +231,11 @@ class Reporter:
         answer a take made after this call that emptied the buffer: its answer carries the stop decision."""
         with self._lock:
             target = self._takes + 1
-        deadline = time.monotonic() + timeout
+        self._wait_for_take(target, time.monotonic() + timeout)
+
+    def _wait_for_take(self, target: int, deadline: float) -> bool:
+        """Kick the sender and wait until take ``target`` has completed or nothing is left (True), or until
+        ``deadline`` or the sender's end (False)."""
         with self._progress:
             self._flushers += 1
             self._kick.set()
@@ -258,8 +243,9 @@ class Reporter:
                 while self._drained < target and not self._idle():
                     left = deadline - time.monotonic()
                     if left <= 0 or not (self._thread and self._thread.is_alive()):
-                        return
-                    self._progress.wait(left)
+                        return False
+                    self._progress.wait(min(left, 1.0))
+                return True
             finally:
                 self._flushers -= 1
 
@@ -296,20 +282,8 @@ class Reporter:
             target = self._takes + (1 if self._calls or self.dropped > self._dropped_noted else 0)
         if self._thread is None:
             self._start()
-        deadline = time.monotonic() + (self.settings.exit_seconds if timeout is None else timeout)
-        with self._progress:
-            self._flushers += 1
-            self._kick.set()
-            try:
-                while self._drained < target and not self._idle():
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not (self._thread and self._thread.is_alive()):
-                        break
-                    self._progress.wait(min(left, 1.0))
-                else:
-                    return
-            finally:
-                self._flushers -= 1
+        if self._wait_for_take(target, time.monotonic() + (self.settings.exit_seconds if timeout is None else timeout)):
+            return
         with self._lock:  # the master did not take it in time: keep it in the file
             calls, self._calls, self._held = self._calls, [], 0
             pending = self._pending if final else None
