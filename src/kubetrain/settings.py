@@ -136,10 +136,10 @@ class Settings:
     resync_seconds: float = 1.0
     node: NodeSettings = field(default_factory=NodeSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
-    #: What runs attempts: "local" (this machine) or "kubernetes" (``KUBETRAIN_ENGINE``, ``engine:``).
-    engine: str = "local"
-    #: The ``kubernetes:`` section of config.yaml, read by the Kubernetes engine when it is chosen.
-    kubernetes: Mapping[str, Any] = field(default_factory=dict)
+    #: What runs attempts: a name in the engine registry (``KUBETRAIN_ENGINE``, ``engine:``; see kubetrain.engines).
+    engine: str = field(default_factory=lambda: _engine(None))
+    #: Each engine's section of config.yaml (``<engine name>:``), read by that engine when it is chosen.
+    engine_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Queue order within a priority: round-robin over submitters (``scheduling: {fairShare: true}``,
     #: ``KUBETRAIN_FAIR_SHARE=1``) instead of strict submit order.
     fair_share: bool = False
@@ -149,6 +149,10 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     processes: ProcessSettings = field(default_factory=ProcessSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
+
+    def engine_section(self, name: str) -> Mapping[str, Any]:
+        """Engine ``name``'s section of config.yaml (empty when there is none)."""
+        return self.engine_sections.get(name, {})
 
     @property
     def run_dir(self) -> Path:
@@ -243,7 +247,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         node=node,
         limits=limits,
         engine=_engine(env.get("KUBETRAIN_ENGINE") or config.get("engine")),
-        kubernetes=_mapping(config.get("kubernetes"), "kubernetes"),
+        engine_sections=_engine_sections(config),
         fair_share=_fair_share(env.get("KUBETRAIN_FAIR_SHARE"), _mapping(config.get("scheduling"), "scheduling")),
         security=_security(env, _mapping(config.get("security"), "security"), _mapping(config.get("defaults"), "defaults")),
         allowed_hosts=_allowed_hosts(env.get("KUBETRAIN_ALLOWED_HOSTS"), config.get("allowedHosts")),
@@ -322,6 +326,13 @@ def _security(env: Mapping[str, str], security: Mapping[str, Any], defaults: Map
         raise ConfigError(f"config.yaml security.allowRootJobs: {allow!r} is not true or false")
     run_as = env.get("KUBETRAIN_RUN_AS_USER") or defaults.get("runAsUser")
     return SecuritySettings(allow_root_jobs=allow, run_as_user=None if run_as in (None, "") else str(run_as))
+
+
+def _engine_sections(config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The config.yaml sections named like an engine of the registry."""
+    from kubetrain.engines import engine_names  # the registry only: it imports no engine
+
+    return {name: _mapping(config[name], name) for name in engine_names() if config.get(name) is not None}
 
 
 def _engine(name: str | None) -> str:

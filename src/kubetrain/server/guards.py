@@ -179,9 +179,8 @@ class HostPolicy:
     def from_settings(cls, settings: Settings) -> HostPolicy:
         names = {name.lower() for name in settings.allowed_hosts}
         names.add(settings.host.lower().strip("[]"))
-        master_url = str((settings.kubernetes or {}).get("masterUrl") or "")
-        if master_url:  # pods reach the master by this name
-            hostname = urlsplit(master_url).hostname
+        for section in settings.engine_sections.values():  # where an engine's jobs reach the master
+            hostname = urlsplit(str(section.get("masterUrl") or "")).hostname
             if hostname:
                 names.add(hostname.lower())
         return cls(frozenset(names))

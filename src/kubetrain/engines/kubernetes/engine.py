@@ -88,7 +88,7 @@ ENV = {"namespace": "KUBETRAIN_K8S_NAMESPACE", "image": "KUBETRAIN_K8S_IMAGE",
 
 def kubernetes_settings(settings: Settings, env: Mapping[str, str], *, master_url: str | None) -> KubernetesSettings:
     """``kubernetes:`` from config.yaml, then ``KUBETRAIN_K8S_*`` variables; unknown keys are errors."""
-    raw = dict(settings.kubernetes)
+    raw = dict(settings.engine_section("kubernetes"))
     unknown = set(raw) - CONFIG_FIELDS
     if unknown:
         raise ConfigError(f"config.yaml kubernetes: unknown field(s) {sorted(unknown)}; known: {sorted(CONFIG_FIELDS)}")
@@ -139,7 +139,7 @@ def build_engine(settings: Settings, *, master_url: str | None, env: Mapping[str
     """The engine the master runs with ``engine: kubernetes``."""
     env = os.environ if env is None else env
     k8s = kubernetes_settings(settings, env, master_url=master_url)
-    raw = settings.kubernetes
+    raw = settings.engine_section("kubernetes")
     return KubernetesEngine(k8s, connect(raw.get("kubeconfig"), raw.get("context")),
                             attempts_dir=settings.attempts_dir, snapshots_dir=settings.snapshots_dir)
 
