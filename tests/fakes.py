@@ -211,7 +211,7 @@ class FakeEngine(Engine):
         if self.after_call is not None:
             self.after_call("cancel")
 
-    def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
+    def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
         return b"", offset
 
     @staticmethod

@@ -61,6 +61,16 @@ class EngineUnderTest(abc.ABC):
         """Why this engine cannot show ``behaviour`` here (the skip reason), or None."""
         return None
 
+    def replica_slots(self, count: int) -> tuple:
+        """The planner's slots for a gang of ``count`` (engines that place replicas themselves ignore the nodes)."""
+        from kubetrain.core.planning import ReplicaSlot
+
+        return tuple(ReplicaSlot(self.node_for_launch(), (), 100, MEMORY_BYTES) for _ in range(count))
+
+    def kill_replica(self, seen: Observation, replica: int) -> None:
+        """SIGKILL replica ``replica``'s process of the observed attempt, the engine's own way (issue 12)."""
+        raise NotImplementedError(f"{self.name}: kill_replica")
+
     @abc.abstractmethod
     def fresh(self) -> Engine:
         """A new engine over the same state: what a master restarted (kill -9) builds."""

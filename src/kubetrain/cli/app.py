@@ -112,7 +112,9 @@ def run(
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="job name (default: from the command)")] = None,
     cpu: Annotated[Optional[str], typer.Option(help="CPU limit: cores (2) or millicores (500m); default 1")] = None,
     memory: Annotated[Optional[str], typer.Option(help="memory limit: 512Mi, 4Gi; default 2Gi")] = None,
-    gpu: Annotated[Optional[int], typer.Option(help="whole GPUs; default 0")] = None,
+    gpu: Annotated[Optional[int], typer.Option(help="whole GPUs (per replica); default 0")] = None,
+    replicas: Annotated[Optional[int], typer.Option(help="distributed: N replicas started together, each with "
+                                                    "--cpu/--memory/--gpu; default 1")] = None,
     param: Annotated[list[str], typer.Option("--param", "-p", help="hyperparameter KEY=VALUE (repeat)")] = [],
     env: Annotated[list[str], typer.Option("--env", "-e", help="environment KEY=VALUE (repeat)")] = [],
     label: Annotated[list[str], typer.Option("--label", help="job label KEY=VALUE (repeat)")] = [],
@@ -131,7 +133,7 @@ def run(
     """Run a command as a job: kubetrain run --cpu 2 --memory 4Gi -p lr=0.01 -- python train.py"""
     spec = spec_from_flags(command=command, name=name, cpu=cpu, memory=memory, gpu=gpu, params=param, env=env,
                            labels=label, selector=selector, priority=priority, deadline=deadline,
-                           workdir=workdir, shell=shell, retries=retries, volumes=volume)
+                           workdir=workdir, shell=shell, retries=retries, volumes=volume, replicas=replicas)
     with _client() as client:
         if snapshot:
             spec = attach_snapshot(client, spec, home=_settings().home, say=_say)

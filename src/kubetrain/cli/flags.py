@@ -71,7 +71,7 @@ def job_document(
     *, command: list[str], name: str | None, cpu: str | None, memory: str | None, gpu: int | None,
     params: list[str], env: list[str], labels: list[str], selector: str | None, priority: int | None,
     deadline: str | None, workdir: str | None, shell: bool, retries: int | None = None,
-    volumes: list[str] = (),
+    volumes: list[str] = (), replicas: int | None = None,
 ) -> dict[str, Any]:
     """The Job document of ``kubetrain run``'s flags, not yet validated (the master validates it again)."""
     if not command:
@@ -101,6 +101,8 @@ def job_document(
         body["retryPolicy"] = {"maxRetries": retries}
     if volumes:
         body["volumes"] = [parse_volume(v) for v in volumes]
+    if replicas is not None:
+        body["replicas"] = replicas
     return {"apiVersion": "kubetrain/v1", "kind": "Job",
             "metadata": {"labels": parse_pairs(labels, "--label"), **({"name": name} if name else {})},
             "spec": body}

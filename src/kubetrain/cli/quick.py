@@ -50,6 +50,7 @@ RUN_OPTIONS = (
     option(("--cpu",), "cpu"),
     option(("--memory",), "memory"),
     option(("--gpu",), "gpu", value="int"),
+    option(("--replicas",), "replicas", value="int"),
     option(("--param", "-p"), "param", MANY),
     option(("--env", "-e"), "env", MANY),
     option(("--label",), "label", MANY),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, Mapping
 
+from kubetrain.core.planning import ReplicaSlot
 from kubetrain.core.states import Reason
 
 
@@ -105,6 +106,13 @@ class LaunchOrder:
     secret_env: Mapping[str, str] = field(default_factory=dict)
     #: Who submitted the job (the authenticated identity's name).
     owner: str = ""
+    #: Each replica's node and GPUs, replica 0 first (``node``/``gpus`` are replica 0's); empty: one replica.
+    replicas: tuple[ReplicaSlot, ...] = ()
+
+    @property
+    def slots(self) -> tuple[ReplicaSlot, ...]:
+        """One slot per replica (a job of one replica too); CPU and memory are each replica's request."""
+        return self.replicas or (ReplicaSlot(self.node, self.gpus),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +135,34 @@ class ActiveAttempt:
     stop_requested_at: float | None = None
     #: Who submitted the job (for fair share).
     owner: str = ""
+    #: Each replica's slot (node, GPUs, CPU, memory) for a job of several replicas; empty: one replica.
+    replicas: tuple[ReplicaSlot, ...] = ()
+
+    def holdings(self) -> tuple[ReplicaSlot, ...]:
+        """What this attempt holds, node by node: one slot per replica (its own request on its node)."""
+        if self.replicas:
+            return self.replicas
+        if self.node is None:
+            return ()
+        return (ReplicaSlot(self.node, self.gpus, self.cpu_millis, self.memory_bytes),)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaEnd:
+    """How one replica of a gang ended, where the engine can tell (``describe`` shows each)."""
+
+    replica: int
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
+    #: Where it ran, for an engine that places replicas itself (Kubernetes, Slurm); None: the planner's node.
+    node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How an attempt ended, as an engine observed it."""
+    """How an attempt ended, as an engine observed it (for a gang: how the whole ended, and each replica)."""
 
     reason: Reason
     message: str
@@ -140,3 +171,5 @@ class Outcome:
     peak_memory_bytes: int | None = None
     cpu_seconds: float | None = None
     started_at: float | None = None
+    #: Each replica's end, for a gang (``exit_code`` and the others above are the replica that decided the end).
+    replicas: tuple[ReplicaEnd, ...] = ()

@@ -33,6 +33,18 @@ the stream.  The reservation is sticky: the caller feeds back the node
 it sat on (``Waiting.reserved_node`` -> ``JobRequest.reserved_node``), so it
 does not wander to whichever node looks closer next pass.  The cost is some idle capacity while the big job waits, the same
 trade Slurm's and Kueue's strict-FIFO modes make.
+
+Gangs — **all or nothing**.  A job of ``replicas: N`` (a distributed job) asks
+for N × its request, one block per replica, and starts only when all N blocks
+fit at once; replicas pack onto one node while it has room (rendezvous stays
+local), then spill over to the next node that fits.  If any block does not
+fit, nothing is taken: so two big jobs can never each hold part of the
+cluster and wait for the rest.  A gang that waits reserves all N blocks the
+same way a single job reserves one (free blocks first, then the nodes closest
+to fitting), so a stream of small jobs cannot starve it either; its wait says
+it in replica terms ("needs 4 replicas × 2 GPUs at once; room for 3 now (a: 2,
+b: 1)").  A gang whose N blocks would not fit even on idle nodes is
+``Unschedulable`` at once, saying how many the matching nodes could hold.
 """
 
 from __future__ import annotations
@@ -59,6 +71,8 @@ class JobRequest:
     reserved_node: str | None = None
     #: Who submitted it: the unit of fairness when ``plan(..., fair_share=True)``.
     owner: str = ""
+    #: Blocks of (cpu, memory, gpu) placed together or not at all (a distributed job's replicas).
+    replicas: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +91,32 @@ class NodeCapacity:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaSlot:
+    """Where one replica of a placed job runs, and what it holds there."""
+
+    node: str
+    gpus: tuple[int, ...] = ()
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Placement:
+    """Start ``key``: on ``node`` with ``gpus``; a gang's replica 0 is there, and ``replicas`` has each one."""
+
     key: str
     node: str
     gpus: tuple[int, ...]
+    #: The whole job's request (every replica's together).
     cpu_millis: int = 0
     memory_bytes: int = 0
+    #: Every replica's slot, replica 0 first; empty for a job of one replica (see :attr:`slots`).
+    replicas: tuple[ReplicaSlot, ...] = ()
+
+    @property
+    def slots(self) -> tuple[ReplicaSlot, ...]:
+        """One slot per replica, for a job of one replica too."""
+        return self.replicas or (ReplicaSlot(self.node, self.gpus, self.cpu_millis, self.memory_bytes),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +255,9 @@ def plan(jobs: list[JobRequest], nodes: list[NodeCapacity], *, fair_share: bool 
         if eligible is None:
             eligible = [f for f in free if matches(job.selector, f.node.labels)]
             eligible_cache[job.selector] = eligible
+        if job.replicas > 1:
+            _plan_gang(job, eligible, all_nodes, result)
+            continue
         never = _never_fits(job, [f.node for f in eligible], all_nodes)
         if never is not None:
             result.unschedulable.append(Unschedulable(job.key, never))
@@ -306,3 +343,102 @@ def _reserve(job: JobRequest, candidates: list[_Free]) -> str | None:
     if slot.reserved_by is None:
         slot.reserved_by = job.key
     return slot.node.name
+
+
+# -- gangs (replicas > 1) ---------------------------------------------------------------------------------------
+_MANY = 1 << 30
+
+
+def _room(cpu: int, memory: int, gpus: int, job: JobRequest) -> int:
+    """How many of ``job``'s per-replica blocks fit in this much CPU, memory and GPUs."""
+    if cpu < job.cpu_millis or memory < job.memory_bytes or gpus < job.gpu:
+        return 0
+    return min(cpu // job.cpu_millis if job.cpu_millis else _MANY,
+               memory // job.memory_bytes if job.memory_bytes else _MANY,
+               gpus // job.gpu if job.gpu else _MANY)
+
+
+def _idle_room(node: NodeCapacity, job: JobRequest) -> int:
+    return _room(node.cpu_millis, node.memory_bytes, len(node.gpus), job)
+
+
+def _free_room(slot: _Free, job: JobRequest) -> int:
+    return _room(slot.cpu, slot.memory, slot.unreserved_gpus(), job)
+
+
+def _block(job: JobRequest) -> str:
+    """One replica's request in words: "2 GPUs, 1 CPU, 2Gi memory"."""
+    parts = [_plural(job.gpu, "GPU")] if job.gpu else []
+    return ", ".join([*parts, f"{format_cpu(job.cpu_millis)} CPU", f"{format_memory(job.memory_bytes)} memory"])
+
+
+def _rooms(pairs: list[tuple[str, int]]) -> str:
+    """"a: 2, b: 1" for the nodes with room, largest first, three at most."""
+    shown = sorted((p for p in pairs if p[1] > 0), key=lambda p: -p[1])
+    text = ", ".join(f"{name}: {count}" for name, count in shown[:3])
+    return text + (f" and {len(shown) - 3} more nodes" if len(shown) > 3 else "")
+
+
+def _gang_never_fits(job: JobRequest, eligible: list[NodeCapacity], all_nodes: list[NodeCapacity]) -> str | None:
+    """Why ``job``'s N blocks could never be held at once, even by idle nodes; None if they could."""
+    one = _never_fits(job, eligible, all_nodes)
+    if one is not None:
+        return one if not eligible else f"each of its {job.replicas} replicas {one}"
+    rooms = [(n.name, _idle_room(n, job)) for n in eligible]
+    total = sum(count for _, count in rooms)
+    if total >= job.replicas:
+        return None
+    return (f"needs {job.replicas} replicas × {{{_block(job)}}} at once; the matching nodes hold {total} at most "
+            f"even when idle ({_rooms(rooms)}); use fewer replicas, smaller ones, or more nodes")
+
+
+def _plan_gang(job: JobRequest, eligible: list[_Free], all_nodes: list[NodeCapacity], result: Plan) -> None:
+    """Place all of ``job``'s replicas or none (see the module docstring)."""
+    never = _gang_never_fits(job, [f.node for f in eligible], all_nodes)
+    if never is not None:
+        result.unschedulable.append(Unschedulable(job.key, never))
+        return
+    taken: list[tuple[_Free, tuple[int, ...]]] = []
+    for _ in range(job.replicas):
+        last = taken[-1][0] if taken else None
+        slot = last if last is not None and _fits(job, last) else _choose(job, eligible)
+        if slot is None:
+            break
+        gpus = tuple(slot.gpus[: job.gpu])
+        del slot.gpus[: job.gpu]
+        slot.cpu -= job.cpu_millis
+        slot.memory -= job.memory_bytes
+        taken.append((slot, gpus))
+    if len(taken) == job.replicas:
+        slots = tuple(ReplicaSlot(s.node.name, g, job.cpu_millis, job.memory_bytes) for s, g in taken)
+        result.placements.append(Placement(job.key, slots[0].node, slots[0].gpus, job.cpu_millis * job.replicas,
+                                           job.memory_bytes * job.replicas, slots))
+        return
+    for slot, gpus in reversed(taken):  # nothing is held by half a gang
+        slot.gpus = sorted([*slot.gpus, *gpus])
+        slot.cpu += job.cpu_millis
+        slot.memory += job.memory_bytes
+    rooms = [(s.node.name, _free_room(s, job)) for s in eligible]
+    now = sum(count for _, count in rooms)
+    where = f" ({_rooms(rooms)})" if now else ""
+    reason = f"waiting: needs {job.replicas} replicas × {{{_block(job)}}} at once; room for {now} now{where}"
+    result.waiting.append(Waiting(job.key, reason, _reserve_gang(job, eligible)))
+
+
+def _reserve_gang(job: JobRequest, eligible: list[_Free]) -> str | None:
+    """Hold all N blocks: the sticky node first, then the nodes with the most room now; returns the first node."""
+    candidates = [s for s in eligible if _idle_room(s.node, job) > 0]
+    candidates.sort(key=lambda s: (s.node.name != job.reserved_node, -_free_room(s, job)))
+    left, first = job.replicas, None
+    for slot in candidates:
+        count = min(left, _idle_room(slot.node, job))
+        slot.cpu -= job.cpu_millis * count
+        slot.memory -= job.memory_bytes * count
+        slot.reserved_gpus += job.gpu * count
+        if slot.reserved_by is None:
+            slot.reserved_by = job.key
+        first = first or slot.node.name
+        left -= count
+        if left <= 0:
+            break
+    return first

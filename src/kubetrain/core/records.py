@@ -45,6 +45,18 @@ class Provenance(Record):
     rerun_by: str | None = None
 
 
+class ReplicaRecord(Record):
+    """One replica of a distributed attempt: where it ran and how it ended."""
+
+    replica: int
+    node: str | None = None
+    gpus: list[int] = Field(default_factory=list)
+    exit_code: int | None = None
+    signal: int | None = None
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
+
+
 class AttemptRecord(Record):
     number: int
     state: AttemptState
@@ -61,6 +73,8 @@ class AttemptRecord(Record):
     cpu_seconds: float | None = None
     log_path: str | None = None
     attempt_dir: str | None = None
+    #: Each replica, for a distributed job (empty for a job of one replica).
+    replicas: list[ReplicaRecord] = Field(default_factory=list)
 
 
 class EventRecord(Record):

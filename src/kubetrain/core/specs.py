@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from kubetrain.core.distributed import MAX_REPLICAS, Distributed
 from kubetrain.core.errors import SpecError
 from kubetrain.core.retries import RetryPolicy
 from kubetrain.core.strict import StrictModel, explain_errors
@@ -321,7 +322,11 @@ class JobBody(StrictModel):
     #: Variables taken from secrets at launch (``env[].valueFrom.secretKeyRef`` lands here).
     secret_env: dict[str, SecretKeyRef] = Field(default_factory=dict, alias="secretEnv", max_length=256)
     params: dict[str, ParamValue] = Field(default_factory=dict)
+    #: Per replica: a job of N replicas asks for N × these.
     resources: Resources = Field(default_factory=Resources)
+    #: Copies of the command started together and stopped together (see core/distributed.py).
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    distributed: Distributed | None = None
     selector: str = ""
     priority: int = Field(default=0, ge=-1000, le=1000)
     active_deadline_seconds: int | None = Field(
@@ -337,6 +342,15 @@ class JobBody(StrictModel):
     @classmethod
     def _secret_refs(cls, data: Any) -> Any:
         return _split_secret_env(data)
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replicas(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{value!r} is not a whole number of replicas; use 1, 2, 4...")
+        if not 1 <= value <= MAX_REPLICAS:
+            raise ValueError(f"{value} replicas is outside 1..{MAX_REPLICAS}; use e.g. replicas: 4")
+        return value
 
     @model_validator(mode="after")
     def _paths(self) -> "JobBody":

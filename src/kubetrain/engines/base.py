@@ -52,6 +52,9 @@ class Capabilities:
     accounting: bool = False
     #: Attempts run on several nodes (the planner's node list has more than this machine).
     multi_node: bool = False
+    #: Runs jobs of several replicas (``spec.replicas`` > 1) as one gang: started together, stopped together,
+    #: each replica with the variables of core/distributed.py; ``read_log`` takes a ``replica``.
+    replicas: bool = False
 
 
 #: The methods an engine must implement for each ability it declares.
@@ -147,14 +150,15 @@ class Engine(abc.ABC):
         """Each node with what the active attempts placed on it hold taken off (``kubetrain nodes``)."""
         records = []
         for node in self.nodes():
-            mine = [a for a in active if a.node == node.name]
-            used = {g for a in mine for g in a.gpus}
+            mine = [s for a in active for s in a.holdings() if s.node == node.name]
+            used = {g for s in mine for g in s.gpus}
             records.append(NodeRecord(
                 name=node.name, engine=self.name, labels=dict(node.labels), cpu_millis=node.cpu_millis,
                 memory_bytes=node.memory_bytes, gpus=list(node.gpus),
-                free_cpu_millis=node.cpu_millis - sum(a.cpu_millis for a in mine),
-                free_memory_bytes=node.memory_bytes - sum(a.memory_bytes for a in mine),
-                free_gpus=[g for g in node.gpus if g not in used], running=len(mine),
+                free_cpu_millis=node.cpu_millis - sum(s.cpu_millis for s in mine),
+                free_memory_bytes=node.memory_bytes - sum(s.memory_bytes for s in mine),
+                free_gpus=[g for g in node.gpus if g not in used],
+                running=len({(a.job, a.number) for a in active if any(s.node == node.name for s in a.holdings())}),
             ))
         return records
 
@@ -170,5 +174,7 @@ class Engine(abc.ABC):
         """Stop an attempt's whole process tree.  Idempotent."""
 
     @abc.abstractmethod
-    def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
-        """Log bytes of an attempt from ``offset``; returns (data, new offset)."""
+    def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
+        """Log bytes of an attempt from ``offset``; returns (data, new offset).  ``replica``: which replica's log
+        (0, the default, is rank 0's: the one a job of one replica has); engines without ``capabilities.replicas``
+        are never asked for another."""

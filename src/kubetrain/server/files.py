@@ -148,6 +148,10 @@ class FileService:
         if spec.spec.snapshot and not self.engine.snapshot_path(spec.spec.snapshot).exists():
             raise SpecError(f"spec.snapshot {spec.spec.snapshot}: not uploaded to this master",
                             details={"field": "spec.snapshot", "value": spec.spec.snapshot})
+        if spec.spec.replicas > 1 and not self.engine.capabilities.replicas:
+            raise SpecError(f"spec.replicas {spec.spec.replicas}: this master's engine ({self.engine.name}) runs no "
+                            "distributed jobs yet; use replicas: 1 (torchrun inside one job for one node)",
+                            details={"field": "spec.replicas", "value": spec.spec.replicas})
         self.engine.validate(spec)
 
     # -- snapshots -----------------------------------------------------------

@@ -38,7 +38,7 @@ from kubetrain.core.attempts import (
     Outcome,
     Phase,
 )
-from kubetrain.core.planning import NodeCapacity, plan
+from kubetrain.core.planning import NodeCapacity, ReplicaSlot, plan
 from kubetrain.core.states import AttemptState, Reason
 from kubetrain.engines.base import Engine
 from kubetrain.store.store import Store
@@ -67,17 +67,21 @@ def send_wake(path: str, message: bytes = WAKE_ANY) -> None:
 
 
 def free_capacity(nodes: list[NodeCapacity], active: list[ActiveAttempt]) -> list[NodeCapacity]:
-    """Nodes with what active attempts hold taken off."""
+    """Nodes with what active attempts hold taken off (every replica of a gang on its own node)."""
+    held: dict[str, list[ReplicaSlot]] = {}
+    for attempt in active:
+        for slot in attempt.holdings():
+            held.setdefault(slot.node, []).append(slot)
     out = []
     for node in nodes:
-        mine = [a for a in active if a.node == node.name]
-        used_gpus = {g for a in mine for g in a.gpus}
+        mine = held.get(node.name, [])
+        used_gpus = {g for s in mine for g in s.gpus}
         out.append(
             NodeCapacity(
                 name=node.name, cpu_millis=node.cpu_millis, memory_bytes=node.memory_bytes, gpus=node.gpus,
                 labels=node.labels, schedulable=node.schedulable,
-                free_cpu_millis=node.cpu_millis - sum(a.cpu_millis for a in mine),
-                free_memory_bytes=node.memory_bytes - sum(a.memory_bytes for a in mine),
+                free_cpu_millis=node.cpu_millis - sum(s.cpu_millis for s in mine),
+                free_memory_bytes=node.memory_bytes - sum(s.memory_bytes for s in mine),
                 free_gpus=tuple(g for g in node.gpus if g not in used_gpus),
             )
         )
@@ -211,7 +215,8 @@ class Reconciler:
                 pending.append((obs.job, obs.number, "; ".join(obs.notes)))
             elif obs.phase is Phase.RELAUNCH and key not in self._launched:
                 self._launch(LaunchOrder(attempt.job, attempt.number, attempt.token, attempt.spec,
-                                         attempt.node or "", attempt.gpus, owner=attempt.owner))
+                                         attempt.node or "", attempt.gpus, owner=attempt.owner,
+                                         replicas=attempt.replicas))
         self.store.record_pending(pending, now=now)
         self.store.mark_running_many(started)  # one transaction for every start of this pass
         if ended:

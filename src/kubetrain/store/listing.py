@@ -45,6 +45,7 @@ from kubetrain.core.records import (
     EventRecord,
     JobRecord,
     Provenance,
+    ReplicaRecord,
 )
 from kubetrain.core.selectors import Requirement
 from kubetrain.core.states import JobState
@@ -192,10 +193,14 @@ _JOB_COLUMNS = (JobRow.id, JobRow.name, JobRow.state, JobRow.reason, JobRow.mess
                 JobRow.trial, JobRow.archived_at, ExperimentRow.name.label("experiment"))
 
 
+#: What a stored replica entry may say (attempts.replicas): where it ran and how it ended.
+_REPLICA_FIELDS = frozenset(ReplicaRecord.model_fields) - {"replica"}
+
+
 def _attempt_columns(table: type[AttemptRow] | type[ArchivedAttemptRow]) -> tuple:
     return (table.job_id, table.number, table.state, table.reason, table.message, table.node, table.gpus,
             table.created_at, table.started_at, table.finished_at, table.exit_code, table.signal,
-            table.peak_memory_bytes, table.cpu_seconds, table.handle)
+            table.peak_memory_bytes, table.cpu_seconds, table.handle, table.replicas)
 
 
 def _statement(query: JobQuery, after: int | str | None) -> Select:
@@ -301,6 +306,8 @@ def job_record(row: JobRow | Row[Any], *, spec: dict, provenance: Provenance,
                 finished_at=a.finished_at, exit_code=a.exit_code, signal=a.signal,
                 peak_memory_bytes=a.peak_memory_bytes, cpu_seconds=a.cpu_seconds,
                 log_path=(a.handle or {}).get("log_path"), attempt_dir=(a.handle or {}).get("attempt_dir"),
+                replicas=[ReplicaRecord(replica=index, **{k: v for k, v in r.items() if k in _REPLICA_FIELDS})
+                          for index, r in enumerate(a.replicas or ())],
             )
             for a in attempts
         ],

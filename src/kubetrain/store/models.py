@@ -150,6 +150,9 @@ class _AttemptColumns:
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     cpu_seconds: Mapped[float | None] = mapped_column(Float)
     handle: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    #: A gang's replicas, replica 0 first: [{node, gpus, cpu_millis, memory_bytes}] (each replica's own request);
+    #: NULL for a job of one replica, whose ``node``/``gpus``/``cpu_millis``/``memory_bytes`` say it all.
+    replicas: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class AttemptRow(_AttemptColumns, Base):

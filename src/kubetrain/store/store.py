@@ -8,6 +8,7 @@ recorded a decision completely or not at all.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from importlib import resources
 from typing import Any, Iterable
@@ -20,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kubetrain.core.errors import ConflictError, NotFoundError
-from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Outcome
-from kubetrain.core.planning import JobRequest, Plan
+from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Outcome, ReplicaEnd
+from kubetrain.core.planning import JobRequest, Placement, Plan, ReplicaSlot
 from kubetrain.core.quantities import parse_cpu, parse_memory
 from kubetrain.core.lifecycle import Finish, JobFacts, Retry, StopAttempt, attempt_ended, cancel_requested
 from kubetrain.core.retries import RetryPolicy
@@ -230,7 +231,8 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
             out.append((JobRequest(key=name, seq=job_id, cpu_millis=parse_cpu(resources["cpu"]),
                                    memory_bytes=parse_memory(resources["memory"]), gpu=int(resources.get("gpu", 0)),
                                    priority=priority, selector=selectors[selector],
-                                   owner=(provenance or {}).get("submitter") or ""), wait_reason))
+                                   owner=(provenance or {}).get("submitter") or "",
+                                   replicas=int(body.get("replicas") or 1)), wait_reason))
         return out
 
     def active_attempts(self) -> list[ActiveAttempt]:
@@ -259,6 +261,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                 cancel_requested=cancel,
                 stop_requested_at=stop_at,
                 owner=(provenance or {}).get("submitter") or "",
+                replicas=_slots(a.replicas),
             )
             for a, name, spec, cancel, stop_at, provenance in rows
         ]
@@ -301,17 +304,18 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                         token=token,
                         created_at=now,
                         handle={},
+                        replicas=[dataclasses.asdict(slot) for slot in placement.replicas] or None,
                     )
                 )
-                gpu_text = f" GPUs {','.join(map(str, placement.gpus))}" if placement.gpus else ""
                 s.add(
                     EventRow(
                         job_id=row.id, attempt=number, time=now, reason="Scheduled",
-                        message=f"attempt {number} assigned to node {placement.node}{gpu_text}",
+                        message=f"attempt {number} assigned to {_where(placement)}",
                     )
                 )
                 orders.append(LaunchOrder(row.name, number, token, row.spec, placement.node, placement.gpus,
-                                          owner=(row.provenance or {}).get("submitter") or ""))
+                                          owner=(row.provenance or {}).get("submitter") or "",
+                                          replicas=placement.replicas))
             for wait in plan.waiting:
                 row = rows.get(wait.key)
                 if row is None or row.state != JobState.QUEUED.value:
@@ -400,6 +404,8 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                 attempt.signal = outcome.signal
                 attempt.peak_memory_bytes = outcome.peak_memory_bytes
                 attempt.cpu_seconds = outcome.cpu_seconds
+                if outcome.replicas:
+                    attempt.replicas = _ended_replicas(attempt.replicas, outcome.replicas)
                 attempt.finished_at = now
                 if attempt.started_at is None:
                     attempt.started_at = outcome.started_at or now
@@ -570,3 +576,31 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
             experiment = s.scalar(select(ExperimentRow.name).where(ExperimentRow.id == row.experiment_id))
         return job_record(row, spec=row.spec, provenance=Provenance.model_validate(row.provenance or {}),
                           attempts=attempts, events=events, experiment=experiment)
+
+
+def _slots(stored: list[dict[str, Any]] | None) -> tuple[ReplicaSlot, ...]:
+    """A stored ``attempts.replicas`` as slots (empty: one replica)."""
+    return tuple(ReplicaSlot(node=r["node"], gpus=tuple(r.get("gpus") or ()), cpu_millis=int(r.get("cpu_millis") or 0),
+                             memory_bytes=int(r.get("memory_bytes") or 0)) for r in stored or ())
+
+
+def _where(placement: Placement) -> str:
+    """"node n1 GPUs 0,1" for one replica; "3 replicas: n1 (GPUs 0,1), n1 (GPUs 2,3), n2 (GPUs 0,1)" for a gang."""
+    def gpus(slot: ReplicaSlot, before: str) -> str:
+        return f"{before}GPUs {','.join(map(str, slot.gpus))}" if slot.gpus else ""
+
+    if not placement.replicas:
+        return f"node {placement.node}{gpus(placement.slots[0], ' ')}"
+    parts = [slot.node + (f" ({gpus(slot, '')})" if slot.gpus else "") for slot in placement.replicas]
+    return f"{len(parts)} replicas: {', '.join(parts)}"
+
+
+def _ended_replicas(stored: list[dict[str, Any]] | None, ends: tuple[ReplicaEnd, ...]) -> list[dict[str, Any]]:
+    """The stored replica list with each replica's end merged in (a new list: the JSON column sees the change)."""
+    out = [dict(r) for r in stored or ()]
+    for end in ends:
+        while len(out) <= end.replica:
+            out.append({"node": None, "gpus": []})
+        fields = {k: v for k, v in dataclasses.asdict(end).items() if k != "replica" and v is not None}
+        out[end.replica].update(fields)
+    return out

@@ -348,7 +348,7 @@ class KubernetesEngine(Engine):
         if key in jobs:  # by label, never by name alone: the name may be another master's
             self._delete(jobs[key][0]["metadata"]["name"])
 
-    def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
+    def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
         pod = None
         if not self.logs.path(job, number).exists():
             pod = _pod_name(self._ours("pods").get((job, number), []))

@@ -150,7 +150,7 @@ class LocalEngine(Engine):
 
     def describe_nodes(self, active: list[ActiveAttempt]) -> list[NodeRecord]:
         inv = self.inventory
-        used_gpus = {g for a in active for g in a.gpus}
+        used_gpus = {g for a in active for slot in a.holdings() for g in slot.gpus}
         return [
             NodeRecord(
                 name=inv.name, engine=self.name, labels=inv.labels, cpu_millis=inv.cpu_millis,
@@ -474,7 +474,7 @@ class LocalEngine(Engine):
     def snapshot_path(self, snapshot: str) -> Path:
         return self.settings.snapshots_dir / f"{snapshot.removeprefix('sha256:')}.tar.gz"
 
-    def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
+    def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
         path = self.attempt_dir(job, number) / files.LOG
         prefix = b""
         try:

@@ -291,7 +291,7 @@ class SlurmEngine(Engine):
                   what=f"cancel {attempt.job} attempt {attempt.number}",
                   ok_errors=("Invalid job id", "already completing or completed"))
 
-    def read_log(self, job: str, number: int, offset: int) -> tuple[bytes, int]:
+    def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
         try:
             with open(self.attempt_dir(job, number) / LOG, "rb") as fh:
                 fh.seek(offset)
