@@ -17,12 +17,18 @@ Then the reconcile loop's scheduling step, in the rounds the loop itself would r
 * round 3 — churn: half of the running attempts are recorded as finished (``finish_attempts``,
   untimed), then a pass places queued jobs onto the freed capacity.
 
+Distributed jobs (issue 12): ``--gangs 0.2`` (the default) turns a fifth of the jobs that can fit into
+gangs of 2-8 replicas (``spec.replicas``; each replica the job's request), admitted all or nothing.
+After every round the bench checks what the planner promised: every running gang holds exactly its
+replicas, and no node is over-committed by what is placed on it ("partial admissions: 0,
+over-committed nodes: 0"; anything else exits 1).
+
 Figures per round: decisions = placements + waits + unschedulable; "plan+commit" rate =
 decisions / (plan() + commit_plan()) seconds, the target being >= 1,000/s; the whole pass
 (with queued() and free_capacity) is shown too.  The pure plan() rate is the best of 3 runs of
 plan() on round 1's input.
 
-Usage: .venv/bin/python bench/b2_planning.py [--jobs 10000] [--nodes 1000] [--seed 7]
+Usage: .venv/bin/python bench/b2_planning.py [--jobs 10000] [--nodes 1000] [--seed 7] [--gangs 0.2]
 """
 
 from __future__ import annotations
@@ -79,8 +85,9 @@ def make_nodes(count: int, rng: random.Random) -> list[NodeCapacity]:
     return nodes
 
 
-def make_job(index: int, rng: random.Random) -> dict:
+def make_job(index: int, rng: random.Random, gangs: float = 0.0) -> dict:
     roll = rng.random()
+    replicas = rng.choice([2, 2, 4, 4, 8]) if rng.random() < gangs and roll < 0.97 else 1
     zone = rng.choice(ZONES)
     if roll < 0.57:  # CPU jobs
         resources = {"cpu": rng.choice(["500m", "1", "2", "4", "8", "16"]),
@@ -116,6 +123,7 @@ def make_job(index: int, rng: random.Random) -> dict:
             "resources": resources,
             "selector": selector,
             "priority": rng.choices([0, 10, -5], weights=[80, 12, 8])[0],
+            "replicas": replicas,
         },
     }
 
@@ -149,6 +157,23 @@ def scheduling_pass(store: Store, nodes: list[NodeCapacity], now: float) -> dict
     }
 
 
+def check_gangs(store: Store, nodes: list[NodeCapacity]) -> tuple[int, int, int]:
+    """(running gangs, partial admissions, over-committed nodes) as the store holds them now."""
+    active = store.active_attempts()
+    gangs = [a for a in active if int(a.spec["spec"].get("replicas") or 1) > 1]
+    partial = sum(1 for a in gangs if len(a.replicas) != int(a.spec["spec"]["replicas"]))
+    over = sum(1 for n in free_capacity(nodes, active) if n.schedulable and (
+        (n.free_cpu_millis or 0) < 0 or (n.free_memory_bytes or 0) < 0))
+    gpu_owners: dict[tuple[str, int], int] = {}
+    for attempt in active:
+        for slot in attempt.holdings():
+            for gpu in slot.gpus:
+                gpu_owners[(slot.node, gpu)] = gpu_owners.get((slot.node, gpu), 0) + 1
+    over += sum(1 for owners in gpu_owners.values() if owners > 1)
+    print(f"     gangs running: {len(gangs):,}; partial admissions: {partial}; over-committed nodes/GPUs: {over}")
+    return len(gangs), partial, over
+
+
 def report(label: str, r: dict) -> dict:
     plan_commit = r["t_plan"] + r["t_commit"]
     rate = r["decisions"] / plan_commit if plan_commit else float("inf")
@@ -168,6 +193,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--nodes", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--gangs", type=float, default=0.2, help="share of jobs with 2-8 replicas (issue 12)")
     args = parser.parse_args()
 
     header(f"B2 planning: {args.jobs:,} queued jobs onto {args.nodes:,} synthetic nodes, SQLite store")
@@ -177,7 +203,9 @@ def main() -> None:
     store = Store(f"sqlite:///{root / 'kubetrain.db'}")
     try:
         store.migrate()
-        documents = [make_job(i, rng) for i in range(args.jobs)]
+        documents = [make_job(i, rng, args.gangs) for i in range(args.jobs)]
+        print(f"   {sum(1 for d in documents if d['spec']['replicas'] > 1):,} of the jobs are gangs "
+              f"(--gangs {args.gangs})")
         t0 = time.perf_counter()
         base = time.time()
         for index, document in enumerate(documents):
@@ -201,8 +229,11 @@ def main() -> None:
 
         results = {}
         now = time.time()
+        checks = []
         results["round1"] = report("round 1 (cold queue)", scheduling_pass(store, nodes, now))
+        checks.append(check_gangs(store, nodes))
         results["round2"] = report("round 2 (next pass, no change)", scheduling_pass(store, nodes, now + 1))
+        checks.append(check_gangs(store, nodes))
 
         active = store.active_attempts()
         finished = [(a.job, a.number, Outcome(Reason.COMPLETED, "exited 0", exit_code=0))
@@ -212,6 +243,7 @@ def main() -> None:
         t_finish = time.perf_counter() - t0
         print(f"   ({len(finished):,} attempts recorded finished in {t_finish:.2f}s before round 3)")
         results["round3"] = report("round 3 (after half finished)", scheduling_pass(store, nodes, now + 3))
+        checks.append(check_gangs(store, nodes))
 
         total_dec = sum(r["decisions"] for r in results.values())
         total_pc = sum(r["t_plan"] + r["t_commit"] for r in results.values())
@@ -219,7 +251,12 @@ def main() -> None:
         emit({"bench": "B2", "jobs": args.jobs, "nodes": args.nodes, "create_jobs_per_s": round(args.jobs / t_create, 1),
               "pure_plan_decisions": count(pure), "pure_plan_s": round(best, 4),
               "pure_plan_rate": round(count(pure) / best, 1), **results,
-              "all_rounds_rate_plan_commit": round(total_dec / total_pc, 1)})
+              "all_rounds_rate_plan_commit": round(total_dec / total_pc, 1), "gangs_share": args.gangs,
+              "gangs_running": [c[0] for c in checks], "partial_admissions": sum(c[1] for c in checks),
+              "overcommitted": sum(c[2] for c in checks)})
+        if any(c[1] or c[2] for c in checks):
+            print("   FAILED: a gang was admitted in part, or a node over-committed")
+            sys.exit(1)
     finally:
         store.close()
         shutil.rmtree(root, ignore_errors=True)

@@ -80,9 +80,10 @@ def _token_for(url: str, settings: Settings) -> str | None:
     return settings.token or stored_token(url) or read_local_token(settings)
 
 
-def _stream_logs(client: Client, name: str, attempt: int | None, follow: bool, tail: int | None = None) -> None:
+def _stream_logs(client: Client, name: str, attempt: int | None, follow: bool, tail: int | None = None,
+                 replica: int = 0) -> None:
     out = sys.stdout.buffer
-    for chunk in client.logs(name, attempt=attempt, follow=follow, tail=tail):
+    for chunk in client.logs(name, attempt=attempt, follow=follow, tail=tail, replica=replica):
         out.write(chunk)
         out.flush()
 
@@ -254,10 +255,20 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep streaming until the attempt ends")] = False,
     attempt: Annotated[Optional[int], typer.Option(help="attempt number (default: the latest)")] = None,
     tail: Annotated[Optional[int], typer.Option(help="start at the last N lines (with -f: then follow)", min=0)] = None,
+    replica: Annotated[int, typer.Option(help="distributed job: which replica's log (default 0, rank 0)", min=0)] = 0,
+    all_replicas: Annotated[bool, typer.Option("--all", help="distributed job: every replica's log, each line "
+                                                              "prefixed [replica K]")] = False,
 ) -> None:
     """Print a job's log (stdout and stderr of its latest attempt)."""
+    if all_replicas and replica:
+        raise typer.BadParameter("give --replica K or --all, not both", param_hint="--all")
     with _client() as client:
-        _stream_logs(client, name, attempt, follow, tail)
+        if all_replicas:
+            from kubetrain.cli.replica_logs import stream_all_replicas
+
+            stream_all_replicas(client, name, attempt, follow, tail)
+        else:
+            _stream_logs(client, name, attempt, follow, tail, replica)
 
 
 @app.command()

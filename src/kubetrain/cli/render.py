@@ -117,6 +117,24 @@ def nodes_table(nodes: list[NodeRecord]) -> None:
     table(["NAME", "ENGINE", "CPU FREE/ALL", "MEMORY FREE/ALL", "GPU FREE/ALL", "RUNNING", "LABELS"], rows)
 
 
+def _exit(code: int | None, signal: int | None) -> str:
+    return "-" if code is None and signal is None else (str(code) if signal is None else f"signal {signal}")
+
+
+def _replicas(job: JobRecord, on: bool) -> None:
+    """The latest distributed attempt's replicas: where each ran and how it ended (``logs --replica K``)."""
+    latest = next((a for a in reversed(job.attempts) if a.replicas), None)
+    if latest is None:
+        return
+    sys.stdout.write(f"\n{styled(f'Replicas (attempt {latest.number}):', 'bold', on)}\n")
+    table(["REPLICA", "NODE", "GPUS", "EXIT", "PEAK MEM", "CPU"], [
+        [str(r.replica), r.node or "-", ",".join(map(str, r.gpus)) or "-", _exit(r.exit_code, r.signal),
+         format_memory(r.peak_memory_bytes) if r.peak_memory_bytes else "-",
+         f"{r.cpu_seconds:.2f}s" if r.cpu_seconds is not None else "-"]
+        for r in latest.replicas
+    ])
+
+
 def attempt_state(state: str, reason: str | None) -> tuple[str, str]:
     """An attempt's state and reason as shown: a cancelled attempt (stored as Failed, reason Cancelled)
     reads Cancelled, as its job does."""
@@ -151,7 +169,8 @@ def describe(job: JobRecord, *, reruns: Sequence[str] = ()) -> None:
         ("Git", f"{git.commit[:12]}{' (dirty)' if git.dirty else ''} {git.branch or ''}".strip() if git and git.commit else "-"),
         ("Command", " ".join(body.get("command", []) + body.get("args", []))),
         ("Working dir", body.get("workingDir") or "(output folder)"),
-        ("Resources", f"cpu={res.get('cpu')} memory={res.get('memory')} gpu={res.get('gpu', 0)}"),
+        ("Resources", f"cpu={res.get('cpu')} memory={res.get('memory')} gpu={res.get('gpu', 0)}"
+                      + (f" per replica × {body['replicas']} replicas" if body.get("replicas", 1) > 1 else "")),
         ("Selector", body.get("selector") or "-"),
         ("Deadline", f"{body['activeDeadlineSeconds']}s" if body.get("activeDeadlineSeconds") else "-"),
         ("Params", json.dumps(body.get("params", {})) if body.get("params") else "-"),
@@ -166,12 +185,13 @@ def describe(job: JobRecord, *, reruns: Sequence[str] = ()) -> None:
     if job.attempts:
         table(["#", "STATE", "REASON", "NODE", "GPUS", "EXIT", "PEAK MEM", "CPU", "DURATION", "LOG"], [
             [str(a.number), *attempt_state(a.state, a.reason), a.node or "-", ",".join(map(str, a.gpus)) or "-",
-             "-" if a.exit_code is None and a.signal is None else (str(a.exit_code) if a.signal is None else f"signal {a.signal}"),
+             _exit(a.exit_code, a.signal),
              format_memory(a.peak_memory_bytes) if a.peak_memory_bytes else "-",
              f"{a.cpu_seconds:.2f}s" if a.cpu_seconds is not None else "-",
              duration(a.started_at, a.finished_at), a.log_path or "-"]
             for a in job.attempts
         ], styles={1: STATE_STYLE})
+        _replicas(job, on)
     else:
         out.write("  (none yet)\n")
     out.write(f"\n{styled('Events:', 'bold', on)}\n")

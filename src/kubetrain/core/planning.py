@@ -49,6 +49,7 @@ b: 1)").  A gang whose N blocks would not fit even on idle nodes is
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -249,6 +250,8 @@ def plan(jobs: list[JobRequest], nodes: list[NodeCapacity], *, fair_share: bool 
     ]
     all_nodes = [n for n in nodes if n.schedulable]
     eligible_cache: dict[tuple[Requirement, ...], list[_Free]] = {}
+    #: A gang's never-fit verdict depends only on its shape and selector (idle capacity): judged once a pass.
+    gang_verdicts: dict[tuple, str | None] = {}
 
     for job in queue_order(jobs, fair_share=fair_share, running=running):
         eligible = eligible_cache.get(job.selector)
@@ -256,7 +259,7 @@ def plan(jobs: list[JobRequest], nodes: list[NodeCapacity], *, fair_share: bool 
             eligible = [f for f in free if matches(job.selector, f.node.labels)]
             eligible_cache[job.selector] = eligible
         if job.replicas > 1:
-            _plan_gang(job, eligible, all_nodes, result)
+            _plan_gang(job, eligible, all_nodes, result, gang_verdicts)
             continue
         never = _never_fits(job, [f.node for f in eligible], all_nodes)
         if never is not None:
@@ -392,9 +395,13 @@ def _gang_never_fits(job: JobRequest, eligible: list[NodeCapacity], all_nodes: l
             f"even when idle ({_rooms(rooms)}); use fewer replicas, smaller ones, or more nodes")
 
 
-def _plan_gang(job: JobRequest, eligible: list[_Free], all_nodes: list[NodeCapacity], result: Plan) -> None:
+def _plan_gang(job: JobRequest, eligible: list[_Free], all_nodes: list[NodeCapacity], result: Plan,
+               verdicts: dict[tuple, str | None]) -> None:
     """Place all of ``job``'s replicas or none (see the module docstring)."""
-    never = _gang_never_fits(job, [f.node for f in eligible], all_nodes)
+    shape = (job.selector, job.cpu_millis, job.memory_bytes, job.gpu, job.replicas)
+    if shape not in verdicts:
+        verdicts[shape] = _gang_never_fits(job, [f.node for f in eligible], all_nodes)
+    never = verdicts[shape]
     if never is not None:
         result.unschedulable.append(Unschedulable(job.key, never))
         return
@@ -427,8 +434,9 @@ def _plan_gang(job: JobRequest, eligible: list[_Free], all_nodes: list[NodeCapac
 
 def _reserve_gang(job: JobRequest, eligible: list[_Free]) -> str | None:
     """Hold all N blocks: the sticky node first, then the nodes with the most room now; returns the first node."""
-    candidates = [s for s in eligible if _idle_room(s.node, job) > 0]
-    candidates.sort(key=lambda s: (s.node.name != job.reserved_node, -_free_room(s, job)))
+    # Each candidate holds at least one block, so the best ``replicas`` of them are all that can be needed.
+    candidates = heapq.nsmallest(job.replicas, (s for s in eligible if _idle_room(s.node, job) > 0),
+                                 key=lambda s: (s.node.name != job.reserved_node, -_free_room(s, job)))
     left, first = job.replicas, None
     for slot in candidates:
         count = min(left, _idle_room(slot.node, job))

@@ -236,9 +236,12 @@ class Client:
         return self._call("GET", f"/api/v1/jobs/{name}/reruns")
 
     def logs(self, name: str, *, attempt: int | None = None, follow: bool = False,
-             tail: int | None = None) -> Iterator[bytes]:
-        """An attempt's log (default: the latest); ``tail``: from its last that many lines."""
+             tail: int | None = None, replica: int = 0) -> Iterator[bytes]:
+        """An attempt's log (default: the latest); ``tail``: from its last that many lines; ``replica``: which
+        replica's, for a distributed job (default: rank 0's)."""
         params: dict[str, Any] = {"follow": follow}
+        if replica:
+            params["replica"] = replica
         if attempt is not None:
             params["attempt"] = attempt
         if tail is not None:

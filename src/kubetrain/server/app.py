@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kubetrain import __version__
+from kubetrain.core.distributed import MAX_REPLICAS
 from kubetrain.core.errors import KubetrainError, SpecError
 from kubetrain.core.identity import Identity
 from kubetrain.core.records import MAX_ATTEMPT, JobRecord, NodeRecord, Provenance
@@ -235,8 +236,10 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
         follow: bool = False,
         tail: Annotated[int | None, Query(ge=0, le=1_000_000, description=(
             "start at the last this many lines of what the log holds now"))] = None,
+        replica: Annotated[int, Query(ge=0, le=MAX_REPLICAS - 1, description=(
+            "which replica's log, for a distributed job (0, rank 0, by default)"))] = 0,
     ) -> StreamingResponse:
-        chunks = service.follow_logs(name, attempt=attempt, follow=follow, tail=tail)
+        chunks = service.follow_logs(name, attempt=attempt, follow=follow, tail=tail, replica=replica)
         first = next(chunks, b"")  # surfaces NotFound as a 404 before streaming starts
 
         def body():

@@ -292,10 +292,11 @@ class JobService:
         return self.store.reruns_of(name)
 
     def follow_logs(self, name: str, *, attempt: int | None, follow: bool, poll: float = 0.1,
-                    tail: int | None = None) -> Iterator[bytes]:
+                    tail: int | None = None, replica: int = 0) -> Iterator[bytes]:
         """As :meth:`_follow_logs`; with ``tail``, what exists now starts at its last ``tail`` lines (then a
-        followed log goes on as it grows)."""
-        chunks = self._follow_logs(name, attempt=attempt, follow=follow, poll=poll, until_caught_up=tail is not None)
+        followed log goes on as it grows).  ``replica``: which replica's log, for a distributed job (0: rank 0)."""
+        chunks = self._follow_logs(name, attempt=attempt, follow=follow, poll=poll, until_caught_up=tail is not None,
+                                   replica=replica)
         if tail is None:
             yield from chunks
             return
@@ -313,7 +314,7 @@ class JobService:
         yield from chunks
 
     def _follow_logs(self, name: str, *, attempt: int | None, follow: bool, poll: float = 0.1,
-                     until_caught_up: bool = False) -> Iterator[bytes]:
+                     until_caught_up: bool = False, replica: int = 0) -> Iterator[bytes]:
         """Yield an attempt's log; with ``follow``, keep going until the attempt ends.
 
         While a followed log is quiet an empty chunk leaves every :data:`FOLLOW_HEARTBEAT_SECONDS` (it sends
@@ -322,6 +323,11 @@ class JobService:
         stream slot until the job ended.
         """
         job = self.store.get_job(name, with_events=False)
+        replicas = int(job.spec.get("spec", {}).get("replicas") or 1)
+        if replica >= replicas:
+            raise NotFoundError(f"job {name!r} has {replicas} replica{'s' if replicas != 1 else ''} "
+                                f"(0..{replicas - 1}); replica {replica} is not one of them",
+                                details={"field": "replica", "value": replica})
         quiet_since = time.monotonic()
         if attempt is None and follow:
             # A queued job has no attempt yet: wait for one (or for the job to end).
@@ -339,7 +345,7 @@ class JobService:
         offset = 0
         last_check = 0.0
         while True:
-            data, offset = self.engine.read_log(name, number, offset)
+            data, offset = self.engine.read_log(name, number, offset, replica=replica)
             if data:
                 yield data
                 quiet_since = time.monotonic()
@@ -355,10 +361,10 @@ class JobService:
                 current = self.store.get_job(name, with_events=False)
                 rec = next(a for a in current.attempts if a.number == number)
                 if rec.state in ("Succeeded", "Failed"):
-                    data, offset = self.engine.read_log(name, number, offset)
+                    data, offset = self.engine.read_log(name, number, offset, replica=replica)
                     while data:
                         yield data
-                        data, offset = self.engine.read_log(name, number, offset)
+                        data, offset = self.engine.read_log(name, number, offset, replica=replica)
                     return
             if now - quiet_since >= FOLLOW_HEARTBEAT_SECONDS:
                 yield b""
