@@ -116,6 +116,8 @@ def run(
     gpu: Annotated[Optional[int], typer.Option(help="whole GPUs (per replica); default 0")] = None,
     replicas: Annotated[Optional[int], typer.Option(help="distributed: N replicas started together, each with "
                                                     "--cpu/--memory/--gpu; default 1")] = None,
+    after: Annotated[list[str], typer.Option(help="start only after job NAME succeeded; NAME:failed, NAME:finished "
+                                                  "for the other conditions (repeat)")] = [],
     param: Annotated[list[str], typer.Option("--param", "-p", help="hyperparameter KEY=VALUE (repeat)")] = [],
     env: Annotated[list[str], typer.Option("--env", "-e", help="environment KEY=VALUE (repeat)")] = [],
     label: Annotated[list[str], typer.Option("--label", help="job label KEY=VALUE (repeat)")] = [],
@@ -134,7 +136,8 @@ def run(
     """Run a command as a job: kubetrain run --cpu 2 --memory 4Gi -p lr=0.01 -- python train.py"""
     spec = spec_from_flags(command=command, name=name, cpu=cpu, memory=memory, gpu=gpu, params=param, env=env,
                            labels=label, selector=selector, priority=priority, deadline=deadline,
-                           workdir=workdir, shell=shell, retries=retries, volumes=volume, replicas=replicas)
+                           workdir=workdir, shell=shell, retries=retries, volumes=volume, replicas=replicas,
+                           after=after)
     with _client() as client:
         if snapshot:
             spec = attach_snapshot(client, spec, home=_settings().home, say=_say)

@@ -53,6 +53,20 @@ def parse_volume(text: str) -> dict[str, Any]:
     return {"name": parts[0], "mountPath": parts[1], "readOnly": len(parts) == 3 and parts[2] == "ro"}
 
 
+_CONDITIONS = {"succeeded": "Succeeded", "ok": "Succeeded", "failed": "Failed", "notok": "Failed",
+               "finished": "Finished", "any": "Finished"}
+
+
+def parse_after(text: str) -> dict[str, str]:
+    """``NAME`` or ``NAME:CONDITION`` (succeeded | failed | finished; Slurm's ok | notok | any too) ->
+    a ``dependsOn`` entry."""
+    name, _, condition = text.partition(":")
+    if not name or (condition and condition.lower() not in _CONDITIONS):
+        raise SpecError(f"--after {text!r}: use NAME or NAME:CONDITION with CONDITION one of succeeded, failed, "
+                        "finished, e.g. --after prep or --after prep:finished")
+    return {"job": name, "condition": _CONDITIONS[condition.lower()] if condition else "Succeeded"}
+
+
 def parse_duration(text: str) -> int:
     match = _DURATION.match(text.strip())
     if not match:
@@ -71,7 +85,7 @@ def job_document(
     *, command: list[str], name: str | None, cpu: str | None, memory: str | None, gpu: int | None,
     params: list[str], env: list[str], labels: list[str], selector: str | None, priority: int | None,
     deadline: str | None, workdir: str | None, shell: bool, retries: int | None = None,
-    volumes: list[str] = (), replicas: int | None = None,
+    volumes: list[str] = (), replicas: int | None = None, after: list[str] = (),
 ) -> dict[str, Any]:
     """The Job document of ``kubetrain run``'s flags, not yet validated (the master validates it again)."""
     if not command:
@@ -103,6 +117,8 @@ def job_document(
         body["volumes"] = [parse_volume(v) for v in volumes]
     if replicas is not None:
         body["replicas"] = replicas
+    if after:
+        body["dependsOn"] = [parse_after(a) for a in after]
     return {"apiVersion": "kubetrain/v1", "kind": "Job",
             "metadata": {"labels": parse_pairs(labels, "--label"), **({"name": name} if name else {})},
             "spec": body}

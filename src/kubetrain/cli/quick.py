@@ -51,6 +51,7 @@ RUN_OPTIONS = (
     option(("--memory",), "memory"),
     option(("--gpu",), "gpu", value="int"),
     option(("--replicas",), "replicas", value="int"),
+    option(("--after",), "after", MANY),
     option(("--param", "-p"), "param", MANY),
     option(("--env", "-e"), "env", MANY),
     option(("--label",), "label", MANY),

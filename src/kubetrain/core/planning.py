@@ -74,6 +74,9 @@ class JobRequest:
     owner: str = ""
     #: Blocks of (cpu, memory, gpu) placed together or not at all (a distributed job's replicas).
     replicas: int = 1
+    #: (job, condition) pairs of ``spec.dependsOn``: judged by the reconcile loop before planning
+    #: (core/dependencies.py); ``plan`` itself never sees a job whose dependencies are open.
+    depends_on: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +133,12 @@ class Waiting:
 
 @dataclass(frozen=True, slots=True)
 class Unschedulable:
+    """A job that ends ``Failed`` now: no node could ever hold it, or (``cause``) its dependencies failed."""
+
     key: str
     reason: str
+    #: The job's reason when it ends (a :class:`~kubetrain.core.states.Reason` value).
+    cause: str = "Unschedulable"
 
 
 @dataclass(slots=True)

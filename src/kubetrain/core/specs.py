@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from kubetrain.core.dependencies import MAX_DEPENDENCIES, Dependency
 from kubetrain.core.distributed import MAX_REPLICAS, Distributed
 from kubetrain.core.errors import SpecError
 from kubetrain.core.retries import RetryPolicy
@@ -327,6 +328,8 @@ class JobBody(StrictModel):
     #: Copies of the command started together and stopped together (see core/distributed.py).
     replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     distributed: Distributed | None = None
+    #: Jobs this one waits for (see core/dependencies.py); ``kubetrain run --after NAME``.
+    depends_on: list[Dependency] = Field(default_factory=list, alias="dependsOn", max_length=MAX_DEPENDENCIES)
     selector: str = ""
     priority: int = Field(default=0, ge=-1000, le=1000)
     active_deadline_seconds: int | None = Field(
@@ -358,6 +361,10 @@ class JobBody(StrictModel):
         if len(set(paths)) != len(paths):
             shared = next(p for p in paths if paths.count(p) > 1)
             raise ValueError(f"volumes: two volumes are mounted at {shared}; give each its own mountPath")
+        named = [d.job for d in self.depends_on]
+        if len(set(named)) != len(named):
+            twice = next(n for n in named if named.count(n) > 1)
+            raise ValueError(f"dependsOn: job {twice!r} is named twice; give each job once, with one condition")
         for key in self.secret_env:
             if not ENV_NAME_RE.match(key) or key.startswith("KUBETRAIN_"):
                 raise ValueError(f"secretEnv name {key!r} is invalid or reserved; use letters, digits and '_'")

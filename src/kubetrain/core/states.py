@@ -58,6 +58,8 @@ class Reason(StrEnum):
     #: The engine took the attempt away to make room or drain a node (a Kubernetes eviction or
     #: preemption, Slurm's PREEMPTED): the infrastructure's doing, retried on the infrastructure budget.
     EVICTED = "Evicted"
+    #: A job whose ``dependsOn`` can no longer be met (the job it waited for ended the other way, or is gone).
+    DEPENDENCY_FAILED = "DependencyFailed"
 
 
 class ExperimentState(StrEnum):

@@ -38,7 +38,8 @@ from kubetrain.core.attempts import (
     Outcome,
     Phase,
 )
-from kubetrain.core.planning import NodeCapacity, ReplicaSlot, plan
+from kubetrain.core.dependencies import Doomed, Hold, Ready, judge
+from kubetrain.core.planning import JobRequest, NodeCapacity, ReplicaSlot, Unschedulable, Waiting, plan
 from kubetrain.core.states import AttemptState, Reason
 from kubetrain.engines.base import Engine
 from kubetrain.store.store import Store
@@ -243,13 +244,32 @@ class Reconciler:
             return
         previous = {req.key: reason for req, reason in queued}
         requests = [replace(req, reserved_node=self._reservations.get(req.key)) for req, _ in queued]
+        requests, held, doomed = self._dependencies(requests)
         running = Counter(a.owner for a in active) if self.fair_share else None
         decisions = plan(requests, free_capacity(self.engine.nodes(), active), fair_share=self.fair_share,
                          running=running)
+        decisions.waiting.extend(held)
+        decisions.unschedulable.extend(doomed)
         self._reservations = {w.key: w.reserved_node for w in decisions.waiting if w.reserved_node}
         orders = self.store.commit_plan(decisions, previous, now=self.clock())
         for order in orders:
             self._launch(order)
+
+    def _dependencies(self, requests: list[JobRequest]) -> tuple[list[JobRequest], list[Waiting], list[Unschedulable]]:
+        """Split off the jobs whose ``dependsOn`` is open (they wait) or can never be met (they fail)."""
+        if not any(r.depends_on for r in requests):
+            return requests, [], []
+        states = self.store.job_states(job for r in requests for job, _ in r.depends_on)
+        ready, held, doomed = [], [], []
+        for request in requests:
+            verdict = judge(request.depends_on, states) if request.depends_on else Ready()
+            if isinstance(verdict, Hold):
+                held.append(Waiting(request.key, verdict.reason))
+            elif isinstance(verdict, Doomed):
+                doomed.append(Unschedulable(request.key, verdict.reason, cause=Reason.DEPENDENCY_FAILED.value))
+            else:
+                ready.append(request)
+        return ready, held, doomed
 
     def _launch(self, order: LaunchOrder) -> None:
         key = (order.job, order.number)

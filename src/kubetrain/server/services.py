@@ -168,6 +168,7 @@ class JobService:
 
     def submit(self, spec: JobSpec, provenance: Provenance, caller: Identity) -> JobRecord:
         provenance = self._admit(spec, caller, provenance)
+        self._check_dependencies(spec)
         if spec.metadata.name is not None:
             self._check_name_free_of_experiments(spec.metadata.name)
         if spec.metadata.name is None:
@@ -179,6 +180,21 @@ class JobService:
         record = self.store.create_job(spec, provenance, now=time.time())
         self._wake()
         return record
+
+    def _check_dependencies(self, spec: JobSpec) -> None:
+        """Every job ``dependsOn`` names exists already (a typo must not wait forever) and is not this one."""
+        named = [d.job for d in spec.spec.depends_on]
+        if not named:
+            return
+        known = self.store.job_states(named)
+        for index, job in enumerate(named):
+            field = f"spec.dependsOn[{index}].job"
+            if job == spec.metadata.name:
+                raise SpecError(f"{field}: {job!r} is this job itself; a job cannot wait for itself",
+                                details={"field": field, "value": job})
+            if job not in known:
+                raise SpecError(f"{field}: no job {job!r}; name a job submitted before this one "
+                                "(kubetrain get jobs lists them)", details={"field": field, "value": job})
 
     def submit_experiment(self, spec: ExperimentSpec, provenance: Provenance, caller: Identity) -> ExperimentRecord:
         if self.sweeps is None:

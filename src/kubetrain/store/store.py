@@ -232,7 +232,9 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                                    memory_bytes=parse_memory(resources["memory"]), gpu=int(resources.get("gpu", 0)),
                                    priority=priority, selector=selectors[selector],
                                    owner=(provenance or {}).get("submitter") or "",
-                                   replicas=int(body.get("replicas") or 1)), wait_reason))
+                                   replicas=int(body.get("replicas") or 1),
+                                   depends_on=tuple((d["job"], d.get("condition") or "Succeeded")
+                                                    for d in body.get("dependsOn") or ())), wait_reason))
         return out
 
     def active_attempts(self) -> list[ActiveAttempt]:
@@ -265,6 +267,13 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
             )
             for a, name, spec, cancel, stop_at, provenance in rows
         ]
+
+    def job_states(self, names: Iterable[str]) -> dict[str, str]:
+        """The state of each named job that exists (dependencies are judged on these)."""
+        wanted = sorted(set(names))
+        with self.session() as s:
+            return {name: state for name, state in s.execute(
+                select(JobRow.name, JobRow.state).where(JobRow.name.in_(wanted)))} if wanted else {}
 
     # -- reconcile-loop writes --------------------------------------------
     def commit_plan(self, plan: Plan, previous_waits: dict[str, str | None], *, now: float) -> list[LaunchOrder]:
@@ -326,7 +335,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                 row = rows.get(never.key)
                 if row is None or row.state != JobState.QUEUED.value:
                     continue
-                self._finish_job(s, row, JobState.FAILED, Reason.UNSCHEDULABLE, never.reason, now, event_type="Warning")
+                self._finish_job(s, row, JobState.FAILED, Reason(never.cause), never.reason, now, event_type="Warning")
             s.commit()
         return orders
 
