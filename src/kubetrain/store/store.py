@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kubetrain.core.errors import ConflictError, NotFoundError
-from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Outcome, ReplicaEnd
-from kubetrain.core.planning import JobRequest, Placement, Plan, ReplicaSlot
+from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Outcome
+from kubetrain.core.planning import JobRequest, Plan
 from kubetrain.core.quantities import parse_cpu, parse_memory
 from kubetrain.core.lifecycle import Finish, JobFacts, Retry, StopAttempt, attempt_ended, cancel_requested
 from kubetrain.core.retries import RetryPolicy
@@ -35,6 +35,7 @@ from kubetrain.store.metrics import MetricStore
 from kubetrain.store.identities import IdentityStore
 from kubetrain.store.listing import (DEFAULT_LIMIT, JobPage, JobQuery, SortOrder, View, attempts_by_job, job_events,
                                      job_record, label_rows, list_page, read_job)
+from kubetrain.store.replicas import placement_words, slots_of, with_ends
 from kubetrain.store.volumes import VolumeStore
 from kubetrain.store.models import (ArchivedAttemptRow, ArchivedEventRow, AttemptRow, EventRow, ExperimentRow,
                                     JobLabelRow, JobRow, MetricRow, live_attempt_clause)
@@ -263,7 +264,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                 cancel_requested=cancel,
                 stop_requested_at=stop_at,
                 owner=(provenance or {}).get("submitter") or "",
-                replicas=_slots(a.replicas),
+                replicas=slots_of(a.replicas),
             )
             for a, name, spec, cancel, stop_at, provenance in rows
         ]
@@ -319,7 +320,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                 s.add(
                     EventRow(
                         job_id=row.id, attempt=number, time=now, reason="Scheduled",
-                        message=f"attempt {number} assigned to {_where(placement)}",
+                        message=f"attempt {number} assigned to {placement_words(placement)}",
                     )
                 )
                 orders.append(LaunchOrder(row.name, number, token, row.spec, placement.node, placement.gpus,
@@ -414,7 +415,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                 attempt.peak_memory_bytes = outcome.peak_memory_bytes
                 attempt.cpu_seconds = outcome.cpu_seconds
                 if outcome.replicas:
-                    attempt.replicas = _ended_replicas(attempt.replicas, outcome.replicas)
+                    attempt.replicas = with_ends(attempt.replicas, outcome.replicas)
                 attempt.finished_at = now
                 if attempt.started_at is None:
                     attempt.started_at = outcome.started_at or now
@@ -586,30 +587,3 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
         return job_record(row, spec=row.spec, provenance=Provenance.model_validate(row.provenance or {}),
                           attempts=attempts, events=events, experiment=experiment)
 
-
-def _slots(stored: list[dict[str, Any]] | None) -> tuple[ReplicaSlot, ...]:
-    """A stored ``attempts.replicas`` as slots (empty: one replica)."""
-    return tuple(ReplicaSlot(node=r["node"], gpus=tuple(r.get("gpus") or ()), cpu_millis=int(r.get("cpu_millis") or 0),
-                             memory_bytes=int(r.get("memory_bytes") or 0)) for r in stored or ())
-
-
-def _where(placement: Placement) -> str:
-    """"node n1 GPUs 0,1" for one replica; "3 replicas: n1 (GPUs 0,1), n1 (GPUs 2,3), n2 (GPUs 0,1)" for a gang."""
-    def gpus(slot: ReplicaSlot, before: str) -> str:
-        return f"{before}GPUs {','.join(map(str, slot.gpus))}" if slot.gpus else ""
-
-    if not placement.replicas:
-        return f"node {placement.node}{gpus(placement.slots[0], ' ')}"
-    parts = [slot.node + (f" ({gpus(slot, '')})" if slot.gpus else "") for slot in placement.replicas]
-    return f"{len(parts)} replicas: {', '.join(parts)}"
-
-
-def _ended_replicas(stored: list[dict[str, Any]] | None, ends: tuple[ReplicaEnd, ...]) -> list[dict[str, Any]]:
-    """The stored replica list with each replica's end merged in (a new list: the JSON column sees the change)."""
-    out = [dict(r) for r in stored or ()]
-    for end in ends:
-        while len(out) <= end.replica:
-            out.append({"node": None, "gpus": []})
-        fields = {k: v for k, v in dataclasses.asdict(end).items() if k != "replica" and v is not None}
-        out[end.replica].update(fields)
-    return out
