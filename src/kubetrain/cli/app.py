@@ -116,6 +116,8 @@ def run(
     gpu: Annotated[Optional[int], typer.Option(help="whole GPUs (per replica); default 0")] = None,
     replicas: Annotated[Optional[int], typer.Option(help="distributed: N replicas started together, each with "
                                                     "--cpu/--memory/--gpu; default 1")] = None,
+    array: Annotated[Optional[str], typer.Option(help="a job array, Slurm's syntax: 0-9, 0-9%2 (two at a time), "
+                                                 "1,3,5; each task sees KUBETRAIN_ARRAY_INDEX")] = None,
     after: Annotated[list[str], typer.Option(help="start only after job NAME succeeded; NAME:failed, NAME:finished "
                                                   "for the other conditions (repeat)")] = [],
     param: Annotated[list[str], typer.Option("--param", "-p", help="hyperparameter KEY=VALUE (repeat)")] = [],
@@ -138,11 +140,35 @@ def run(
                            labels=label, selector=selector, priority=priority, deadline=deadline,
                            workdir=workdir, shell=shell, retries=retries, volumes=volume, replicas=replicas,
                            after=after)
+    if array is not None:
+        from kubetrain.cli.arrays import array_experiment
+
+        experiment = array_experiment(spec, array)  # a bad --array is said before anything is packed or sent
     with _client() as client:
         if snapshot:
             spec = attach_snapshot(client, spec, home=_settings().home, say=_say)
+        if array is not None:
+            _submit_array(client, array_experiment(spec, array) if snapshot else experiment, output, follow, wait)
+            return
         record = client.submit(spec, _capture(Path(spec_dir(spec) or ".")))
         _after_submit(client, [record], output, follow, wait)
+
+
+def _submit_array(client: Client, experiment, output: str | None, follow: bool, wait: bool) -> None:
+    from kubetrain.cli.experiments import watch_experiment
+
+    if follow:
+        raise typer.BadParameter("an array's tasks each have a log: follow one with kubetrain logs NAME-N -f, or "
+                                 "use --wait for the array's progress", param_hint="--follow")
+    record = client.submit_experiment(experiment, _capture(Path(spec_dir(experiment) or ".")))
+    if output:
+        render.dump([record.model_dump(mode="json")], output)
+    else:
+        body = experiment.spec
+        typer.echo(f"experiment/{record.name} submitted (array of {body.trial_budget()} tasks, "
+                   f"{body.parallelism} at a time; tasks are jobs {record.name}-0...)")
+    if wait and watch_experiment(client, record.name).state != "Succeeded":
+        raise typer.Exit(1)
 
 
 @app.command()

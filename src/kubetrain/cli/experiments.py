@@ -36,7 +36,7 @@ def sparkline(values: list[float], width: int = 40) -> str:
 
 def sorted_trials(record: ExperimentRecord) -> list[TrialRecord]:
     """Best first by the objective; trials without a value last, by number."""
-    goal = record.spec.get("spec", {}).get("objective", {}).get("goal", "maximize")
+    goal = (record.spec.get("spec", {}).get("objective") or {}).get("goal", "maximize")
     sign = -1 if goal == "maximize" else 1
     return sorted(record.trials, key=lambda t: (t.objective is None, sign * (t.objective or 0), t.trial))
 
@@ -56,7 +56,7 @@ def progress_line(record: ExperimentRecord) -> str:
 
 def show_compare(record: ExperimentRecord, output: str | None) -> None:
     trials = sorted_trials(record)
-    metric = record.spec.get("spec", {}).get("objective", {}).get("metric", "objective")
+    metric = (record.spec.get("spec", {}).get("objective") or {}).get("metric", "objective")
     names = [p["name"] for p in record.spec.get("spec", {}).get("parameters", [])]
     if output == "json":
         render.dump({"experiment": record.name, "state": record.state, "objective": metric,
@@ -233,6 +233,7 @@ def describe_experiment(record: ExperimentRecord, events: list[dict[str, Any]]) 
             else f", reductionFactor {rule.reduction_factor}")
     c = record.counts
     best = next((t for t in record.trials if t.trial == record.best_trial), None)
+    metric = spec.objective.metric if spec.objective else "objective"
     res = template.resources
     lines = [
         ("Name", record.name),
@@ -246,14 +247,14 @@ def describe_experiment(record: ExperimentRecord, events: list[dict[str, Any]]) 
         ("Resources", f"cpu={res.cpu} memory={res.memory} gpu={res.gpu} per trial"),
         ("Parameters", "; ".join(_parameter(p) for p in spec.parameters)),
         ("Algorithm", algorithm),
-        ("Objective", f"{spec.objective.goal} {spec.objective.metric}"),
+        ("Objective", f"{spec.objective.goal} {spec.objective.metric}" if spec.objective else "- (an array)"),
         ("Early stopping", stopping),
         ("Trials", f"{trial_budget(record)} (maxTrials {spec.max_trials}), {spec.parallelism} at a time"),
         ("Progress", (f"{c.get('done', 0)}/{trial_budget(record)} done, {c.get('running', 0)} running, "
                       f"{c.get('queued', 0)} queued, {c.get('succeeded', 0)} succeeded, {c.get('pruned', 0)} "
                       f"stopped early, {c.get('failed', 0)} failed")),
         ("Best trial", "-" if best is None else
-         f"{best.trial} ({best.job}): {spec.objective.metric}={_fmt(best.objective)} with {best.params}"),
+         f"{best.trial} ({best.job}): {metric}={_fmt(best.objective)} with {best.params}"),
     ]
     width = max(len(k) for k, _ in lines) + 1
     out = sys.stdout
@@ -261,7 +262,7 @@ def describe_experiment(record: ExperimentRecord, events: list[dict[str, Any]]) 
         out.write(f"{render.styled((key + ':').ljust(width), 'bold', on)} {value}\n")
     out.write(f"\n{render.styled('Trials:', 'bold', on)}\n")
     if record.trials:
-        trials_table(record, sorted_trials(record), spec.objective.metric, [p.name for p in spec.parameters])
+        trials_table(record, sorted_trials(record), metric, [p.name for p in spec.parameters])
     else:
         out.write("  (none yet)\n")
     out.write(f"\n{render.styled('Events:', 'bold', on)}\n")

@@ -52,6 +52,7 @@ RUN_OPTIONS = (
     option(("--gpu",), "gpu", value="int"),
     option(("--replicas",), "replicas", value="int"),
     option(("--after",), "after", MANY),
+    option(("--array",), "array"),
     option(("--param", "-p"), "param", MANY),
     option(("--env", "-e"), "env", MANY),
     option(("--label",), "label", MANY),

@@ -63,15 +63,15 @@ def run_quick(*, command: list[str], name: str | None, cpu: str | None, memory: 
               param: list[str], env: list[str], label: list[str], selector: str | None, priority: int | None,
               deadline: str | None, workdir: str | None, shell: bool, retries: int | None, volume: list[str],
               snapshot: bool, follow: bool, wait: bool, output: str | None, replicas: int | None = None,
-              after: list[str] = ()) -> None:
+              after: list[str] = (), array: str | None = None) -> None:
     """``kubetrain run`` (its options, as ``app.run`` takes them) against this home's master through its socket;
     :class:`~kubetrain.cli.wire.Decline`, before anything is submitted, for what the full path must do:
     follow, wait, start the master."""
     from kubetrain.cli.flags import job_document
     from kubetrain.cli.wire import Decline, SocketClient, home_dir
 
-    if follow or wait:
-        raise Decline("--follow and --wait stream through the full client")
+    if follow or wait or array is not None:
+        raise Decline("--follow, --wait and --array go through the full client")
     home = home_dir()
     client = SocketClient(home)
     if not os.path.exists(client.path):

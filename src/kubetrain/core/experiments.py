@@ -9,7 +9,7 @@ spec:
   parameters:
     - {name: lr, type: float, min: 0.001, max: 0.3, scale: log}
     - {name: hidden, type: categorical, values: [16, 32, 64]}
-  algorithm: {name: tpe, seed: 7}          # grid | random | tpe
+  algorithm: {name: tpe, seed: 7}          # grid | random | tpe | array (core/arrays.py: no objective)
   objective: {metric: val_accuracy, goal: maximize}
   maxTrials: 12
   parallelism: 2
@@ -112,7 +112,8 @@ class Parameter(StrictModel):
 
 
 class Algorithm(StrictModel):
-    name: Literal["grid", "random", "tpe"] = "tpe"
+    #: ``array``: a job array (core/arrays.py): trial n runs the n-th value of the one parameter, in order.
+    name: Literal["grid", "random", "tpe", "array"] = "tpe"
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
@@ -136,7 +137,8 @@ class ExperimentBody(StrictModel):
     template: JobBody
     parameters: list[Parameter] = Field(min_length=1, max_length=64)
     algorithm: Algorithm = Field(default_factory=Algorithm)
-    objective: Objective
+    #: What a search optimises; an ``array`` has none.
+    objective: Objective | None = None
     max_trials: int = Field(default=10, alias="maxTrials", ge=1, le=10_000)
     parallelism: int = Field(default=1, ge=1, le=1_000)
     early_stopping: EarlyStopping | None = Field(default=None, alias="earlyStopping")
@@ -154,7 +156,16 @@ class ExperimentBody(StrictModel):
             raise ValueError(f"parameter names must be unique; repeated: {sorted(duplicate)}")
         if len(set(self.template.params) | set(names)) > MAX_PARAMS:
             raise ValueError(f"template params and parameters together exceed {MAX_PARAMS} params per trial")
-        if self.algorithm.name == "grid":
+        if self.algorithm.name == "array":
+            if len(self.parameters) != 1 or self.parameters[0].type == "float":
+                raise ValueError("algorithm array takes exactly one int or categorical parameter (the index); "
+                                 "kubetrain run --array 0-9%2 writes it for you")
+            if self.early_stopping is not None:
+                raise ValueError("earlyStopping: an array has no objective to stop trials on; remove it")
+        elif self.objective is None:
+            raise ValueError(f"objective is required for a {self.algorithm.name} search: e.g. "
+                             "objective: {metric: val_accuracy, goal: maximize}")
+        if self.algorithm.name in ("grid", "array"):
             size = 1
             for parameter in self.parameters:
                 size *= parameter.grid_count()
@@ -167,7 +178,7 @@ class ExperimentBody(StrictModel):
 
     def trial_budget(self) -> int:
         """How many trials the experiment makes: maxTrials, or fewer if the grid is smaller."""
-        if self.algorithm.name == "grid":
+        if self.algorithm.name in ("grid", "array"):
             return min(self.max_trials, self.grid_size())
         return self.max_trials
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from kubetrain.core.arrays import INDEX_LABEL
 from kubetrain.core.attempts import LaunchOrder
 from kubetrain.core.specs import JobSpec
 
@@ -55,6 +56,9 @@ def job_variables(order: LaunchOrder, spec: JobSpec, *, attempt_dir: str, output
     env.update(volumes or {})
     if master_url:
         env["KUBETRAIN_MASTER_URL"] = master_url
+    index = spec.metadata.labels.get(INDEX_LABEL)
+    if index is not None:  # a task of a job array (core/arrays.py), as Slurm's SLURM_ARRAY_TASK_ID
+        env["KUBETRAIN_ARRAY_INDEX"] = index
     for key, value in params.items():
         env[param_variable(key)] = value if isinstance(value, str) else json.dumps(value)
     return env

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+from kubetrain.core.arrays import INDEX_LABEL
 from kubetrain.core.errors import ConflictError
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import ExperimentRecord, MetricPoint, Provenance, TrialRecord
@@ -145,14 +146,16 @@ class SweepController:
         sampler = optuna.samplers.RandomSampler() if trial_number is None else make_sampler(spec, trial_number)
         return optuna.create_study(
             storage=self._storage(spec.metadata.name), study_name=spec.metadata.name, load_if_exists=True,
-            direction=spec.spec.objective.goal, sampler=sampler, pruner=make_pruner(spec),
+            direction=spec.spec.objective.goal if spec.spec.objective else "maximize", sampler=sampler,
+            pruner=make_pruner(spec),
         )
 
     # -- submit --------------------------------------------------------------
     def create(self, spec: ExperimentSpec, provenance: Provenance) -> None:
         self.store.create_experiment(spec, provenance, now=self.clock())
-        with self._lock:
-            self._study(spec)
+        if not is_array(spec):  # an array searches nothing: no study
+            with self._lock:
+                self._study(spec)
         self._generation += 1
 
     def poke(self) -> None:
@@ -175,9 +178,12 @@ class SweepController:
                 log.exception("experiment %s: reconcile failed", row.name)
 
     def _reconcile_one(self, row) -> None:
+        spec = ExperimentSpec.model_validate(row.spec)
+        if is_array(spec):
+            self._reconcile_array(row, spec)
+            return
         optuna = _optuna()
         TrialState = optuna.trial.TrialState
-        spec = ExperimentSpec.model_validate(row.spec)
         study = self._study(spec)
         trials = {t["trial"]: t for t in self.store.trials(row.id)}
         objective = spec.spec.objective
@@ -214,11 +220,30 @@ class SweepController:
             active += 1
         self._summarise(row, spec, budget)
 
+    def _reconcile_array(self, row, spec: ExperimentSpec) -> None:
+        """An array (core/arrays.py): task n is trial n with the n-th index, started in order, ``parallelism``
+        at a time; no study, no objective."""
+        indices = spec.spec.parameters[0].grid_values()[: spec.spec.trial_budget()]
+        trials = self.store.trials(row.id)
+        active = sum(1 for t in trials if not JobState(t["state"]).is_terminal())
+        made = {t["trial"] for t in trials}
+        for number, index in enumerate(indices):
+            if row.cancel_requested or active >= spec.spec.parallelism:
+                break
+            if number in made:
+                continue
+            self._create_trial_job(row.id, spec, number, {spec.spec.parameters[0].name: index}, _owner(row),
+                                   _provenance(row), extra_labels={INDEX_LABEL: str(index)})
+            active += 1
+        self._summarise(row, spec, len(indices))
+
     def _create_trial_job(self, experiment_id: int, spec: ExperimentSpec, number: int, params: dict[str, Any],
-                          owner: str, provenance: Provenance | None = None) -> None:
+                          owner: str, provenance: Provenance | None = None,
+                          extra_labels: dict[str, str] | None = None) -> None:
         template = spec.spec.template
         name = f"{spec.metadata.name}-{number}"
-        labels = {**spec.metadata.labels, EXPERIMENT_LABEL: spec.metadata.name, TRIAL_LABEL: str(number)}
+        labels = {**spec.metadata.labels, EXPERIMENT_LABEL: spec.metadata.name, TRIAL_LABEL: str(number),
+                  **(extra_labels or {})}
         body = template.model_copy(update={"params": {**template.params, **params}})
         job = JobSpec(metadata={"name": name, "labels": labels}, spec=body)
         # A trial carries its experiment's provenance (who, from where, which commit), as a job from `submit -f`.
@@ -237,7 +262,7 @@ class SweepController:
         done = counts.get("done", 0)
         best = record.best_trial
         best_text = ""
-        if best is not None:
+        if best is not None and spec.spec.objective is not None:
             trial = next(t for t in record.trials if t.trial == best)
             best_text = (f"; best trial {trial.trial} ({trial.job}): {spec.spec.objective.metric}="
                          f"{trial.objective:g} with {trial.params}")
@@ -246,7 +271,13 @@ class SweepController:
             self.store.finish_experiment(row.name, ExperimentState.CANCELLED,
                                          f"cancelled after {done} trials{best_text}", now=self.clock(), best_trial=best)
         elif len(record.trials) >= budget and unfinished == 0:
-            if best is None:
+            if is_array(spec):
+                failed = counts.get("failed", 0)
+                self.store.finish_experiment(
+                    row.name, ExperimentState.FAILED if failed else ExperimentState.SUCCEEDED,
+                    f"{done} array tasks: {counts.get('succeeded', 0)} succeeded, {failed} failed",
+                    now=self.clock(), best_trial=None)
+            elif best is None:
                 self.store.finish_experiment(row.name, ExperimentState.FAILED,
                                              f"all {done} trials ended without reporting {spec.spec.objective.metric}",
                                              now=self.clock(), best_trial=None)
@@ -264,7 +295,8 @@ class SweepController:
         spec = spec or ExperimentSpec.model_validate(row.spec)
         objective = spec.spec.objective
         trials = self.store.trials(row.id)
-        summary = self.store.objective_summary([t["job_id"] for t in trials], objective.metric, objective.goal)
+        summary = {} if objective is None else self.store.objective_summary(
+            [t["job_id"] for t in trials], objective.metric, objective.goal)
         records = []
         for t in trials:
             stats = summary.get(t["job_id"], {})
@@ -291,7 +323,7 @@ class SweepController:
         scored = [r for r in records if r.objective is not None and r.state == JobState.SUCCEEDED.value
                   and r.reason != "EarlyStopped"]
         best = None
-        if scored:
+        if scored and objective is not None:
             pick = max if objective.goal == "maximize" else min
             best = pick(scored, key=lambda r: r.objective).trial
         return ExperimentRecord(name=row.name, state=row.state, message=row.message, spec=row.spec,
@@ -305,9 +337,10 @@ class SweepController:
         spec = ExperimentSpec.model_validate(row.spec)
         budget = spec.spec.trial_budget()
         grid = f" (a grid of {spec.spec.grid_size()})" if spec.spec.algorithm.name == "grid" else ""
+        what = (f"array of {budget} tasks" if is_array(spec) else
+                f"{spec.spec.algorithm.name} search of {budget} trials{grid}")
         events = [{"time": row.created_at, "type": "Normal", "reason": "Created", "job": None,
-                   "message": f"{spec.spec.algorithm.name} search of {budget} trials{grid}, "
-                              f"{spec.spec.parallelism} at a time"}]
+                   "message": f"{what}, {spec.spec.parallelism} at a time"}]
         events += self.store.trial_events(row.id, limit=limit)
         if row.finished_at is not None:
             events.append({"time": row.finished_at, "type": "Normal" if row.state == "Succeeded" else "Warning",
@@ -322,10 +355,10 @@ class SweepController:
         if document is None:
             return PruneAnswer(False, None)
         spec = ExperimentSpec.model_validate(document)
-        metric = spec.spec.objective.metric
         rule = spec.spec.early_stopping
-        if rule is None:
+        if rule is None or spec.spec.objective is None:
             return PruneAnswer(False, None)
+        metric = spec.spec.objective.metric
         mine = [p for p in points if p.name == metric]
         if not mine:
             return PruneAnswer(False, metric)
@@ -356,6 +389,11 @@ class SweepController:
                     "other trials",
         )
         return PruneAnswer(stop, metric)
+
+
+def is_array(spec: ExperimentSpec) -> bool:
+    """A job array (core/arrays.py), not a search."""
+    return spec.spec.algorithm.name == "array"
 
 
 class PruneAnswer(NamedTuple):
