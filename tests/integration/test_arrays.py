@@ -33,6 +33,8 @@ def test_an_array_runs_every_index_never_more_than_its_limit_at_once(master_fact
     most = max(sum(1 for s, e, _ in seen.values() if s <= start < e) for start, _, _ in seen.values())
     assert most <= 2, seen
     assert master.cli("logs", "arr-3", check=True).stdout == "task 3\n"
+    together = master.cli("logs", "arr", check=True).stdout  # an experiment's name: every trial, prefixed
+    assert sorted(together.splitlines()) == [f"[arr-{i}] task {i}" for i in range(6)]
     events = master.client.experiment_events("arr")
     assert events[0]["message"] == "array of 6 tasks, 2 at a time"
 

@@ -24,7 +24,7 @@ from kubetrain.cli.files import register as register_files
 from kubetrain.cli.flags import spec_from_flags, specs_from_file
 from kubetrain.cli.identity import register as register_identity
 from kubetrain.cli.listing import list_full
-from kubetrain.core.errors import KubetrainError, MasterUnavailableError
+from kubetrain.core.errors import KubetrainError, MasterUnavailableError, NotFoundError
 from kubetrain.core.states import JobState
 
 if TYPE_CHECKING:  # loaded by the commands that use them, not to build the app
@@ -78,6 +78,14 @@ def _token_for(url: str, settings: Settings) -> str | None:
     from kubetrain.server.daemon import read_local_token
 
     return settings.token or stored_token(url) or read_local_token(settings)
+
+
+def _is_experiment(client: Client, name: str) -> bool:
+    try:
+        client.get_experiment(name)
+    except NotFoundError:
+        return False
+    return True
 
 
 def _stream_logs(client: Client, name: str, attempt: int | None, follow: bool, tail: int | None = None,
@@ -288,16 +296,23 @@ def logs(
     all_replicas: Annotated[bool, typer.Option("--all", help="distributed job: every replica's log, each line "
                                                               "prefixed [replica K]")] = False,
 ) -> None:
-    """Print a job's log (stdout and stderr of its latest attempt)."""
+    """Print a job's log (stdout and stderr of its latest attempt); for an experiment or array, every trial's."""
     if all_replicas and replica:
         raise typer.BadParameter("give --replica K or --all, not both", param_hint="--all")
     with _client() as client:
         if all_replicas:
-            from kubetrain.cli.replica_logs import stream_all_replicas
+            from kubetrain.cli.interleave import stream_all_replicas
 
             stream_all_replicas(client, name, attempt, follow, tail)
-        else:
+            return
+        try:
             _stream_logs(client, name, attempt, follow, tail, replica)
+        except NotFoundError:
+            if attempt is not None or replica or not _is_experiment(client, name):
+                raise
+            from kubetrain.cli.interleave import stream_experiment
+
+            stream_experiment(client, name, follow, tail)  # an experiment's (or array's) trials, prefixed
 
 
 @app.command()
