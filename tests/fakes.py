@@ -132,6 +132,8 @@ class FakeEngine(Engine):
         self.launch_errors: list[Exception] = []
         #: Called after each launch() and cancel() (fault injection: see crash_after).
         self.after_call: Callable[[str], None] | None = None
+        #: Every forget_attempts() call: (job, attempt numbers).
+        self.forgotten: list[tuple[str, list[int]]] = []
 
     # -- scripting -----------------------------------------------------------------
     def script(self, job: str, *attempts: Script) -> None:
@@ -210,6 +212,9 @@ class FakeEngine(Engine):
                                    started_at=started)
         if self.after_call is not None:
             self.after_call("cancel")
+
+    def forget_attempts(self, job: str, numbers: list[int]) -> None:
+        self.forgotten.append((job, list(numbers)))
 
     def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
         return b"", offset

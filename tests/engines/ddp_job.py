@@ -99,6 +99,7 @@ def train_ddp() -> None:
                 time.sleep(0.05)
     if rank == 0:
         print("WEIGHTS " + json.dumps(weights(net.module)), flush=True)
+    dist.barrier()  # no rank tears gloo down while another still talks to it (it aborts the process)
     dist.destroy_process_group()
 
 

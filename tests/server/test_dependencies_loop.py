@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kubetrain.core.states import JobState, Reason
 from tests.fakes import FOREVER, completes, fails
 from tests.server.test_reconcile_loop import Cluster, cluster, template_db  # noqa: F401 - fixtures
@@ -49,3 +51,24 @@ def test_jobs_without_dependencies_are_not_held_behind_one_that_has_them(cluster
     cluster.tick(passes=2)
     assert {o.job for o in cluster.engine.launches} == {"prep", "free"}
     assert cluster.job("waits").state == JobState.QUEUED
+
+
+def test_a_finished_job_is_deleted_once_its_ttl_ran_out(cluster: Cluster) -> None:
+    from kubetrain.core.errors import NotFoundError
+    from kubetrain.server.reconciler import EXPIRY_INTERVAL_SECONDS
+
+    cluster.engine.script("short-lived", completes(runtime=1))
+    cluster.engine.script("kept", completes(runtime=1))
+    cluster.submit("short-lived", ttlSecondsAfterFinished=30)
+    cluster.submit("kept")
+    cluster.tick(passes=1)
+    cluster.tick(1, passes=1)
+    assert cluster.job("short-lived").state == JobState.SUCCEEDED
+    cluster.tick(29 - EXPIRY_INTERVAL_SECONDS, passes=1)
+    cluster.tick(EXPIRY_INTERVAL_SECONDS - 0.5, passes=1)  # 29.5 s after its end: still there
+    assert cluster.job("short-lived").state == JobState.SUCCEEDED
+    cluster.tick(EXPIRY_INTERVAL_SECONDS, passes=1)
+    with pytest.raises(NotFoundError):
+        cluster.job("short-lived")
+    assert cluster.job("kept").state == JobState.SUCCEEDED  # no TTL: kept
+    assert ("short-lived", [1]) in cluster.engine.forgotten

@@ -335,6 +335,10 @@ class JobBody(StrictModel):
     active_deadline_seconds: int | None = Field(
         default=None, alias="activeDeadlineSeconds", gt=0, le=MAX_DEADLINE_SECONDS
     )
+    #: As Kubernetes' Job: the master deletes the finished job (records, attempt folders; not its outputs) this
+    #: many seconds after it ended.
+    ttl_seconds_after_finished: int | None = Field(default=None, alias="ttlSecondsAfterFinished", ge=0,
+                                                   le=MAX_DEADLINE_SECONDS)
     shell: bool = Field(default=False, description="run command through /bin/sh -c (off: argv)")
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy, alias="retryPolicy")
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=32)

@@ -38,6 +38,7 @@ from kubetrain.core.attempts import (
     Outcome,
     Phase,
 )
+from kubetrain.core.errors import ConflictError, NotFoundError
 from kubetrain.core.dependencies import Doomed, Hold, Ready, judge
 from kubetrain.core.planning import JobRequest, NodeCapacity, ReplicaSlot, Unschedulable, Waiting, plan
 from kubetrain.core.states import AttemptState, Reason
@@ -51,6 +52,8 @@ EARLY_STOP_GRACE_SECONDS = 5.0
 #: Jobs archived per pass at most (one transaction: ≈ 0.5 ms a job on SQLite) and seconds between looks.
 HISTORY_BATCH = 200
 HISTORY_INTERVAL_SECONDS = 300.0
+#: Seconds between looks for finished jobs past their ttlSecondsAfterFinished.
+EXPIRY_INTERVAL_SECONDS = 5.0
 #: Wake-socket datagrams: supervisors and the API send :data:`WAKE_ANY` ("something changed, run a pass");
 #: the API sends :data:`WAKE_EXPERIMENTS` after creating an experiment, so the sweep controller looks at once.
 WAKE_ANY = b"1"
@@ -117,6 +120,7 @@ class Reconciler:
         #: Finished jobs older than this leave the hot tables (``history.hotSeconds``; None: never).
         self.history_hot_seconds: float | None = None
         self._history_due = 0.0
+        self._expiry_due = 0.0
 
     # -- control -------------------------------------------------------------
     def wake(self, message: bytes = WAKE_ANY) -> None:
@@ -181,6 +185,7 @@ class Reconciler:
             controller.reconcile()
         self._schedule(still_active)
         self._archive_history()
+        self._delete_expired()
 
     def _archive_history(self) -> None:
         """Move a batch of old finished jobs' attempts and events to the archive tables (store.archive_history).
@@ -193,6 +198,20 @@ class Reconciler:
         moved = self.store.archive_history(now=self.clock(), hot_seconds=self.history_hot_seconds,
                                            limit=HISTORY_BATCH)
         self._history_due = self.clock() + (0.0 if moved >= HISTORY_BATCH else HISTORY_INTERVAL_SECONDS)
+
+    def _delete_expired(self) -> None:
+        """Delete finished jobs past their ``ttlSecondsAfterFinished`` (records, then attempt folders: the order
+        ``kubetrain delete`` keeps); looked for every :data:`EXPIRY_INTERVAL_SECONDS`, a batch at a time."""
+        if self.clock() < self._expiry_due:
+            return
+        names = self.store.expired_jobs(now=self.clock(), limit=HISTORY_BATCH)
+        for name in names:  # one at a time: a job deleted meanwhile (kubetrain delete) must not stop the others
+            try:
+                numbers = self.store.delete_jobs([name]).get(name, [])
+            except (ConflictError, NotFoundError):
+                continue
+            self.engine.forget_attempts(name, numbers)
+        self._expiry_due = self.clock() + (0.0 if len(names) >= HISTORY_BATCH else EXPIRY_INTERVAL_SECONDS)
 
     def _observe(self, active: list[ActiveAttempt]) -> list[ActiveAttempt]:
         # Called with no active attempt too: an engine may tidy up after ended ones (Kubernetes deletes

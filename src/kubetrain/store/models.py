@@ -40,6 +40,7 @@ LIVE_ATTEMPT_STATES = [AttemptState.STARTING.value, AttemptState.RUNNING.value]
 _LIVE_ATTEMPT_WHERE = text(f"state IN ({_states_sql(LIVE_ATTEMPT_STATES)})")
 #: Jobs whose per-run rows are still in the hot tables: the live ones and the recently finished.
 _UNARCHIVED_WHERE = text("archived_at IS NULL")
+_DELETE_AFTER_WHERE = text("delete_after IS NOT NULL")
 
 
 class JobRow(Base):
@@ -52,6 +53,9 @@ class JobRow(Base):
         #: Where ``Store.archive_history`` finds jobs to move: live and hot ones only, oldest end first.
         Index("ix_jobs_unarchived", "finished_at", sqlite_where=_UNARCHIVED_WHERE,
               postgresql_where=_UNARCHIVED_WHERE),
+        #: Where the housekeeping finds finished jobs whose ttlSecondsAfterFinished ran out.
+        Index("ix_jobs_delete_after", "delete_after", sqlite_where=_DELETE_AFTER_WHERE,
+              postgresql_where=_DELETE_AFTER_WHERE),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -80,6 +84,8 @@ class JobRow(Base):
     not_before: Mapped[float | None] = mapped_column(Float)
     #: When this finished job's attempts and events moved to the archive tables; None while they are hot.
     archived_at: Mapped[float | None] = mapped_column(Float)
+    #: finished_at + spec.ttlSecondsAfterFinished: when the master deletes this finished job (None: never).
+    delete_after: Mapped[float | None] = mapped_column(Float)
 
 
 #: Kubernetes' bound on a label key: a DNS-subdomain prefix (253), '/', a name (63).

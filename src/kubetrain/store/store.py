@@ -269,6 +269,13 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
             for a, name, spec, cancel, stop_at, provenance in rows
         ]
 
+    def expired_jobs(self, *, now: float, limit: int = 100) -> list[str]:
+        """Finished jobs whose ``ttlSecondsAfterFinished`` ran out, soonest first (``ix_jobs_delete_after``)."""
+        with self.session() as s:
+            return list(s.scalars(select(JobRow.name).where(JobRow.delete_after.is_not(None),
+                                                             JobRow.delete_after <= now)
+                                  .order_by(JobRow.delete_after).limit(limit)))
+
     def job_states(self, names: Iterable[str]) -> dict[str, str]:
         """The state of each named job that exists (dependencies are judged on these)."""
         wanted = sorted(set(names))
@@ -571,6 +578,9 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
         row.message = message
         row.finished_at = now
         row.wait_reason = None
+        ttl = (row.spec.get("spec") or {}).get("ttlSecondsAfterFinished")
+        if ttl is not None and row.experiment_id is None:  # trials live and go with their experiment
+            row.delete_after = now + ttl
         s.add(EventRow(job_id=row.id, attempt=attempt, time=now, type=event_type, reason=reason.value, message=message))
 
     def _job_record(self, s: Session, row: JobRow, *, with_events: bool = False,
