@@ -52,6 +52,16 @@ class LocalTarget(EngineUnderTest):
         os.kill(seen.handle.data["supervisor_pid"], signal.SIGKILL)
         return self.node_for_launch()
 
+    def kill_replica(self, seen: Observation, replica: int) -> None:
+        """SIGKILL replica ``replica``'s job process, found where its supervisor records it (supervisor.json)."""
+        from kubetrain.engines.local import supervisor as sv
+        from kubetrain.engines.local.attempt_files import read_json
+
+        info = read_json(Path(seen.handle.attempt_dir or "") / sv.SUPERVISOR) or {}
+        pids = {r.get("replica"): r.get("pid") for r in info.get("replicas") or ()}
+        assert pids.get(replica), f"no pid recorded for replica {replica}: {info}"
+        os.kill(pids[replica], signal.SIGKILL)
+
     def memory_limit(self, seen: Observation) -> int | None:
         from kubetrain.engines.local import supervisor as sv
         from kubetrain.engines.local.attempt_files import read_json
@@ -94,7 +104,8 @@ class KubernetesTarget(EngineUnderTest):
         self.cluster = cluster
         for node in ("node-1", "node-2"):  # two, so that attempt 2 has somewhere to go when one is lost
             cluster.add_node(node, cpu="8", memory="32Gi")
-        self.settings = KubernetesSettings(namespace=cluster.namespace, master_id="kt-contract")
+        # A results claim, as a cluster that keeps checkpoints has: attempt 2 of a gang resumes from it.
+        self.settings = KubernetesSettings(namespace=cluster.namespace, master_id="kt-contract", results_claim="results")
         self.attempts_dir = scratch / "attempts"
         self.engines = [KubernetesEngine(self.settings, cluster.api_client, attempts_dir=self.attempts_dir)]
         super().__init__(self.engines[0], scratch)
@@ -131,6 +142,15 @@ class KubernetesTarget(EngineUnderTest):
 
         fake.call(lose())
         return node
+
+    def kill_replica(self, seen: Observation, replica: int) -> None:
+        """SIGKILL the process of replica ``replica``'s pod, as the fake kubelet runs it (the container ends 137)."""
+        fake, namespace, pod = self.cluster.fake, self.cluster.namespace, seen.handle.data["pods"][replica]
+
+        async def kill() -> None:
+            fake.kubelet._kill_pod(namespace, pod)
+
+        fake.call(kill())
 
     def memory_limit(self, seen: Observation) -> int | None:
         pod = self.cluster.core.read_namespaced_pod(seen.handle.data["pod"], self.cluster.namespace)
@@ -177,6 +197,26 @@ class SlurmTarget(EngineUnderTest):
         slurm("scontrol", "update", f"nodename={node}", "state=down", "reason=kubetrain-contract")
         self.downed.append(node)
         return node
+
+    def kill_replica(self, seen: Observation, replica: int) -> None:
+        """SIGKILL the command of replica ``replica``, as the kernel's OOM killer would: Slurm cannot signal
+        one task of a step (``scancel`` takes a job or a step), and the nodes are this machine, so the
+        replica's wrapper (``/bin/sh <attempt>/task.sh``, ``SLURM_PROCID=K``) is found here and its children
+        killed; the wrapper records the 137 and srun stops the other replicas, as on a real node."""
+        import psutil
+
+        wrapper = ["/bin/sh", str(Path(seen.handle.attempt_dir or "") / "task.sh")]
+        killed = []
+        for process in psutil.process_iter(["cmdline"]):
+            try:
+                if process.info["cmdline"] != wrapper or process.environ().get("SLURM_PROCID") != str(replica):
+                    continue
+                for child in process.children(recursive=True):
+                    child.kill()
+                    killed.append(child.pid)
+            except psutil.Error:
+                continue
+        assert killed, f"no running process of replica {replica} under {wrapper}"
 
     def memory_limit(self, seen: Observation) -> int | None:
         text = slurm("squeue", "--noheader", "-j", str(seen.handle.data["slurm_job_id"]), "-o", "%m").strip()

@@ -110,17 +110,18 @@ def test_a_node_taken_down_mid_job_ends_the_attempt_lost_and_attempt_2_runs_else
 def test_a_restarted_master_reattaches_to_its_running_job(master_factory, slurm_cluster):
     env = {"KUBETRAIN_ENGINE": "slurm", "SLURM_CONF": str(slurm_cluster)}
     master = master_factory(**env)
-    run(master, "steady", "sh", "-c", "echo started; sleep 4; echo finished")
-    master.wait_state("steady", "Running", timeout=60)
+    steady = f"steady-{os.urandom(3).hex()}"  # Slurm lists an earlier run's for MinJobAge (5 min) on a reused cluster
+    run(master, steady, "sh", "-c", "echo started; sleep 4; echo finished")
+    master.wait_state(steady, "Running", timeout=60)
     os.kill(master.master_pid(), signal.SIGKILL)
     pid = master.master_pid()
     wait_until(lambda: not alive(pid), timeout=10, what="the master to die")
     time.sleep(1)  # its controller notices and stops too
     again = master_factory(**env)
-    job = again.wait_state("steady", timeout=90)
+    job = again.wait_state(steady, timeout=90)
     assert job.state == "Succeeded" and len(job.attempts) == 1, job.attempts
-    assert log(again, "steady") == "started\nfinished\n"
-    assert slurm("squeue", "--noheader", "--states=all", "-o", "%j").count(".steady.") == 1  # submitted once
+    assert log(again, steady) == "started\nfinished\n"
+    assert slurm("squeue", "--noheader", "--states=all", "-o", "%j").count(f".{steady}.") == 1  # submitted once
 
 
 @pytest.mark.skipif(os.environ.get("KUBETRAIN_TEST_SLURM_SLOW") != "1",
@@ -150,6 +151,50 @@ def test_the_digits_sweep_runs_unchanged(master: Master):
     record = wait_until(lambda: (e := master.client.get_experiment(name)).state != "Running" and e, timeout=400,
                         what="the sweep to end")
     assert record.state == "Succeeded" and len(record.trials) == 12, record
+
+
+def test_two_gangs_of_the_whole_cluster_take_turns(master: Master):
+    """Two jobs of 3 replicas, each replica a whole node (2 CPUs), submitted together (issue 12): the planner
+    admits one; the other is never submitted to Slurm (no replica of it starts) until the first has ended."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="kt-gangs-", dir="/tmp"))  # every job can see it
+    folder.chmod(0o755)
+    go = folder / "go"
+    # Waits for the go file (or its folder gone: a failed test leaves no gang holding the cluster).
+    command = f'echo "replica $KUBETRAIN_REPLICA of $KUBETRAIN_REPLICAS on $SLURMD_NODENAME"; ' \
+              f'while [ ! -e {go} ] && [ -d {folder} ]; do sleep 0.2; done'
+    tag = os.urandom(3).hex()  # Slurm lists an earlier run's jobs for MinJobAge (5 min) on a reused cluster
+    names = (f"whole-a-{tag}", f"whole-b-{tag}")
+    try:
+        for name in names:
+            run(master, name, "sh", "-c", command, options=("--replicas", "3", "--cpu", "2"))
+        first = wait_until(lambda: next((n for n in names if master.client.get_job(n).state == "Running"), None),
+                           timeout=60, what="one gang running")
+        second = names[1 - names.index(first)]
+        wait_until(lambda: all(log_of(master, first, r).startswith(f"replica {r} of 3") for r in range(3)),
+                   timeout=30, what="every replica of the first gang up")
+        until = time.monotonic() + 4
+        while time.monotonic() < until:  # the second waits in the master's queue, not in Slurm's
+            assert master.client.get_job(second).state not in ("Running", "Succeeded"), master.client.get_job(second)
+            assert f".{second}." not in slurm("squeue", "--noheader", "--states=all", "-o", "%j")
+            time.sleep(0.5)
+        go.touch()
+        done = {name: master.wait_state(name, timeout=90) for name in names}
+        for name in names:
+            assert done[name].state == "Succeeded", done[name].attempts
+            attempt = done[name].attempts[-1]
+            assert sorted(r.node or "" for r in attempt.replicas) == ["node1", "node2", "node3"], attempt.replicas
+        # Launched only once the first had ended: no replica of it ever ran beside the first's.
+        assert done[second].attempts[0].created_at >= (done[first].attempts[0].finished_at or 0)
+        assert all(log_of(master, second, r).startswith(f"replica {r} of 3") for r in range(3))
+    finally:
+        go.touch()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def log_of(master: Master, name: str, replica: int) -> str:
+    return master.cli("logs", name, "--replica", str(replica), check=False).stdout
 
 
 def test_a_job_runs_as_its_submitter_with_its_folders_its_own(slurm_cluster, monkeypatch):

@@ -49,6 +49,7 @@ NODES = kmock.resource("", "v1", "nodes")
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 JOBS = kmock.resource("batch", "v1", "jobs")
 SECRETS = kmock.resource("", "v1", "secrets")
+SERVICES = kmock.resource("", "v1", "services")
 
 #: plural -> (kind, namespaced) for the resources the engine may touch; all are declared for discovery.
 KNOWN = {
@@ -56,7 +57,7 @@ KNOWN = {
     kmock.resource("", "v1", "events"): ("Event", True),
     kmock.resource("", "v1", "configmaps"): ("ConfigMap", True),
     SECRETS: ("Secret", True),
-    kmock.resource("", "v1", "services"): ("Service", True),
+    SERVICES: ("Service", True),
     kmock.resource("", "v1", "persistentvolumeclaims"): ("PersistentVolumeClaim", True),
     kmock.resource("batch", "v1", "cronjobs"): ("CronJob", True),
 }

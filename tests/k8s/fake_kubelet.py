@@ -8,12 +8,17 @@ closely enough for the shapes the engine reads:
 * Job controller: one pod per Job (``<job>-<5 chars>``, ``job-name`` labels, ownerReference), Job
   ``status.active``/``startTime``, then ``succeeded`` + ``Complete`` or ``failed`` + ``Failed``
   (``BackoffLimitExceeded``, or ``DeadlineExceeded`` after ``spec.activeDeadlineSeconds``); deleting a Job
-  (any propagation policy) deletes its pods, i.e. garbage collection;
+  (any propagation policy) deletes its pods, i.e. garbage collection.  An Indexed Job
+  (``completionMode: Indexed``) gets ``completions`` pods at once, ``<job>-<index>-<5 chars>``, each with
+  the ``batch.kubernetes.io/job-completion-index`` annotation and label and the hostname ``<job>-<index>``
+  (its ``subdomain`` from the template); it is Complete when every index succeeded, and with its
+  ``backoffLimit: 0`` Failed as soon as one pod fails or vanishes, its other pods then deleted;
 * scheduler: the first node that is Ready, schedulable, matches ``nodeSelector`` / required node
   affinity and has room for the pod's requests; else ``PodScheduled=False``/``Unschedulable``;
 * kubelet: runs ``initContainers`` then the container as a local process (``command + args``, the image
-  is ignored; env = ``os.environ`` minus ``KUBETRAIN_*`` plus the container's ``env`` values; cwd =
-  ``workingDir`` if it exists here, else a temp dir), stdout+stderr merged into the log file served at
+  is ignored; env = ``os.environ`` minus ``KUBETRAIN_*`` plus the container's ``env`` (secrets, fieldRefs,
+  cluster DNS, per-pod ports and mounts as :mod:`.fake_pod_env` models them); cwd = ``workingDir`` (through
+  the mounts) if it exists here, else a temp dir), stdout+stderr merged into the log file served at
   ``/log``; a deleted pod's process is killed.  ``resources.limits.memory`` is enforced like the kernel
   would: a process whose peak resident memory (``VmHWM``, polled) passes it ends ``OOMKilled``
   (exit code 137; a hog must live past one poll).  ``KUBETRAIN_FAKE_OOM=1`` in a container's env forces that after ``OOM_AFTER_SECONDS``.
@@ -38,11 +43,22 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from .fake_apiserver import JOBS, NODES, PODS, SECRETS, FakeApiServer, now, random_suffix
+from . import fake_pod_env
+from .fake_apiserver import (
+    JOBS,
+    NODES,
+    PODS,
+    SECRETS,
+    SERVICES,
+    FakeApiServer,
+    now,
+    random_suffix,
+)
 from .matching import placement_ok
 
 OOM_AFTER_SECONDS = 0.2
 TERMINAL = ("Succeeded", "Failed")
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 
 @dataclass
@@ -108,7 +124,9 @@ class FakeKubelet:
     def __init__(self, server: FakeApiServer, folder: Path, interval: float = 0.02) -> None:
         self.server, self.folder, self.interval = server, folder, interval
         self.pods: dict[tuple[str, str], PodRun] = {}
-        self.jobs: dict[str, tuple[str, str, str, float]] = {}  # job uid -> (namespace, job, pod, started)
+        self.jobs: dict[str, tuple[str, str, list[str], float]] = {}  # job uid -> (namespace, job, pods, started)
+        #: (namespace, pod DNS name, port) -> the host port standing in for it (see fake_pod_env)
+        self.ports: dict[tuple[str | None, str, str], str] = {}
         self.finished_jobs: set[str] = set()
         self.errors: list[str] = []
 
@@ -156,47 +174,65 @@ class FakeKubelet:
             template = job["spec"]["template"]
             meta = template.get("metadata") or {}
             labels = {**(meta.get("labels") or {}), "job-name": name, "batch.kubernetes.io/job-name": name}
-            pod = await s.add(PODS, namespace, {
-                "metadata": {"name": f"{name}-{random_suffix()}", "labels": labels,
-                             "annotations": dict(meta.get("annotations") or {}),
-                             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
-                                                  "controller": True, "blockOwnerDeletion": True}]},
-                "spec": template["spec"], "status": {"phase": "Pending", "qosClass": "Burstable"}})
-            self.jobs[uid] = (namespace, name, pod["metadata"]["name"], time.monotonic())
+            indexed = job["spec"].get("completionMode") == "Indexed"
+            names = []
+            for index in range(int(job["spec"].get("completions") or 1) if indexed else 1):
+                own = {COMPLETION_INDEX: str(index)} if indexed else {}
+                spec = {**template["spec"], **({"hostname": f"{name}-{index}"} if indexed else {})}
+                pod = await s.add(PODS, namespace, {
+                    "metadata": {"name": f"{name}-{f'{index}-' if indexed else ''}{random_suffix()}",
+                                 "labels": {**labels, **own},
+                                 "annotations": {**(meta.get("annotations") or {}), **own},
+                                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
+                                                      "controller": True, "blockOwnerDeletion": True}]},
+                    "spec": spec, "status": {"phase": "Pending", "qosClass": "Burstable"}})
+                names.append(pod["metadata"]["name"])
+            self.jobs[uid] = (namespace, name, names, time.monotonic())
             stamp = now()
-            await s.mutate(JOBS, namespace, name, lambda j, stamp=stamp: j.setdefault("status", {}).update(
-                active=1, ready=0, terminating=0, startTime=stamp, uncountedTerminatedPods={}))
+            active = len(names)
+            await s.mutate(JOBS, namespace, name, lambda j, stamp=stamp, n=active: j.setdefault("status", {}).update(
+                active=n, ready=0, terminating=0, startTime=stamp, uncountedTerminatedPods={}))
 
-        for uid, (namespace, name, pod_name, started) in list(self.jobs.items()):
+        for uid, (namespace, name, pod_names, started) in list(self.jobs.items()):
             job = alive.get(uid)
-            if job is None:  # the Job is gone: garbage-collect its pod, whatever the propagation policy
-                self._kill_pod(namespace, pod_name)
-                await s.remove(PODS, namespace, pod_name)
+            if job is None:  # the Job is gone: garbage-collect its pods, whatever the propagation policy
+                for pod_name in pod_names:
+                    self._kill_pod(namespace, pod_name)
+                    await s.remove(PODS, namespace, pod_name)
                 del self.jobs[uid]
                 continue
-            pod = s.get(PODS, namespace, pod_name)
+            pods = [s.get(PODS, namespace, pod_name) for pod_name in pod_names]
             deadline = job["spec"].get("activeDeadlineSeconds")
-            phase = (pod or {}).get("status", {}).get("phase")
-            if deadline and time.monotonic() - started >= deadline and phase not in TERMINAL:
-                if (namespace, pod_name) in self.pods:  # it ran: kill it, the pod ends Failed
-                    self._kill_pod(namespace, pod_name)
-                else:  # it never started (e.g. unschedulable): the controller deletes it
-                    await s.remove(PODS, namespace, pod_name)
+            phases = [(pod or {}).get("status", {}).get("phase") for pod in pods]
+            if deadline and time.monotonic() - started >= deadline and not all(p in TERMINAL for p in phases):
+                for pod_name, phase in zip(pod_names, phases):
+                    if phase in TERMINAL:
+                        continue
+                    if (namespace, pod_name) in self.pods:  # it ran: kill it, the pod ends Failed
+                        self._kill_pod(namespace, pod_name)
+                    else:  # it never started (e.g. unschedulable): the controller deletes it
+                        await s.remove(PODS, namespace, pod_name)
                 await self._finish(namespace, name, uid, "Failed", "DeadlineExceeded",
                                    "Job was active longer than specified deadline")
-            elif pod is None:
+            elif any(pod is None for pod in pods) or "Failed" in phases:
+                for pod_name, phase in zip(pod_names, phases):  # backoffLimit 0: the rest are deleted
+                    if phase is not None and phase not in TERMINAL:
+                        self._kill_pod(namespace, pod_name)
+                        await s.remove(PODS, namespace, pod_name)
                 await self._finish(namespace, name, uid, "Failed", "BackoffLimitExceeded",
-                                   "Job has reached the specified backoff limit")
-            elif phase == "Succeeded":
-                await self._finish(namespace, name, uid, "Complete", None, None)
-            elif phase == "Failed":
-                await self._finish(namespace, name, uid, "Failed", "BackoffLimitExceeded",
-                                   "Job has reached the specified backoff limit")
-            elif phase == "Running":
-                await s.mutate(JOBS, namespace, name, lambda j: j.setdefault("status", {}).update(ready=1))
+                                   "Job has reached the specified backoff limit", count=len(pods))
+            elif all(phase == "Succeeded" for phase in phases):
+                await self._finish(namespace, name, uid, "Complete", None, None, count=len(pods))
+            else:
+                done = [i for i, phase in enumerate(phases) if phase == "Succeeded"]
+                progress: dict[str, Any] = {"ready": phases.count("Running"), "active": len(pods) - len(done)}
+                if job["spec"].get("completionMode") == "Indexed":
+                    progress.update(succeeded=len(done), completedIndexes=",".join(map(str, done)))
+                if progress["ready"] or done:
+                    await s.mutate(JOBS, namespace, name, lambda j, p=progress: j.setdefault("status", {}).update(p))
 
     async def _finish(self, namespace: str, name: str, uid: str, kind: str, reason: str | None,
-                      message: str | None) -> None:
+                      message: str | None, count: int = 1) -> None:
         stamp = now()
 
         def change(job: dict[str, Any]) -> None:
@@ -204,13 +240,13 @@ class FakeKubelet:
             status.pop("active", None)
             status.update(ready=0, terminating=0)
             if kind == "Complete":
-                status.update(succeeded=1, completionTime=stamp)
+                status.update(succeeded=count, completionTime=stamp)
                 conditions = [_condition("SuccessCriteriaMet", True, stamp, "CompletionsReached",
                                          "Reached expected number of succeeded pods"),
                               _condition("Complete", True, stamp, "CompletionsReached",
                                          "Reached expected number of succeeded pods")]
             else:
-                status.update(failed=1)
+                status.update(failed=status.get("failed") or 1)
                 conditions = [_condition("FailureTarget", True, stamp, reason, message),
                               _condition("Failed", True, stamp, reason, message)]
             status["conditions"] = [*(status.get("conditions") or []), *conditions]
@@ -296,7 +332,7 @@ class FakeKubelet:
         for index, spec in enumerate(specs):
             container = run.containers.get(spec["name"])
             if container is None:
-                run.containers[spec["name"]] = self._start(run, spec, pod["metadata"].get("namespace"))
+                run.containers[spec["name"]] = self._start(run, spec, pod["metadata"].get("namespace"), pod)
                 return
             if container.exit_code is None:
                 self._poll(container, spec)
@@ -313,25 +349,34 @@ class FakeKubelet:
         encoded = ((secret or {}).get("data") or {}).get(ref.get("key", ""))
         return None if encoded is None else base64.b64decode(encoded).decode()
 
-    def _start(self, run: PodRun, spec: dict[str, Any], namespace: str | None = None) -> ContainerRun:
+    def _start(self, run: PodRun, spec: dict[str, Any], namespace: str | None = None,
+               pod: dict[str, Any] | None = None) -> ContainerRun:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBETRAIN_")}
         own = {e["name"]: str(e.get("value") or "") for e in spec.get("env") or [] if "valueFrom" not in e}
         missing = []
         for entry in spec.get("env") or []:
             ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+            field_ref = (entry.get("valueFrom") or {}).get("fieldRef")
             if ref is not None:
                 value = self._secret_value(namespace, ref)
                 if value is None:
                     missing.append(f'secret "{ref.get("name")}" key "{ref.get("key")}" not found')
                 else:
                     own[entry["name"]] = value
+            elif field_ref is not None:
+                try:
+                    own[entry["name"]] = fake_pod_env.field_value(pod or {}, field_ref.get("fieldPath", ""), namespace)
+                except OSError as exc:
+                    missing.append(str(exc))
+        mounts = fake_pod_env.mount_folders(pod or {}, spec, run.folder, self.folder, namespace)
+        own = self._node_view(namespace, {k: fake_pod_env.through_mounts(v, mounts) for k, v in own.items()})
         env.update(own)
 
         def expand(arg: str) -> str:  # $(VAR) as the kubelet expands it in command/args; $$ escapes
             return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
                           lambda m: "$" if m[0] == "$$" else own.get(m[1], m[0]), arg)
         argv = [expand(a) for a in [*(spec.get("command") or []), *(spec.get("args") or [])]]
-        workdir = spec.get("workingDir")
+        workdir = fake_pod_env.through_mounts(spec["workingDir"], mounts) if spec.get("workingDir") else None
         cwd = workdir if workdir and os.path.isdir(workdir) else run.folder
         log = run.folder / f"{spec['name']}.log"
         container = ContainerRun(proc=None, log=log, started_at=now())
@@ -347,6 +392,21 @@ class FakeKubelet:
                 container.exit_code, container.reason, container.finished_at = 128, "StartError", now()
                 container.message = f"failed to create containerd task: exec: {exc}"
         return container
+
+    def _node_view(self, namespace: str | None, own: dict[str, str]) -> dict[str, str]:
+        """Env values as cluster DNS and a network per pod make them (see fake_pod_env): a pod's DNS name is
+        127.0.0.1, and the rendezvous port of a gang whose master is one of these pods a host port of its own."""
+        pods = [pod for ns, _, pod in self.server.items(PODS) if ns == namespace]
+        services = {name: svc for ns, name, svc in self.server.items(SERVICES) if ns == namespace}
+        master = own.get("MASTER_ADDR")
+        out = {k: fake_pod_env.LOOPBACK if "." in v and fake_pod_env.resolves(pods, services, namespace, v) else v
+               for k, v in own.items()}
+        if master and out.get("MASTER_ADDR") == fake_pod_env.LOOPBACK and master != fake_pod_env.LOOPBACK:
+            for name in fake_pod_env.RENDEZVOUS_PORTS:
+                if own.get(name):
+                    key = (namespace, master, own[name])
+                    out[name] = self.ports.setdefault(key, str(fake_pod_env.free_port()))
+        return out
 
     def _poll(self, container: ContainerRun, spec: dict[str, Any]) -> None:
         proc = container.proc

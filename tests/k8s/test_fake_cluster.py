@@ -231,3 +231,63 @@ def test_watch_streams_the_pod_lifecycle(k8s: Cluster):
         if phases[-1] == "Succeeded":
             stream.stop()
     assert phases[-1] == "Succeeded" and "Running" in phases
+
+
+def indexed(cluster: Cluster, name: str, code: str, completions: int = 2, service: str | None = None) -> dict[str, Any]:
+    """An Indexed Job as the engine renders a gang: the index from the pod's annotation in ``INDEX``."""
+    body = job(cluster, name, code)
+    body["spec"].update(completionMode="Indexed", completions=completions, parallelism=completions)
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    container["env"].append({"name": "INDEX", "valueFrom": {"fieldRef": {
+        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}})
+    if service:
+        body["spec"]["template"]["spec"]["subdomain"] = service
+    return body
+
+
+def test_an_indexed_job_runs_one_pod_per_index_each_with_its_index_and_hostname(k8s: Cluster):
+    batch = client.BatchV1Api(k8s.api_client)
+    batch.create_namespaced_job(k8s.namespace, indexed(k8s, "idx", "import os; print('index', os.environ['INDEX'])"))
+    done = finished(k8s, "idx")
+    assert condition(done, "Complete") and done.status.succeeded == 2
+    pods = k8s.core.list_namespaced_pod(k8s.namespace, label_selector="job-name=idx").items
+    by_index = {p.metadata.annotations["batch.kubernetes.io/job-completion-index"]: p for p in pods}
+    assert sorted(by_index) == ["0", "1"]
+    for index, pod in by_index.items():
+        assert pod.metadata.name.startswith(f"idx-{index}-") and pod.spec.hostname == f"idx-{index}"
+        assert pod.metadata.labels["batch.kubernetes.io/job-completion-index"] == index
+        pod_done(k8s, pod.metadata.name)
+        assert k8s.core.read_namespaced_pod_log(pod.metadata.name, k8s.namespace) == f"index {index}\n"
+
+
+def test_one_failed_index_fails_an_indexed_job_and_stops_the_others(k8s: Cluster):
+    batch = client.BatchV1Api(k8s.api_client)
+    code = "import os, sys, time\nif os.environ['INDEX'] == '1': sys.exit(3)\ntime.sleep(120)"
+    batch.create_namespaced_job(k8s.namespace, indexed(k8s, "idx-fail", code))
+    done = finished(k8s, "idx-fail")
+    assert condition(done, "Failed").reason == "BackoffLimitExceeded"
+
+    def rest_gone():
+        pods = k8s.core.list_namespaced_pod(k8s.namespace, label_selector="job-name=idx-fail").items
+        return all(p.status.phase in ("Succeeded", "Failed") for p in pods) and pods
+    (failed,) = k8s.wait_for(rest_gone, what="index 0 to be stopped")
+    assert failed.metadata.annotations["batch.kubernetes.io/job-completion-index"] == "1"
+
+
+def test_a_pods_dns_name_resolves_only_through_a_headless_service(k8s: Cluster):
+    if k8s.real:
+        pytest.skip("the fake's DNS model: a real cluster's DNS answers with pod IPs")
+    batch = client.BatchV1Api(k8s.api_client)
+    code = "import os; print(os.environ['PEER'])"
+    for name, with_service in (("dns-a", True), ("dns-b", False)):
+        body = indexed(k8s, name, code, completions=1, service=f"{name}-svc")
+        body["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "PEER", "value": f"{name}-0.{name}-svc"})
+        if with_service:
+            k8s.core.create_namespaced_service(k8s.namespace, {"metadata": {"name": f"{name}-svc"}, "spec": {
+                "clusterIP": "None", "selector": {"batch.kubernetes.io/job-name": name},
+                "ports": [{"port": 29500}]}})
+        batch.create_namespaced_job(k8s.namespace, body)
+        finished(k8s, name)
+        (pod,) = k8s.core.list_namespaced_pod(k8s.namespace, label_selector=f"job-name={name}").items
+        expected = "127.0.0.1" if with_service else f"{name}-0.{name}-svc"
+        assert k8s.core.read_namespaced_pod_log(pod.metadata.name, k8s.namespace) == expected + "\n"

@@ -9,6 +9,10 @@ in their labels, so a restarted master re-attaches by listing, not by memory.
 Logs are streamed into the master's attempt folder while a pod runs and made
 whole when it ends (see ``logs.py``); only then is its Job deleted (one pass
 after the end was recorded), so logs outlive pods, which plain Kubernetes does not give.
+
+A job of several replicas is an Indexed Job and a headless Service (``gang.py``); its end is
+reported only once none of its pods runs any more (the engine stops the others first), so the
+master never starts the next attempt while a replica of this one still holds its node.
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.quantities import QuantityError, parse_cpu, parse_memory
 from kubetrain.core.specs import LABEL_VALUE_RE, JobSpec
 from kubetrain.engines.base import Capabilities, Engine, Observation
+from kubetrain.engines.kubernetes.gang import longest_job_name, service_of
+from kubetrain.engines.kubernetes.gang_status import (
+    by_index,
+    interpret_gang,
+    is_live,
+    replicas_of,
+)
+from kubetrain.engines.kubernetes.logs import LogKeeper
 from kubetrain.engines.kubernetes.manifests import (
     ATTEMPT_LABEL,
     GPU_RESOURCE,
@@ -42,10 +54,10 @@ from kubetrain.engines.kubernetes.manifests import (
     render_claim,
     render_job,
     render_secret,
+    render_service,
     secret_of,
     selector_for,
 )
-from kubetrain.engines.kubernetes.logs import LogKeeper
 from kubetrain.engines.kubernetes.status import interpret, newest
 from kubetrain.settings import Settings
 
@@ -55,6 +67,9 @@ log = logging.getLogger("kubetrain.kubernetes")
 REQUEST_TIMEOUT = 30
 #: How often observe() looks for token Secrets left without their Job.
 SECRET_SWEEP_SECONDS = 60.0
+#: In an attempt's folder on the master: ``cancel`` deleted its Job (so a missing Job reads as cancelled,
+#: also to a restarted master, whether or not the store has recorded the request yet).
+CANCELLED = "cancelled"
 
 
 def _kubernetes():
@@ -148,8 +163,9 @@ class KubernetesEngine(Engine):
     name = "kubernetes"
     #: Named volumes are the namespace's PersistentVolumeClaims, not folders on the master; pods fetch code
     #: snapshots from the master; the kube-scheduler places pods on the cluster's nodes.  No accounting yet:
-    #: outcomes carry no peak memory or CPU time (metrics-server is not asked).
-    capabilities = Capabilities(volumes=True, claims_volumes=True, serves_snapshots=True, multi_node=True)
+    #: outcomes carry no peak memory or CPU time (metrics-server is not asked).  Gangs: an Indexed Job each.
+    capabilities = Capabilities(volumes=True, claims_volumes=True, serves_snapshots=True, multi_node=True,
+                                replicas=True)
 
     def __init__(self, settings: KubernetesSettings, api_client: Any, *, attempts_dir: Path,
                  snapshots_dir: Path | None = None) -> None:
@@ -233,6 +249,12 @@ class KubernetesEngine(Engine):
         if spec.spec.environment is not None:
             raise SpecError("spec.environment: on Kubernetes a job's environment is its image; "
                             "set spec.image (or the master's default image) instead")
+        longest = longest_job_name(spec.spec.replicas)
+        if spec.spec.replicas > 1 and len(spec.metadata.name) > longest:
+            raise SpecError(f"metadata.name: {spec.metadata.name!r} is {len(spec.metadata.name)} characters; a job of "
+                            f"{spec.spec.replicas} replicas on Kubernetes may have at most {longest}, because each "
+                            "replica's pod hostname <job>-<attempt>-<replica> must be a DNS label (63 characters); "
+                            "use a shorter name", details={"field": "metadata.name", "value": spec.metadata.name})
         if spec.spec.snapshot and not self.settings.master_url:
             raise SpecError("spec.snapshot: pods fetch code from the master, but no URL reachable from pods is "
                             "configured; set kubernetes.masterUrl, or bake the code into spec.image")
@@ -255,11 +277,18 @@ class KubernetesEngine(Engine):
         if self._call(self.core.create_namespaced_secret, ns, secret, what=f"create Secret {secret['metadata']['name']}",
                       allow=(409,)) is None:
             self._claim_existing(self.core.read_namespaced_secret, secret["metadata"]["name"], order)
+        service = render_service(order, spec, self.settings) if spec.spec.replicas > 1 else None
+        if service is not None and self._call(self.core.create_namespaced_service, ns, service, allow=(409,),
+                                              what=f"create Service {service['metadata']['name']}") is None:
+            self._claim_existing(self.core.read_namespaced_service, service["metadata"]["name"], order)
         try:
             created = self._call(self.batch.create_namespaced_job, ns, manifest, what=f"create Job {name}", allow=(409,))
         except EngineError:
             self._call(self.core.delete_namespaced_secret, secret["metadata"]["name"], ns,
                        what=f"delete Secret {secret['metadata']['name']}", allow=(404,))
+            if service is not None:
+                self._call(self.core.delete_namespaced_service, service["metadata"]["name"], ns,
+                           what=f"delete Service {service['metadata']['name']}", allow=(404,))
             raise
         if created is None:  # 409: launched before (a relaunch after a master restart) -- if it is ours
             self._claim_existing(self.batch.read_namespaced_job, name, order)
@@ -303,7 +332,13 @@ class KubernetesEngine(Engine):
         for attempt in active:
             key = (attempt.job, attempt.number)
             job = (jobs.get(key) or [None])[0]
+            if job is None and not attempt.cancel_requested and (self.attempt_dir(*key) / CANCELLED).exists():
+                attempt = replace(attempt, cancel_requested=True)
             handle = self._handle(attempt.job, attempt.number, AttemptHandle.of(attempt.handle))
+            replicas = replicas_of(attempt.spec)
+            if replicas > 1:
+                out.append(self._observe_gang(attempt, job, pods.get(key, []), handle, replicas))
+                continue
             observation = interpret(attempt, job, pods.get(key, []), handle)
             pod = _pod_name(pods.get(key, []))
             if observation.phase is Phase.ENDED:
@@ -316,8 +351,9 @@ class KubernetesEngine(Engine):
         active_keys = {(a.job, a.number) for a in active}
         for key, objects in jobs.items():
             if key not in active_keys:
-                self.logs.keep(*key, _pod_name(pods.get(key, [])))
-                self._delete(objects[0]["metadata"]["name"])
+                replicas = int((objects[0].get("spec") or {}).get("completions") or 1)
+                self._keep_logs(*key, pods.get(key, []), replicas)
+                self._delete(objects[0]["metadata"]["name"], gang=_is_gang(objects[0]))
         # A token Secret whose Job is gone (deleted by hand, refused, or its delete failed) and whose attempt
         # has ended: delete it, so no credential of an ended attempt lingers in the cluster.  Leaks are rare:
         # one more LIST per SECRET_SWEEP_SECONDS, not per pass.
@@ -326,16 +362,62 @@ class KubernetesEngine(Engine):
         self._next_sweep = time.monotonic() + SECRET_SWEEP_SECONDS
         for key, objects in self._ours("secrets").items():
             if key not in active_keys and key not in jobs:
+                # A gang's Service goes before its Secret (in _delete too): a Secret left means a Service may be.
+                service = service_of(object_name(*key))
+                found = self._call(self.core.read_namespaced_service, service, self.settings.namespace,
+                                   what=f"read Service {service}", allow=(404,))
+                if self._owned(found, *key):
+                    self._call(self.core.delete_namespaced_service, service, self.settings.namespace,
+                               what=f"delete a leftover Service {service}", allow=(404,))
                 self._call(self.core.delete_namespaced_secret, objects[0]["metadata"]["name"],
                            self.settings.namespace, what="delete a leftover token Secret", allow=(404,))
         return out
 
-    def _delete(self, name: str) -> None:
-        """Delete an attempt's Job (its pods follow) and its token Secret; a missing one is fine."""
+    def _observe_gang(self, attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dict[str, Any]],
+                      handle: AttemptHandle, replicas: int) -> Observation:
+        """A gang's observation; its end only once no pod of it runs (the others are stopped first)."""
+        observation = interpret_gang(attempt, job, pods, handle, replicas)
+        live = [pod for pod in pods if is_live(pod, time.time())]
+        if observation.phase is Phase.ENDED and live:
+            # One replica's end is the gang's: stop the others (the Job controller does too, once the Job has
+            # failed; a lost node or a cancel needs us), and say "ended" only when none runs any more.
+            for pod in live:
+                if self._owned(pod, attempt.job, attempt.number) and not pod["metadata"].get("deletionTimestamp"):
+                    try:
+                        self._call(self.core.delete_namespaced_pod, pod["metadata"]["name"], self.settings.namespace,
+                                   what=f"delete pod {pod['metadata']['name']}", allow=(404,))
+                    except EngineError as exc:  # tried again next pass, while the attempt is still reported
+                        log.warning("%s", exc.message)
+            ran = bool(attempt.started_at or observation.started_at)
+            return Observation(attempt.job, attempt.number, Phase.RUNNING if ran else Phase.STARTING,
+                               observation.handle, started_at=observation.started_at)
+        if observation.phase is Phase.ENDED:
+            self._keep_logs(attempt.job, attempt.number, pods, replicas)
+        elif observation.phase is Phase.RUNNING or observation.phase is Phase.STARTING:
+            for index, pod in by_index(pods, replicas).items():
+                if is_live(pod, time.time()) and (pod.get("spec") or {}).get("nodeName"):
+                    self.logs.follow(attempt.job, attempt.number, pod["metadata"]["name"], index)
+        return observation
+
+    def _keep_logs(self, job: str, number: int, pods: list[dict[str, Any]], replicas: int) -> None:
+        """Make an ended attempt's logs final: its pod's, or each replica's of a gang."""
+        if replicas <= 1:
+            self.logs.keep(job, number, _pod_name(pods))
+            return
+        indexed = by_index(pods, replicas)
+        for index in range(replicas):
+            pod = indexed.get(index)
+            self.logs.keep(job, number, pod["metadata"]["name"] if pod else None, index)
+
+    def _delete(self, name: str, gang: bool = False) -> None:
+        """Delete an attempt's Job (its pods follow), its token Secret and a gang's Service; a missing one is fine."""
         ns = self.settings.namespace
         try:
             self._call(self.batch.delete_namespaced_job, name, ns, propagation_policy="Background",
                        what=f"delete Job {name}", allow=(404,))
+            if gang:
+                self._call(self.core.delete_namespaced_service, service_of(name), ns,
+                           what=f"delete Service {service_of(name)}", allow=(404,))
             self._call(self.core.delete_namespaced_secret, secret_of(name), ns, what=f"delete Secret {secret_of(name)}",
                        allow=(404,))
         except EngineError as exc:  # retried: the next pass finds the Job (or the Secret) again
@@ -344,21 +426,32 @@ class KubernetesEngine(Engine):
     def cancel(self, attempt: ActiveAttempt) -> None:
         key = (attempt.job, attempt.number)
         jobs = self._ours("jobs")
-        self.logs.keep(*key, _pod_name(self._ours("pods").get(key, [])))
-        if key in jobs:  # by label, never by name alone: the name may be another master's
-            self._delete(jobs[key][0]["metadata"]["name"])
+        self._keep_logs(*key, self._ours("pods").get(key, []), replicas_of(attempt.spec))
+        if key in jobs:
+            self.attempt_dir(*key).mkdir(parents=True, exist_ok=True)
+            (self.attempt_dir(*key) / CANCELLED).touch()  # by label, never by name alone: the name may be another master's
+            self._delete(jobs[key][0]["metadata"]["name"], gang=_is_gang(jobs[key][0]))
 
     def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
         pod = None
-        if not self.logs.path(job, number).exists():
-            pod = _pod_name(self._ours("pods").get((job, number), []))
+        if not self.logs.path(job, number, replica).exists():
+            pods = self._ours("pods").get((job, number), [])
+            if replica == 0 and not by_index(pods, 1):
+                pod = _pod_name(pods)
+            else:
+                found = by_index(pods, replica + 1).get(replica)
+                pod = found["metadata"]["name"] if found else None
         try:
-            return self.logs.read(job, number, offset, pod)
+            return self.logs.read(job, number, offset, pod, replica)
         except self.ApiException as exc:
             raise EngineError(f"Kubernetes API: {exc.status} {exc.reason}: {_message(exc)}") from None
 
     def stop(self) -> None:
         self.logs.stop()
+
+
+def _is_gang(job: dict[str, Any]) -> bool:
+    return (job.get("spec") or {}).get("completionMode") == "Indexed"
 
 
 def _pod_name(pods: list[dict[str, Any]]) -> str | None:

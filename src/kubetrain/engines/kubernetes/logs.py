@@ -10,6 +10,10 @@ copy when it holds at least as much (a reconnect may have missed lines; the
 kubelet's rotation may have dropped the start, and then the streamed copy
 wins); ``log.done`` marks it final.  A log the cluster can no longer give (its
 node is unreachable, the API answers 500) is not an error: the copy is kept.
+
+A gang (a job of several replicas) has one pod, and so one log, per replica:
+replica 0's is ``output.log`` as for a job of one, replica K's ``output-K.log``
+(the embedded engine's names), each followed and kept on its own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,16 @@ log = logging.getLogger("kubetrain.kubernetes")
 #: Bytes of a pod's log kept by the master (the newest part when longer).
 MAX_LOG_BYTES = 64 * 2**20
 DONE = "log.done"
+
+
+def log_name(replica: int) -> str:
+    """Replica ``replica``'s log: ``output.log`` for replica 0 (as for a job of one), ``output-K.log`` else."""
+    return "output.log" if replica == 0 else f"output-{replica}.log"
+
+
+def done_name(replica: int) -> str:
+    """The marker that replica ``replica``'s kept log is final."""
+    return DONE if replica == 0 else f"log-{replica}.done"
 
 
 class _Follower(threading.Thread):
@@ -70,31 +84,31 @@ class LogKeeper:
         self.attempts_dir = attempts_dir
         self.ApiException = api_exception
         self.lock = threading.Lock()
-        self._followers: dict[tuple[str, int], _Follower] = {}
+        self._followers: dict[tuple[str, int, int], _Follower] = {}
 
-    def path(self, job: str, number: int) -> Path:
-        return self.attempts_dir / job / str(number) / "output.log"
+    def path(self, job: str, number: int, replica: int = 0) -> Path:
+        return self.attempts_dir / job / str(number) / log_name(replica)
 
-    def follow(self, job: str, number: int, pod: str) -> None:
+    def follow(self, job: str, number: int, pod: str, replica: int = 0) -> None:
         """Stream a running pod's log into the attempt folder (again, from the start, if a stream broke)."""
-        key = (job, number)
+        key = (job, number, replica)
         current = self._followers.get(key)
         if current is not None and (current.is_alive() or current.capped):
             return  # a capped copy is not downloaded again and again: the end fetches the log
-        path = self.path(job, number)
-        if (path.parent / DONE).exists():
+        path = self.path(job, number, replica)
+        if (path.parent / done_name(replica)).exists():
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         follower = self._followers[key] = _Follower(self, pod, path)
         follower.start()
 
-    def keep(self, job: str, number: int, pod: str | None) -> None:
+    def keep(self, job: str, number: int, pod: str | None, replica: int = 0) -> None:
         """The attempt ended: make its kept log final (the cluster's copy if it has more)."""
-        path = self.path(job, number)
-        done = path.parent / DONE
+        path = self.path(job, number, replica)
+        done = path.parent / done_name(replica)
         if done.exists():
             return
-        follower = self._followers.pop((job, number), None)
+        follower = self._followers.pop((job, number, replica), None)
         if follower is not None:
             with self.lock:
                 follower.stopped.set()
@@ -124,8 +138,8 @@ class LogKeeper:
             return None
         return response.data
 
-    def read(self, job: str, number: int, offset: int, pod: str | None) -> tuple[bytes, int]:
-        path = self.path(job, number)
+    def read(self, job: str, number: int, offset: int, pod: str | None, replica: int = 0) -> tuple[bytes, int]:
+        path = self.path(job, number, replica)
         if path.exists():
             with open(path, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size

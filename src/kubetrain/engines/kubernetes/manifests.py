@@ -21,6 +21,8 @@ for several Kubernetes versions.  The choices, and why:
   referenced by the pod, never in the Job object itself.
 * **Labels** ``kubetrain.io/job``, ``kubetrain.io/attempt`` and ``kubetrain.io/master``
   let a restarted master find its own objects.
+* **A job of N replicas** is an Indexed Job of N pods plus a headless Service (``gang.py`` says why);
+  a job of one renders exactly as before.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ from kubetrain.core.attempts import LaunchOrder
 from kubetrain.core.quantities import format_cpu
 from kubetrain.core.selectors import parse_selector
 from kubetrain.core.specs import JobSpec
+from kubetrain.engines.kubernetes.gang import (
+    JOB_NAME_LABEL,
+    gang_variables,
+    make_indexed,
+    rendezvous_port,
+    service_of,
+)
 from kubetrain.engines.variables import job_variables
 
 JOB_LABEL = "kubetrain.io/job"
@@ -114,6 +123,22 @@ def render_secret(order: LaunchOrder, settings: KubernetesSettings) -> dict[str,
                  # Values of the job's secretEnv, resolved by the master: in this Secret, never in the Job.
                  **{f"env-{name}": base64.b64encode(value.encode()).decode()
                     for name, value in sorted(order.secret_env.items())}},
+    }
+
+
+def render_service(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) -> dict[str, Any]:
+    """A gang's headless Service: cluster DNS names each replica's pod ``<job>-<index>.<service>`` through it."""
+    name = object_name(order.job, order.number)
+    port = rendezvous_port(spec.spec)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": service_of(name), "namespace": settings.namespace,
+                     "labels": labels(settings, order.job, order.number)},
+        "spec": {"clusterIP": "None", "selector": {JOB_NAME_LABEL: name},
+                 # DNS records from the start: the rendezvous must not wait for pods to be Ready.
+                 "publishNotReadyAddresses": True,
+                 "ports": [{"name": "rendezvous", "port": port, "targetPort": port, "protocol": "TCP"}]},
     }
 
 
@@ -217,14 +242,20 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
     variables = job_variables(order, spec, attempt_dir=ATTEMPT_DIR, output_dir=OUTPUT_DIR,
                               master_url=settings.master_url, gpus=None, volumes=volume_env)
     del variables["KUBETRAIN_JOB_TOKEN"]  # from the attempt's Secret instead (render_secret)
+    from_index: list[dict[str, Any]] = []
+    if body.replicas > 1:  # each replica's rendezvous variables; its index from its own pod (gang.py)
+        constants, from_index = gang_variables(body, name)
+        for entry in from_index:
+            variables.pop(entry["name"], None)
+        variables.update(constants)
     argv = ["/bin/sh", "-c", " ".join(body.argv)] if body.shell else body.argv
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": body.image or settings.image,
         "command": argv[:1],
         "args": argv[1:],
-        "env": [{"name": k, "value": v} for k, v in sorted(variables.items())] + [_token_from_secret(order)]
-        + _secret_env(order),
+        "env": [{"name": k, "value": v} for k, v in sorted(variables.items())] + from_index
+        + [_token_from_secret(order)] + _secret_env(order),
         "resources": {"requests": dict(limits), "limits": limits},
         "volumeMounts": mounts,
     }
@@ -273,6 +304,8 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
         "backoffLimit": 0,
         "template": {"metadata": {"labels": own_labels}, "spec": pod},
     }
+    if body.replicas > 1:
+        make_indexed(job_spec, pod, body.replicas, name)
     if body.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = body.active_deadline_seconds
     return {

@@ -7,7 +7,10 @@ observes every active attempt (by job name, so a restarted master re-attaches to
 its own jobs without memory), one ``scontrol show nodes`` gives the node view.
 Every command runs as an argv list with a timeout, never through a shell.
 
-Rendering (``render.py``) and reading Slurm's answers (``status.py``) are pure;
+A job of several replicas is one allocation whose replicas ``srun`` starts, one per
+node (``gang.py``); each replica leaves its own log and exit status in the folder.
+
+Rendering (``render.py``, ``gang.py``) and reading Slurm's answers (``status.py``) are pure;
 this module is the IO between them.
 """
 
@@ -26,10 +29,20 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder
+from kubetrain.core.distributed import processes_per_replica
 from kubetrain.core.errors import EngineError, SpecError
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.specs import JobSpec
 from kubetrain.engines.base import RESULTS_VOLUME, Capabilities, Engine, Observation
+from kubetrain.engines.slurm.gang import (
+    GANG_LOG,
+    TASK_SCRIPT,
+    GangFiles,
+    gang_batch_script,
+    replica_exit_file,
+    replica_log,
+    task_script,
+)
 from kubetrain.engines.slurm.render import (
     CODE_DIR,
     ENV_FILE,
@@ -38,10 +51,13 @@ from kubetrain.engines.slurm.render import (
     SCRIPT,
     SlurmSettings,
     batch_script,
+    command_line,
     comment,
     env_file,
     job_name,
+    mebibytes,
     sbatch_argv,
+    whole_cpus,
 )
 from kubetrain.engines.slurm.status import (
     SQUEUE_FORMAT,
@@ -94,7 +110,7 @@ class SlurmEngine(Engine):
     name = "slurm"
     #: Slurm places attempts on its nodes; the master keeps code snapshots and unpacks them on the shared
     #: filesystem, where named volumes are folders too.  No accounting yet (peak memory needs slurmdbd's sacct).
-    capabilities = Capabilities(volumes=True, serves_snapshots=True, multi_node=True)
+    capabilities = Capabilities(volumes=True, serves_snapshots=True, multi_node=True, replicas=True)
 
     def __init__(self, settings: Settings, slurm: SlurmSettings, *, submit_env: Mapping[str, str]) -> None:
         self.settings = settings
@@ -169,6 +185,17 @@ class SlurmEngine(Engine):
         if body.environment is not None:
             raise SpecError("spec.environment: the Slurm engine runs the nodes' own Python; install what the job "
                             "needs there (or in a virtual environment on the shared filesystem)")
+        if body.replicas > 1:
+            try:
+                nodes = len(self.nodes())
+            except EngineError:  # Slurm does not answer now: the planner waits for it and says so
+                return
+            if body.replicas > nodes:
+                raise SpecError(
+                    f"spec.replicas {body.replicas}: the Slurm engine runs one replica per node and the cluster "
+                    f"has {nodes}; use replicas: {nodes} or fewer (with more GPUs or processes per replica: "
+                    "distributed.nprocPerReplica)",
+                    details={"field": "spec.replicas", "value": body.replicas, "nodes": nodes})
 
     # -- nodes ---------------------------------------------------------------
     def nodes(self) -> list[NodeCapacity]:
@@ -213,8 +240,11 @@ class SlurmEngine(Engine):
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o700)
         output.mkdir(parents=True, exist_ok=True)
-        for stale in (EXIT_FILE, f"{EXIT_FILE}.tmp"):  # a relaunch starts with no status of its own
-            (directory / stale).unlink(missing_ok=True)
+        replicas = body.replicas
+        stale = [EXIT_FILE, *(replica_exit_file(r) for r in range(replicas if replicas > 1 else 0))]
+        for path in stale:  # a relaunch starts with no status of its own
+            (directory / path).unlink(missing_ok=True)
+            (directory / f"{path}.tmp").unlink(missing_ok=True)
         workdir = body.working_dir or str(output)
         if body.snapshot:
             code = directory / CODE_DIR
@@ -228,19 +258,34 @@ class SlurmEngine(Engine):
         variables.update(order.secret_env)
         env_path, script_path = directory / ENV_FILE, directory / SCRIPT
         _write_new(env_path, env_file(variables), 0o600)
-        _write_new(script_path, batch_script(body.argv, attempt_dir=str(directory), job=order.job,
-                                             number=order.number, shell=body.shell), 0o644)
+        written = [env_path, script_path]
+        if replicas > 1:
+            task_path = directory / TASK_SCRIPT
+            nproc = processes_per_replica(body.distributed, body.resources.gpu)
+            _write_new(task_path, task_script(command_line(body.argv, shell=body.shell), attempt_dir=str(directory),
+                                              job=order.job, number=order.number, replicas=replicas, nproc=nproc),
+                       0o644)
+            _write_new(script_path, gang_batch_script(
+                attempt_dir=str(directory), env_file=ENV_FILE, exit_file=EXIT_FILE, job=order.job, number=order.number,
+                replicas=replicas, cpus=whole_cpus(body.resources.cpu_millis),
+                memory_mib=mebibytes(body.resources.memory_bytes),
+                rendezvous_port=body.distributed.rendezvous_port if body.distributed else None), 0o644)
+            written.append(task_path)
+        else:
+            _write_new(script_path, batch_script(body.argv, attempt_dir=str(directory), job=order.job,
+                                                 number=order.number, shell=body.shell), 0o644)
         if owner is not None:  # the job runs as its submitter: its folders are theirs
             directory.parent.chmod(0o711)
-            for path in (directory, env_path, script_path, output, *_tree(directory / CODE_DIR)):
+            for path in (directory, *written, output, *_tree(directory / CODE_DIR)):
                 os.chown(path, *owner)
         node_labels = {n.name: n.labels for n in self.nodes()}
         argv = sbatch_argv(
             name=name, note=comment(self.slurm.master_id, order.job, order.number),
             cpu_millis=body.resources.cpu_millis, memory_bytes=body.resources.memory_bytes,
             gpus=body.resources.gpu, deadline_seconds=body.active_deadline_seconds,
-            requirements=body.requirements, node_labels=node_labels, log_path=str(directory / LOG),
-            workdir=workdir, script_path=str(script_path), settings=self.slurm, run_as=owner)
+            requirements=body.requirements, node_labels=node_labels,
+            log_path=str(directory / (GANG_LOG if replicas > 1 else LOG)), workdir=workdir,
+            script_path=str(script_path), settings=self.slurm, run_as=owner, replicas=replicas)
         out = self._run(argv, what=f"submit {order.job} attempt {order.number}", env=self.submit_env)
         try:
             job_id = int(out.strip().split(";")[0])
@@ -275,9 +320,24 @@ class SlurmEngine(Engine):
             name = self._name(attempt.job, attempt.number, attempt.token)
             handle = self._handle(attempt.job, attempt.number, attempt.token, AttemptHandle.of(attempt.handle))
             job = listed.get(name)
-            code = self._exit_code(attempt) if job is None or job.state not in ("PENDING", "RUNNING") else None
-            out.append(interpret(attempt, job, handle, code))
+            done = job is None or job.state not in ("PENDING", "RUNNING")
+            code = self._exit_code(attempt) if done else None
+            replicas = _replicas(attempt)
+            gang = None if replicas == 1 else self._gang_files(attempt, replicas) if done else GangFiles(replicas, {})
+            out.append(interpret(attempt, job, handle, code, gang))
         return out
+
+    def _gang_files(self, attempt: ActiveAttempt, replicas: int) -> GangFiles:
+        """Each replica's exit file (its code and when it was written), for those that wrote one."""
+        directory = self.attempt_dir(attempt.job, attempt.number)
+        exits = {}
+        for replica in range(replicas):
+            path = directory / replica_exit_file(replica)
+            try:
+                exits[replica] = (int(path.read_text().strip()), path.stat().st_mtime)
+            except (OSError, ValueError):
+                continue
+        return GangFiles(replicas, exits)
 
     def _exit_code(self, attempt: ActiveAttempt) -> int | None:
         try:
@@ -293,12 +353,21 @@ class SlurmEngine(Engine):
 
     def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
         try:
-            with open(self.attempt_dir(job, number) / LOG, "rb") as fh:
+            with open(self.attempt_dir(job, number) / replica_log(replica), "rb") as fh:
                 fh.seek(offset)
                 data = fh.read(1 << 20)
         except FileNotFoundError:
             return b"", offset
         return data, offset + len(data)
+
+
+def _replicas(attempt: ActiveAttempt) -> int:
+    """How many replicas the attempt runs (its slots; else its spec's ``replicas``; else one)."""
+    if attempt.replicas:
+        return len(attempt.replicas)
+    body = attempt.spec.get("spec") if isinstance(attempt.spec, dict) else None
+    value = body.get("replicas", 1) if isinstance(body, dict) else 1
+    return value if isinstance(value, int) and value > 0 else 1
 
 
 def _write_new(path: Path, text: str, mode: int) -> None:

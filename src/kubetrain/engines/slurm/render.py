@@ -18,6 +18,8 @@ No subprocess and no file access here, so every rule is a table test.  The choic
   script reads, never on the command line or in the script (Slurm keeps both where others may read).
 * **The exit status** is also written to the attempt's folder: Slurm forgets a finished job after
   ``MinJobAge`` (5 minutes by default) and a cluster without accounting cannot say how it ended.
+* **A job of several replicas** is one allocation of one node per replica, its replicas started by
+  ``srun`` (``gang.py``); a job of one replica renders exactly as before.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kubetrain.core.selectors import Requirement
+from kubetrain.engines.slurm.gang import gang_sbatch_options
 
 #: The files in an attempt's folder on the shared filesystem.
 LOG = "output.log"
@@ -107,6 +110,23 @@ def placement(requirements: Sequence[Requirement], node_labels: Mapping[str, Map
     return ("&".join(terms) or None), tuple(sorted(exclude))
 
 
+def whole_cpus(cpu_millis: int) -> int:
+    """``--cpus-per-task``: whole CPUs, rounded up (the planner admitted at least that much)."""
+    return max(1, math.ceil(cpu_millis / 1000))
+
+
+def mebibytes(memory_bytes: int) -> int:
+    """``--mem`` in MiB, rounded up."""
+    return max(1, math.ceil(memory_bytes / (1 << 20)))
+
+
+def command_line(argv: Sequence[str], *, shell: bool) -> str:
+    """The job's command as one line of ``sh``: through ``/bin/sh -c`` for a shell command, else quoted."""
+    if shell:
+        return f"/bin/sh -c {shlex.quote(' '.join(argv))}"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
 def time_limit(seconds: int) -> str:
     """``--time`` in Slurm's ``D-HH:MM:SS``, rounded up to whole minutes (Slurm enforces minutes)."""
     minutes = max(1, math.ceil(seconds / 60))
@@ -122,8 +142,7 @@ def env_file(variables: Mapping[str, str]) -> str:
 def batch_script(argv: Sequence[str], *, attempt_dir: str, job: str, number: int, shell: bool) -> str:
     """The script ``sbatch`` runs: read the job's variables, run its command, keep its exit status."""
     quoted_dir = shlex.quote(attempt_dir)
-    command = " ".join(argv) if shell else None
-    run = f"/bin/sh -c {shlex.quote(command)}" if command is not None else " ".join(shlex.quote(a) for a in argv)
+    run = command_line(argv, shell=shell)
     return (
         "#!/bin/sh\n"
         f"# kubetrain: job {job}, attempt {number}\n"
@@ -138,21 +157,23 @@ def batch_script(argv: Sequence[str], *, attempt_dir: str, job: str, number: int
 def sbatch_argv(*, name: str, note: str, cpu_millis: int, memory_bytes: int, gpus: int,
                 deadline_seconds: int | None, requirements: Sequence[Requirement],
                 node_labels: Mapping[str, Mapping[str, str]], log_path: str, workdir: str, script_path: str,
-                settings: SlurmSettings, run_as: tuple[int, int] | None = None) -> list[str]:
-    """The ``sbatch`` command line for one attempt (the script is a file in the attempt's folder)."""
+                settings: SlurmSettings, run_as: tuple[int, int] | None = None, replicas: int = 1) -> list[str]:
+    """The ``sbatch`` command line for one attempt (the script is a file in the attempt's folder).
+
+    ``replicas`` > 1: one node per replica, each with this CPU, memory and GPU request (``gang.py``)."""
     argv = [
         "sbatch", "--parsable", "--no-requeue",
         f"--job-name={name}", f"--comment={note}",
-        "--nodes=1", "--ntasks=1",
-        f"--cpus-per-task={max(1, math.ceil(cpu_millis / 1000))}",
-        f"--mem={max(1, math.ceil(memory_bytes / (1 << 20)))}M",
+        *(gang_sbatch_options(replicas=replicas, gpus=gpus) if replicas > 1 else ("--nodes=1", "--ntasks=1")),
+        f"--cpus-per-task={whole_cpus(cpu_millis)}",
+        f"--mem={mebibytes(memory_bytes)}M",
         f"--output={log_path}", "--open-mode=append",  # stderr goes there too
         f"--chdir={workdir}",
         # The job's variables come from its env file; from the submitting process only what sbatch got
         # (the engine hands it PATH, locale and SLURM_* alone, never the master's own environment).
         "--export=ALL",
     ]
-    if gpus:
+    if gpus and replicas == 1:
         argv.append(f"--gres=gpu:{gpus}")
     if deadline_seconds:
         argv.append(f"--time={time_limit(deadline_seconds)}")

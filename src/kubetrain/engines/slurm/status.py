@@ -12,6 +12,9 @@ Pure: text in, :class:`Observation`s and :class:`NodeCapacity`s out.  The mappin
 
 A job Slurm no longer lists (it forgets finished jobs after ``MinJobAge``) ended as its exit file in
 the attempt's folder says, or is Lost when there is none.
+
+A gang (``gang.py``) is one Slurm job too, so the same mapping holds for the whole; its replicas' own exit
+files say which replica failed first (the verdict names it, with its exit code) and how each one ended.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, Outcome, Phase
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.states import Reason, explain_exit
 from kubetrain.engines.base import Observation
+from kubetrain.engines.slurm.gang import (
+    GangFiles,
+    expand_nodelist,
+    failure_message,
+    first_failure,
+    replica_ends,
+)
 from kubetrain.engines.slurm.render import feature_labels
 
 #: The ``squeue -O`` fields the engine asks for, in this order, each ended by ``|``.
@@ -98,16 +108,19 @@ def split_status(status: int | None) -> tuple[int | None, int | None]:
 
 
 def interpret(attempt: ActiveAttempt, job: SlurmJob | None, handle: AttemptHandle,
-              exit_code: int | None = None) -> Observation:
-    """What Slurm's view of ``attempt`` (``job``; None: not listed) means; ``exit_code``: its exit file's."""
+              exit_code: int | None = None, gang: GangFiles | None = None) -> Observation:
+    """What Slurm's view of ``attempt`` (``job``; None: not listed) means; ``exit_code``: its exit file's;
+    ``gang``: for a job of several replicas, what they left (read with ``exit_code``, once the job ended)."""
     key = (attempt.job, attempt.number)
     stopping = attempt.cancel_requested or attempt.stop_requested_at is not None
     if job is None:
         if exit_code is not None:  # ended, and Slurm has forgotten it since: the attempt's folder says how
             reason = Reason.COMPLETED if exit_code == 0 else (Reason.CANCELLED if stopping else Reason.ERROR)
-            return Observation(*key, Phase.ENDED, handle, started_at=attempt.started_at, outcome=Outcome(
-                reason, "" if exit_code == 0 else explain_exit(exit_code, None), exit_code=exit_code,
-                started_at=attempt.started_at))
+            outcome = Outcome(reason, "" if exit_code == 0 else explain_exit(exit_code, None), exit_code=exit_code,
+                              started_at=attempt.started_at)
+            if gang is not None:
+                outcome = gang_outcome(outcome, gang, [])
+            return Observation(*key, Phase.ENDED, handle, started_at=attempt.started_at, outcome=outcome)
         if stopping:
             return Observation(*key, Phase.ENDED, handle, outcome=Outcome(Reason.CANCELLED, "stopped; scancelled"))
         if "slurm_job_id" not in handle.data:
@@ -117,8 +130,9 @@ def interpret(attempt: ActiveAttempt, job: SlurmJob | None, handle: AttemptHandl
                          "node failed, or the cluster forgot it) and it left no exit status"))
 
     handle = handle.with_data(slurm_job_id=job.job_id)
-    if job.node:  # where Slurm put it (the planner only admitted it)
-        handle = replace(handle, node=job.node)
+    nodes = expand_nodelist(job.node) if gang is not None and job.node else []
+    if job.node:  # where Slurm put it (the planner only admitted it); a gang's is replica 0's
+        handle = replace(handle, node=nodes[0] if nodes else job.node)
     started = job.started_at if job.state not in PENDING_STATES else None
     if job.state in PENDING_STATES:
         notes = () if job.reason in QUIET_REASONS else (f"waiting in Slurm: {job.reason}",)
@@ -126,7 +140,21 @@ def interpret(attempt: ActiveAttempt, job: SlurmJob | None, handle: AttemptHandl
     if job.state in RUNNING_STATES:
         return Observation(*key, Phase.RUNNING, handle, started_at=started)
     outcome = _ended(job, exit_code, stopping)
+    if gang is not None:
+        outcome = gang_outcome(outcome, gang, nodes)
     return Observation(*key, Phase.ENDED, handle, started_at=started, outcome=replace(outcome, started_at=started))
+
+
+def gang_outcome(outcome: Outcome, gang: GangFiles, nodes: list[str]) -> Outcome:
+    """The whole gang's outcome with each replica's end; a failure is the first failing replica's."""
+    outcome = replace(outcome, replicas=replica_ends(gang, nodes))
+    failed = first_failure(gang)
+    if outcome.reason is not Reason.ERROR or failed is None:
+        return outcome
+    replica, code = failed
+    end = outcome.replicas[replica]
+    return replace(outcome, message=f"{failure_message(replica, code)}; Slurm stopped the other replicas "
+                                    "(srun --kill-on-bad-exit)", exit_code=end.exit_code, signal=end.signal)
 
 
 def _ended(job: SlurmJob, exit_code: int | None, stopping: bool) -> Outcome:
