@@ -117,6 +117,17 @@ def master_factory(home: Path):
     yield start
     for env in started:
         stop_master(load_settings(env))
+    unmount_under(home)
+
+
+def unmount_under(folder: Path) -> None:
+    """Unmount what a test's master left mounted under ``folder`` (sized volumes are loop-mounted images, which
+    outlive their master by design: the kernel keeps them); deepest first."""
+    prefix = str(folder.resolve()) + "/"
+    with open("/proc/self/mounts") as fh:
+        points = [line.split()[1] for line in fh if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", point], capture_output=True, check=False)
 
 
 @pytest.fixture

@@ -40,13 +40,16 @@ from tests.engines.contract import (
 DDP_SCRIPT = str(Path(ddp_job.__file__).resolve())
 #: Replicas of every gang here: two, the smallest that needs a rendezvous (and two nodes of a cluster).
 REPLICAS = 2
+#: Each training replica's CPU: a whole core, so that importing torch and tearing gloo down are not starved
+#: (at 100m a replica took 15 s to import torch, and gloo's shutdown aborted 1 run in 15).
+TRAINING_CPU = "1"
 
 
 def launch_gang(under: EngineUnderTest, name: str, command: list[str], *, number: int = 1, memory: str = MEMORY,
-                **body: object) -> Attempt:
+                cpu: str = "100m", **body: object) -> Attempt:
     """Launch attempt ``number`` of a job of :data:`REPLICAS` replicas running ``command``."""
     spec = validate_job({"apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": name}, "spec": {
-        "command": command, "replicas": REPLICAS, "resources": {"cpu": "100m", "memory": memory},
+        "command": command, "replicas": REPLICAS, "resources": {"cpu": cpu, "memory": memory},
         **body}}).to_document()
     slots = under.replica_slots(REPLICAS)
     order = LaunchOrder(job=name, number=number, token=secrets.token_hex(16), spec=spec, node=slots[0].node,
@@ -90,7 +93,7 @@ def each_replica_sees_its_rank(under: EngineUnderTest) -> None:
 
 
 def ddp_trains_to_the_single_process_weights(under: EngineUnderTest) -> None:
-    attempt = launch_gang(under, "ddp", [sys.executable, DDP_SCRIPT], memory="1Gi")
+    attempt = launch_gang(under, "ddp", [sys.executable, DDP_SCRIPT], memory="1Gi", cpu=TRAINING_CPU)
     outcome = ended(under, attempt, timeout=under.timeout * 2)
     logs = [replica_log(under, attempt, r) for r in range(REPLICAS)]
     assert outcome.reason == Reason.COMPLETED, (outcome, logs)
@@ -101,7 +104,7 @@ def ddp_trains_to_the_single_process_weights(under: EngineUnderTest) -> None:
 def one_replica_killed_stops_all_and_attempt_2_resumes(under: EngineUnderTest) -> None:
     go = under.scratch / f"go-{secrets.token_hex(4)}"
     env = {"DDP_CHECKPOINT_EVERY": "5", "DDP_GO_FILE": str(go)}
-    first = launch_gang(under, "resumer", [sys.executable, DDP_SCRIPT], memory="1Gi", env=env)
+    first = launch_gang(under, "resumer", [sys.executable, DDP_SCRIPT], memory="1Gi", cpu=TRAINING_CPU, env=env)
     seen = running(under, first, timeout=under.timeout * 2)
     wait_for(under, lambda: all("checkpoint at step 5" in replica_log(under, first, r) for r in range(REPLICAS)),
              "both replicas' first checkpoint")
@@ -110,7 +113,7 @@ def one_replica_killed_stops_all_and_attempt_2_resumes(under: EngineUnderTest) -
     assert outcome.reason in (Reason.LOST, Reason.ERROR), outcome
     assert "checkpoint at step 5" in replica_log(under, first, 0)  # what it said before is kept
     go.touch()
-    second = launch_gang(under, "resumer", [sys.executable, DDP_SCRIPT], number=2, memory="1Gi", env=env)
+    second = launch_gang(under, "resumer", [sys.executable, DDP_SCRIPT], number=2, memory="1Gi", cpu=TRAINING_CPU, env=env)
     last = ended(under, second, timeout=under.timeout * 2)
     logs = [replica_log(under, second, r) for r in range(REPLICAS)]
     assert last.reason == Reason.COMPLETED, (last, logs)

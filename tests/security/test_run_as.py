@@ -21,7 +21,7 @@ import pytest
 from kubetrain.core.attempts import RunAs
 from kubetrain.core.specs import JobSpec
 from kubetrain.core.states import Reason
-from kubetrain.engines.local import workspace
+from kubetrain.engines.local import environments
 from kubetrain.engines.local.engine import LocalEngine
 from kubetrain.settings import load_settings
 from tests.conftest import wait_until
@@ -345,7 +345,7 @@ def test_environments_are_built_open_to_every_user(tmp_path: Path) -> None:
     (home / "bin" / "python3").symlink_to("python")
     for path in (home, home / "bin", home / "lib"):
         path.chmod(0o700)
-    workspace._open_to_all(str(home))
+    environments._open_to_all(str(home))
     assert mode_owner(home)[0] == 0o755 and mode_owner(home / "bin")[0] == 0o755
     assert mode_owner(home / "bin" / "python")[0] == 0o755 and mode_owner(home / "lib" / "site.py")[0] == 0o644
 

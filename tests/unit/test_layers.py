@@ -40,7 +40,9 @@ KNOWN_LEAKS: dict[str, str] = {}
 STDLIB_ONLY = {"sdk/tracking.py", "sdk/job_env.py", "sdk/checkpoints.py"}
 #: The supervisor path is forked per attempt: no heavy third-party imports.
 LIGHT = {"engines/local/supervisor.py", "engines/local/cgroups.py", "engines/local/agent.py",
-         "engines/local/workspace.py", "engines/local/preparation.py"}
+         "engines/local/workspace.py", "engines/local/preparation.py", "engines/local/gang.py",
+         "engines/local/environments.py", "engines/local/logpump.py",
+         "engines/local/volume_images.py"}
 
 
 def imports(path: Path) -> list[str]:

@@ -18,11 +18,12 @@ import typer
 from kubetrain.cli import render
 from kubetrain.cli.choices import Output as OutputFormat
 from kubetrain.cli.choices import Sort as SortOrder
-from kubetrain.cli.experiments import progress_line, register, show_compare
+from kubetrain.cli.experiments import register
 from kubetrain.cli.files import attach_snapshot
 from kubetrain.cli.files import register as register_files
 from kubetrain.cli.flags import spec_from_flags, specs_from_file
 from kubetrain.cli.identity import register as register_identity
+from kubetrain.cli.interleave import LogRead
 from kubetrain.cli.listing import list_full
 from kubetrain.core.errors import KubetrainError, MasterUnavailableError, NotFoundError
 from kubetrain.core.states import JobState
@@ -88,10 +89,9 @@ def _is_experiment(client: Client, name: str) -> bool:
     return True
 
 
-def _stream_logs(client: Client, name: str, attempt: int | None, follow: bool, tail: int | None = None,
-                 replica: int = 0) -> None:
+def _stream_logs(client: Client, name: str, read: LogRead, replica: int = 0) -> None:
     out = sys.stdout.buffer
-    for chunk in client.logs(name, attempt=attempt, follow=follow, tail=tail, replica=replica):
+    for chunk in read.open(client, name, replica):
         out.write(chunk)
         out.flush()
 
@@ -106,7 +106,7 @@ def _after_submit(client: Client, records: list[JobRecord], output: str | None, 
         failed = False
         for record in records:
             if follow:
-                _stream_logs(client, record.name, None, True)
+                _stream_logs(client, record.name, LogRead(follow=True))
             final = client.wait(record.name, timeout=10**9)
             _say(f"job/{final.name} {final.state}" + (f" ({final.reason}: {final.message})" if final.state != "Succeeded" else ""))
             failed = failed or final.state != "Succeeded"
@@ -185,12 +185,18 @@ def submit(
     follow: Annotated[bool, typer.Option("--follow", help="stream the logs until each job ends")] = False,
     wait: Annotated[bool, typer.Option(help="wait for the jobs to end; exit 1 unless all succeeded")] = False,
     snapshot: Annotated[bool, typer.Option(help="send each workingDir as a code snapshot")] = True,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="build the jobs' environments again, even one that "
+                                                             "was built, or failed, before")] = False,
     output: Output = None,
 ) -> None:
     """Submit jobs from a YAML file (all are validated before any is submitted)."""
+    from kubetrain.cli.flags import rebuild_token, with_rebuild
     from kubetrain.core.experiments import ExperimentSpec
 
     specs = specs_from_file(file)
+    if rebuild:
+        token = rebuild_token()
+        specs = [with_rebuild(spec, token) for spec in specs]
     with _client() as client:
         records = []
         for spec in specs:
@@ -280,10 +286,11 @@ def describe(
     with _client() as client:
         job = client.get_job(name)
         reruns = [] if output else _reruns(client, name)
+        usage = client.top(name) if not output and job.state == "Running" else []
     if output:
         render.dump(job.model_dump(mode="json"), output)
     else:
-        render.describe(job, reruns=reruns)
+        render.describe(job, reruns=reruns, usage=usage)
 
 
 @app.command()
@@ -295,24 +302,30 @@ def logs(
     replica: Annotated[int, typer.Option(help="distributed job: which replica's log (default 0, rank 0)", min=0)] = 0,
     all_replicas: Annotated[bool, typer.Option("--all", help="distributed job: every replica's log, each line "
                                                               "prefixed [replica K]")] = False,
+    since: Annotated[Optional[str], typer.Option(help="only what was written in the last 30s, 10m, 2h...")] = None,
+    timestamps: Annotated[bool, typer.Option("--timestamps", help="each line's time (RFC 3339, UTC) in front")] = False,
 ) -> None:
     """Print a job's log (stdout and stderr of its latest attempt); for an experiment or array, every trial's."""
+    from kubetrain.cli.flags import parse_duration
+
     if all_replicas and replica:
         raise typer.BadParameter("give --replica K or --all, not both", param_hint="--all")
+    read = LogRead(attempt=attempt, follow=follow, tail=tail, timestamps=timestamps,
+                   since=parse_duration(since, flag="--since") if since is not None else None)
     with _client() as client:
         if all_replicas:
             from kubetrain.cli.interleave import stream_all_replicas
 
-            stream_all_replicas(client, name, attempt, follow, tail)
+            stream_all_replicas(client, name, read)
             return
         try:
-            _stream_logs(client, name, attempt, follow, tail, replica)
+            _stream_logs(client, name, read, replica)
         except NotFoundError:
             if attempt is not None or replica or not _is_experiment(client, name):
                 raise
             from kubetrain.cli.interleave import stream_experiment
 
-            stream_experiment(client, name, follow, tail)  # an experiment's (or array's) trials, prefixed
+            stream_experiment(client, name, read)  # an experiment's (or array's) trials, prefixed
 
 
 @app.command()
@@ -345,6 +358,22 @@ def delete(
         failed = delete_named(client, names or []) if names else delete_finished(client, older_than)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def top(
+    job: Annotated[Optional[str], typer.Argument(help="only this job")] = None,
+    output: Output = None,
+) -> None:
+    """Show running jobs' live CPU, memory and GPU use beside what they asked for (like kubectl top)."""
+    with _client() as client:
+        records = client.top(job)
+    if output:
+        render.dump([u.model_dump(mode="json") for u in records], output)
+    elif not records:
+        _say("no running job reports its use" + (f" (is {job} running?)" if job else ""))
+    else:
+        render.usage_table(records)
 
 
 @app.command()

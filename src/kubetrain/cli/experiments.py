@@ -127,13 +127,18 @@ def register(app: typer.Typer, client_factory, capture) -> None:
         watch_: Annotated[bool, typer.Option("--watch", "-w", help="show live progress until it ends; exit 1 "
                                                                     "unless it succeeded")] = False,
         snapshot: Annotated[bool, typer.Option(help="send the template's workingDir as a code snapshot")] = True,
+        rebuild: Annotated[bool, typer.Option("--rebuild", help="build the trials' environment again (once for "
+                                                                 "all of them), even one that failed before")] = False,
     ) -> None:
         """Start a hyperparameter sweep (same as `submit -f` for an Experiment: code snapshot and provenance)."""
         from kubetrain.cli.files import attach_snapshot
-        from kubetrain.cli.flags import specs_from_file
+        from kubetrain.cli.flags import rebuild_token, specs_from_file, with_rebuild
         from kubetrain.core.experiments import ExperimentSpec
 
         specs = specs_from_file(file)
+        if rebuild:
+            token = rebuild_token()
+            specs = [with_rebuild(spec, token) for spec in specs]
         if not all(isinstance(s, ExperimentSpec) for s in specs):
             raise KubetrainError(f"{file}: `sweep` takes Experiment documents; use `submit -f` for Jobs")
         failed = []

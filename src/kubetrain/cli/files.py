@@ -64,7 +64,8 @@ def register(app: typer.Typer, client_factory) -> None:
             render.dump(volumes, output)
             return
         render.table(["NAME", "SIZE", "USED", "WHERE", "AGE"], [
-            [v["name"], v["size"] or "-", "-" if v["used_bytes"] is None else format_memory(v["used_bytes"]),
+            [v["name"], (v["size"] or "-") + (" (not enforced)" if v.get("size_enforced") is False else ""),
+             "-" if v["used_bytes"] is None else format_memory(v["used_bytes"]),
              v.get("path") or "-", render.age(v["created_at"])] for v in volumes])
 
     @volume_app.command("rm")

@@ -67,10 +67,10 @@ def parse_after(text: str) -> dict[str, str]:
     return {"job": name, "condition": _CONDITIONS[condition.lower()] if condition else "Succeeded"}
 
 
-def parse_duration(text: str) -> int:
+def parse_duration(text: str, *, flag: str = "--deadline") -> int:
     match = _DURATION.match(text.strip())
-    if not match:
-        raise SpecError(f"--deadline {text!r}: use seconds or a duration like 90, 30m, 2h, 1d")
+    if not match or int(match.group(1)) == 0 and flag != "--deadline":
+        raise SpecError(f"{flag} {text!r}: use seconds or a duration like 90, 30m, 2h, 1d")
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[match.group(2)]
 
 
@@ -161,3 +161,22 @@ def specs_from_file(path: str) -> list[JobSpec | ExperimentSpec]:
             where = f"{path}" + (f" (document {index + 1})" if index else "")
             raise SpecError(f"{where}: {exc.message}", details=exc.details) from None
     return specs
+
+
+def with_rebuild(spec: JobSpec | ExperimentSpec, token: str) -> JobSpec | ExperimentSpec:
+    """``spec`` asking for a new build of its environment (``--rebuild``): a fresh ``environment.rebuild`` token.
+
+    One token for the whole submit, so an experiment's trials still share one build; a spec without an
+    environment is returned as it is."""
+    document = spec.to_document()
+    body = document["spec"]["template"] if document.get("kind") == "Experiment" else document["spec"]
+    if not body.get("environment"):
+        return spec
+    body["environment"]["rebuild"] = token
+    return type(spec).model_validate(document)
+
+
+def rebuild_token() -> str:
+    import time
+
+    return f"r{time.time_ns()}"

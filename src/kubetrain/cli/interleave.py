@@ -12,12 +12,29 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kubetrain.sdk.client import Client
 
 _DONE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class LogRead:
+    """How ``kubetrain logs`` reads each log: which attempt (None: the latest), follow, and where it starts."""
+
+    attempt: int | None = None
+    follow: bool = False
+    tail: int | None = None
+    #: Seconds back (``--since 10m``); None: from the start.
+    since: int | None = None
+    timestamps: bool = False
+
+    def open(self, client: Client, name: str, replica: int = 0) -> Iterator[bytes]:
+        return client.logs(name, attempt=self.attempt, follow=self.follow, tail=self.tail, replica=replica,
+                           since=self.since, timestamps=self.timestamps)
 
 
 def interleave(streams: list[tuple[str, Callable[[], Iterable[bytes]]]]) -> None:
@@ -53,18 +70,18 @@ def interleave(streams: list[tuple[str, Callable[[], Iterable[bytes]]]]) -> None
             out.flush()
 
 
-def stream_all_replicas(client: Client, name: str, attempt: int | None, follow: bool, tail: int | None) -> None:
+def stream_all_replicas(client: Client, name: str, read: LogRead) -> None:
     """Every replica's log of job ``name``'s attempt, each line prefixed ``[replica K]``."""
     record = client.get_job(name)
     replicas = int(record.spec.get("spec", {}).get("replicas") or 1)
 
     def opener(replica: int) -> Callable[[], Iterator[bytes]]:
-        return lambda: client.logs(name, attempt=attempt, follow=follow, tail=tail, replica=replica)
+        return lambda: read.open(client, name, replica)
 
     interleave([(f"replica {k}", opener(k)) for k in range(replicas)])
 
 
-def stream_experiment(client: Client, name: str, follow: bool, tail: int | None) -> None:
+def stream_experiment(client: Client, name: str, read: LogRead) -> None:
     """Every trial's log of experiment ``name`` (its latest attempt), each line prefixed ``[trial job]``.
 
     With ``follow``, the trials that exist now are followed until they end (trials made later are not
@@ -72,6 +89,6 @@ def stream_experiment(client: Client, name: str, follow: bool, tail: int | None)
     record = client.get_experiment(name)
 
     def opener(job: str) -> Callable[[], Iterator[bytes]]:
-        return lambda: client.logs(job, follow=follow, tail=tail)
+        return lambda: read.open(client, job)
 
     interleave([(trial.job, opener(trial.job)) for trial in sorted(record.trials, key=lambda t: t.trial)])

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any
 
-    from kubetrain.core.records import JobRecord, NodeRecord
+    from kubetrain.core.records import JobRecord, NodeRecord, UsageRecord
 
 STATE_STYLE = {
     "Queued": "yellow", "Running": "cyan", "Succeeded": "green", "Failed": "red", "Cancelled": "magenta",
@@ -123,6 +123,8 @@ def _exit(code: int | None, signal: int | None) -> str:
 
 def _replicas(job: JobRecord, on: bool) -> None:
     """The latest distributed attempt's replicas: where each ran and how it ended (``logs --replica K``)."""
+    from kubetrain.core.quantities import format_memory
+
     latest = next((a for a in reversed(job.attempts) if a.replicas), None)
     if latest is None:
         return
@@ -143,7 +145,24 @@ def attempt_state(state: str, reason: str | None) -> tuple[str, str]:
     return state, reason or ""
 
 
-def describe(job: JobRecord, *, reruns: Sequence[str] = ()) -> None:
+def usage_cells(u: UsageRecord) -> list[str]:
+    """CPU, memory and GPU cells of ``top``: used / asked for."""
+    from kubetrain.core.quantities import format_cpu, format_memory
+
+    cpu = "-" if u.cpu_millis is None else format_cpu(u.cpu_millis)
+    memory = "-" if u.memory_bytes is None else format_memory(u.memory_bytes)
+    gpu = "-" if not u.requested_gpus else (
+        f"{u.gpu_utilization:.0f}%" if u.gpu_utilization is not None else "?") + f" of {u.requested_gpus}"
+    return [f"{cpu}/{format_cpu(u.requested_cpu_millis)}", f"{memory}/{format_memory(u.requested_memory_bytes)}", gpu]
+
+
+def usage_table(records: Sequence[UsageRecord]) -> None:
+    table(["JOB", "ATTEMPT", "REPLICA", "NODE", "OWNER", "CPU USED/LIMIT", "MEMORY USED/LIMIT", "GPU"], [
+        [u.job, str(u.attempt), str(u.replica), u.node or "-", u.owner or "-", *usage_cells(u)] for u in records
+    ])
+
+
+def describe(job: JobRecord, *, reruns: Sequence[str] = (), usage: Sequence[UsageRecord] = ()) -> None:
     from kubetrain.core.quantities import format_memory
 
     on = colour()
@@ -176,6 +195,8 @@ def describe(job: JobRecord, *, reruns: Sequence[str] = ()) -> None:
         ("Params", json.dumps(body.get("params", {})) if body.get("params") else "-"),
         ("Started", timestamp(job.started_at)),
         ("Finished", timestamp(job.finished_at)),
+        *((f"Usage (replica {u.replica})" if len(usage) > 1 else "Usage",
+           "cpu={} memory={} gpu={} (used/limit, now)".format(*usage_cells(u))) for u in usage),
     ]
     width = max(len(k) for k, _ in lines) + 1
     out = sys.stdout

@@ -124,6 +124,26 @@ class NodeRecord(Record):
     limits: dict[str, str] = Field(default_factory=dict)
 
 
+class UsageRecord(Record):
+    """What one running attempt (one replica of a distributed one) uses now, beside what it asked for."""
+
+    job: str
+    attempt: int
+    replica: int = 0
+    node: str | None = None
+    owner: str | None = None
+    #: CPU used, averaged over the engine's short sample (millicores); None: not measured.
+    cpu_millis: int | None = None
+    memory_bytes: int | None = None
+    gpus: list[int] = Field(default_factory=list)
+    #: Mean utilisation of its GPUs (percent) and the memory it holds on them, from NVML.
+    gpu_utilization: float | None = None
+    gpu_memory_bytes: int | None = None
+    requested_cpu_millis: int = 0
+    requested_memory_bytes: int = 0
+    requested_gpus: int = 0
+
+
 class MetricPoint(Record):
     step: int
     name: str

@@ -37,7 +37,8 @@ Budget = Literal["code", "infra"]
 
 INFRA_REASONS: frozenset[Reason] = frozenset({Reason.LOST, Reason.EVICTED, Reason.LAUNCH_FAILED})
 NEVER_RETRIED: frozenset[Reason] = frozenset({Reason.CANCELLED, Reason.DEADLINE_EXCEEDED, Reason.EARLY_STOPPED,
-                                              Reason.UNSCHEDULABLE, Reason.COMPLETED, Reason.DEPENDENCY_FAILED})
+                                              Reason.UNSCHEDULABLE, Reason.COMPLETED, Reason.DEPENDENCY_FAILED,
+                                              Reason.BUILD_FAILED})
 #: The reasons a rule may name: spelled out for the spec's schema; a test keeps them equal to
 #: every Reason outside NEVER_RETRIED, so a rule never names a reason no retried outcome carries.
 RuleReason = Literal["Error", "OOMKilled", "Lost", "Evicted", "LaunchFailed"]

@@ -243,6 +243,9 @@ class Environment(StrictModel):
     python: str | None = Field(default=None, pattern=r"^3\.\d{1,2}$")
     requirements: list[str] = Field(default_factory=list, max_length=1000)
     requirements_file: str | None = Field(default=None, alias="requirementsFile")
+    #: A token that asks for a new build of an environment that was built, or failed, before (``--rebuild``
+    #: writes a fresh one): built again once per token, so one sweep's trials still share one build.
+    rebuild: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
 
     @field_validator("python", mode="before")
     @classmethod

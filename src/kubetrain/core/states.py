@@ -60,6 +60,9 @@ class Reason(StrEnum):
     EVICTED = "Evicted"
     #: A job whose ``dependsOn`` can no longer be met (the job it waited for ended the other way, or is gone).
     DEPENDENCY_FAILED = "DependencyFailed"
+    #: The job's environment (``spec.environment``) could not be built, now or by an earlier job with the same
+    #: one: retrying would fail the same way, so it is not retried (the engine remembers a failed build).
+    BUILD_FAILED = "BuildFailed"
 
 
 class ExperimentState(StrEnum):

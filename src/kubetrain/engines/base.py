@@ -28,7 +28,7 @@ from kubetrain.core.attempts import (
 )
 from kubetrain.core.errors import EngineError, NotFoundError
 from kubetrain.core.planning import NodeCapacity
-from kubetrain.core.records import NodeRecord
+from kubetrain.core.records import NodeRecord, UsageRecord
 from kubetrain.core.specs import JobSpec
 
 __all__ = ["RESULTS_VOLUME", "AttemptHandle", "Capabilities", "Engine", "Observation", "Phase"]
@@ -52,6 +52,8 @@ class Capabilities:
     accounting: bool = False
     #: Attempts run on several nodes (the planner's node list has more than this machine).
     multi_node: bool = False
+    #: Reports what running attempts use now (``usage``: ``kubetrain top``).
+    live_usage: bool = False
     #: Runs jobs of several replicas (``spec.replicas`` > 1) as one gang: started together, stopped together,
     #: each replica with the variables of core/distributed.py; ``read_log`` takes a ``replica``.
     replicas: bool = False
@@ -122,6 +124,10 @@ class Engine(abc.ABC):
         """Remove the storage behind a named volume (a volume nothing uses any more).  Needs ``capabilities.volumes``."""
         raise EngineError(f"the {self.name} engine has no named volumes")
 
+    def volume_size_enforced(self, name: str) -> bool | None:
+        """Whether the volume's size is kept by the storage (None: the engine cannot tell, e.g. a claim's class)."""
+        return None
+
     def volume_usage(self, name: str) -> tuple[str | None, int | None]:
         """Where a volume lives, in words a user can act on, and the bytes it holds (None: unknown)."""
         return None, None
@@ -161,6 +167,15 @@ class Engine(abc.ABC):
                 running=len({(a.job, a.number) for a in active if any(s.node == node.name for s in a.holdings())}),
             ))
         return records
+
+    def log_marks(self, job: str, number: int, replica: int = 0) -> list[tuple[int, float]] | None:
+        """When the log's output arrived: ``(offset, time)`` marks (core/log_times.py); None where the engine
+        records no times (``logs --since/--timestamps`` then say so)."""
+        return None
+
+    def usage(self, active: list[ActiveAttempt]) -> list[UsageRecord]:
+        """What each running attempt uses now (``kubetrain top``); empty where ``capabilities.live_usage`` is off."""
+        return []
 
     @abc.abstractmethod
     def launch(self, order: LaunchOrder) -> AttemptHandle:

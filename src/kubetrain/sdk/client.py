@@ -17,7 +17,7 @@ import httpx
 from kubetrain.core.errors import KubetrainError, MasterUnavailableError, OverloadedError, error_from_response
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import (ExperimentRecord, JobRecord, NodeRecord, Provenance, SecretRecord, TokenRecord,
-                                    UserRecord, WhoAmI)
+                                    UsageRecord, UserRecord, WhoAmI)
 from kubetrain.core.specs import JobSpec
 from kubetrain.sdk.retrying import Backoff, overload_details, retry_wait
 
@@ -227,6 +227,11 @@ class Client:
     def nodes(self) -> list[NodeRecord]:
         return [NodeRecord.model_validate(n) for n in self._call("GET", "/api/v1/nodes")]
 
+    def top(self, job: str | None = None) -> list[UsageRecord]:
+        """What running attempts use now (CPU, memory, GPUs) beside what they asked for."""
+        params = {"job": job} if job else {}
+        return [UsageRecord.model_validate(u) for u in self._call("GET", "/api/v1/top", params=params)]
+
     def delete_job(self, name: str) -> None:
         """Forget a finished job (records and attempt folders); a queued or running one is refused (409)."""
         self._request("DELETE", f"/api/v1/jobs/{name}")
@@ -236,12 +241,17 @@ class Client:
         return self._call("GET", f"/api/v1/jobs/{name}/reruns")
 
     def logs(self, name: str, *, attempt: int | None = None, follow: bool = False,
-             tail: int | None = None, replica: int = 0) -> Iterator[bytes]:
+             tail: int | None = None, replica: int = 0, since: int | None = None,
+             timestamps: bool = False) -> Iterator[bytes]:
         """An attempt's log (default: the latest); ``tail``: from its last that many lines; ``replica``: which
         replica's, for a distributed job (default: rank 0's)."""
         params: dict[str, Any] = {"follow": follow}
         if replica:
             params["replica"] = replica
+        if since is not None:
+            params["since"] = since
+        if timestamps:
+            params["timestamps"] = True
         if attempt is not None:
             params["attempt"] = attempt
         if tail is not None:

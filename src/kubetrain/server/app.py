@@ -25,7 +25,7 @@ from kubetrain import __version__
 from kubetrain.core.distributed import MAX_REPLICAS
 from kubetrain.core.errors import KubetrainError, SpecError
 from kubetrain.core.identity import Identity
-from kubetrain.core.records import MAX_ATTEMPT, JobRecord, NodeRecord, Provenance
+from kubetrain.core.records import MAX_ATTEMPT, JobRecord, NodeRecord, Provenance, UsageRecord
 from kubetrain.core.selectors import SelectorError, parse_selector
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.specs import JobSpec
@@ -238,8 +238,12 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
             "start at the last this many lines of what the log holds now"))] = None,
         replica: Annotated[int, Query(ge=0, le=MAX_REPLICAS - 1, description=(
             "which replica's log, for a distributed job (0, rank 0, by default)"))] = 0,
+        since: Annotated[int | None, Query(ge=1, le=10 * 366 * 86400, description=(
+            "only what was written in the last this many seconds"))] = None,
+        timestamps: Annotated[bool, Query(description="each line's time (RFC 3339, UTC) in front of it")] = False,
     ) -> StreamingResponse:
-        chunks = service.follow_logs(name, attempt=attempt, follow=follow, tail=tail, replica=replica)
+        chunks = service.follow_logs(name, attempt=attempt, follow=follow, tail=tail, replica=replica, since=since,
+                                     timestamps=timestamps)
         first = next(chunks, b"")  # surfaces NotFound as a 404 before streaming starts
 
         def body():
@@ -256,5 +260,13 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
     @app.get("/api/v1/nodes", dependencies=api)
     def nodes() -> list[NodeRecord]:
         return service.engine.describe_nodes(service.store.active_attempts())
+
+    @app.get("/api/v1/top", dependencies=api)
+    def top(job: Annotated[str | None, Query(max_length=63, description="only this job's attempts")] = None,
+            ) -> list[UsageRecord]:
+        """What running attempts use now beside what they asked for (``kubetrain top``)."""
+        active = [a for a in service.store.active_attempts()
+                  if a.state == "Running" and (job is None or a.job == job)]
+        return service.engine.usage(active)
 
     return app

@@ -100,7 +100,8 @@ class FileService:
     def _volume_view(self, row) -> dict[str, Any]:
         where, used = self.engine.volume_usage(row.name)
         return {"name": row.name, "owner": row.owner, "size": format_memory(row.size_bytes) if row.size_bytes else None,
-                "used_bytes": used, "path": where, "created_at": row.created_at}
+                "used_bytes": used, "path": where, "created_at": row.created_at,
+                "size_enforced": self.engine.volume_size_enforced(row.name) if row.size_bytes else None}
 
     def list_volumes(self) -> list[dict[str, Any]]:
         return [self._volume_view(r) for r in self.store.list_volumes()]

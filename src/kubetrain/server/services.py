@@ -24,6 +24,7 @@ from kubetrain.core.records import MAX_ATTEMPT, ExperimentRecord, JobRecord, Met
 from kubetrain.core.specs import JobSpec, format_validation_error, validate_job
 from kubetrain.core.states import JobState
 from kubetrain.engines.base import Engine
+from kubetrain.core.log_times import Stamper, offset_since
 from kubetrain.server.reconciler import WAKE_ANY, WAKE_EXPERIMENTS
 from kubetrain.server.runas import RunAsPolicy
 from kubetrain.server.sweeps import SweepController
@@ -303,16 +304,52 @@ class JobService:
         # The records go first: a crash in between leaves folders no job points to, never a job without its log.
         self.engine.forget_attempts(name, numbers)
 
+    def _log_start(self, name: str, number: int, replica: int, since: float | None,
+                   timestamps: bool) -> tuple[int, Callable[[bytes, int], bytes]]:
+        """Where a log read starts (``since``: seconds back) and what each chunk goes through (``timestamps``:
+        each line's time in front; core/log_times.py)."""
+        if since is None and not timestamps:
+            return 0, lambda data, _end: data
+        marks = self.engine.log_marks(name, number, replica)
+        if marks is None:
+            raise SpecError(f"this master's engine ({self.engine.name}) records no log times, so --since and "
+                            "--timestamps are not available; read the whole log", details={"field": "since"})
+        offset = 0
+        if since is not None:
+            start = offset_since(marks, time.time() - since)
+            offset = self._log_end(name, number, replica) if start is None else start
+        if not timestamps:
+            return offset, lambda data, _end: data
+        stamper = Stamper(marks, offset)
+
+        def stamp(data: bytes, end: int) -> bytes:
+            start = end - len(data)
+            if start != stamper.offset or stamper.needs_marks():  # rotated under us, or grown past its marks
+                stamper.update(self.engine.log_marks(name, number, replica) or [])
+                stamper.offset = start
+            return stamper.stamp(data)
+
+        return offset, stamp
+
+    def _log_end(self, name: str, number: int, replica: int) -> int:
+        """The size of the log now (read through: engines serve logs by offset only)."""
+        offset = 0
+        while True:
+            data, offset = self.engine.read_log(name, number, offset, replica=replica)
+            if not data:
+                return offset
+
     def reruns(self, name: str) -> list[str]:
         """The jobs submitted as reruns of ``name``, oldest first."""
         return self.store.reruns_of(name)
 
     def follow_logs(self, name: str, *, attempt: int | None, follow: bool, poll: float = 0.1,
-                    tail: int | None = None, replica: int = 0) -> Iterator[bytes]:
+                    tail: int | None = None, replica: int = 0, since: float | None = None,
+                    timestamps: bool = False) -> Iterator[bytes]:
         """As :meth:`_follow_logs`; with ``tail``, what exists now starts at its last ``tail`` lines (then a
         followed log goes on as it grows).  ``replica``: which replica's log, for a distributed job (0: rank 0)."""
         chunks = self._follow_logs(name, attempt=attempt, follow=follow, poll=poll, until_caught_up=tail is not None,
-                                   replica=replica)
+                                   replica=replica, since=since, timestamps=timestamps)
         if tail is None:
             yield from chunks
             return
@@ -330,7 +367,8 @@ class JobService:
         yield from chunks
 
     def _follow_logs(self, name: str, *, attempt: int | None, follow: bool, poll: float = 0.1,
-                     until_caught_up: bool = False, replica: int = 0) -> Iterator[bytes]:
+                     until_caught_up: bool = False, replica: int = 0, since: float | None = None,
+                     timestamps: bool = False) -> Iterator[bytes]:
         """Yield an attempt's log; with ``follow``, keep going until the attempt ends.
 
         While a followed log is quiet an empty chunk leaves every :data:`FOLLOW_HEARTBEAT_SECONDS` (it sends
@@ -358,12 +396,12 @@ class JobService:
         number = attempt or job.attempts[-1].number
         if not any(a.number == number for a in job.attempts):
             raise NotFoundError(f"job {name!r} has no attempt {number}; it has {len(job.attempts)}")
-        offset = 0
+        offset, stamp = self._log_start(name, number, replica, since, timestamps)
         last_check = 0.0
         while True:
             data, offset = self.engine.read_log(name, number, offset, replica=replica)
             if data:
-                yield data
+                yield stamp(data, offset)
                 quiet_since = time.monotonic()
                 continue
             if until_caught_up:
@@ -379,7 +417,7 @@ class JobService:
                 if rec.state in ("Succeeded", "Failed"):
                     data, offset = self.engine.read_log(name, number, offset, replica=replica)
                     while data:
-                        yield data
+                        yield stamp(data, offset)
                         data, offset = self.engine.read_log(name, number, offset, replica=replica)
                     return
             if now - quiet_since >= FOLLOW_HEARTBEAT_SECONDS:

@@ -33,6 +33,7 @@ import socket
 import sys
 import time
 
+from kubetrain.engines.local import gang  # noqa: F401 - imported once here, not in each gang's supervisor
 from kubetrain.engines.local.supervisor import notify, serve_spare, supervise
 
 PR_SET_CHILD_SUBREAPER = 36

@@ -4,7 +4,8 @@ The control folder ``attempts/<job>/<n>/`` is root's, mode 0700: nothing a job
 can write is believed, and ``launch.json`` holds the job token and secret
 values.  It holds ``launch.json`` (the request), ``claim`` (the fence: pid and
 start time of the one supervisor), ``supervisor.json`` (pids, cgroups),
-``status.json`` (how the attempt ended), ``cancel`` and ``output.log``.
+``status.json`` (how the attempt ended), ``cancel`` and ``output.log`` (and
+``output-K.log`` for replica K of a gang, see :mod:`gang`).
 
 A full disk must lose no outcome: an attempt that ran to its end and is then
 recorded ``Lost`` would be run again.  So ``status.json`` and
@@ -37,10 +38,33 @@ STATUS = "status.json"
 CANCEL = "cancel"
 LOG = "output.log"
 
+
+def log_name(replica: int) -> str:
+    """Replica ``replica``'s log file: ``output.log`` for replica 0 (as for a job of one), ``output-K.log`` else."""
+    return LOG if replica == 0 else f"output-{replica}.log"
+
 #: Size of a reserved record: room for a status with a long message, one or a few pages on any file system.
 RESERVED_BYTES = 16384
+#: Extra reserved room per replica of a gang, for its entry in ``status.json`` (exit, signal, peak, CPU).
+RESERVED_BYTES_PER_REPLICA = 160
 #: The longest wait between two tries to record a status on a full disk.
 RETRY_MAX_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRequest:
+    """One replica of a gang in ``launch.json`` (see :mod:`gang`): what differs from replica to replica.
+
+    The engine computes all of it but the rendezvous port, which the
+    supervisor picks free right before it starts the replicas when the spec
+    names none (``env`` then lacks ``MASTER_PORT`` and ``PET_MASTER_PORT``).
+    """
+
+    replica: int
+    #: Added to the job's ``env``: the rendezvous variables (core/distributed.py) and this replica's GPUs.
+    env: dict[str, str]
+    log_path: str
+    cgroup_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +117,10 @@ class LaunchRequest:
     cgroup_name: str = ""
     #: The master's wake socket, poked when the attempt starts and ends.
     wake_socket: str | None = None
+    #: A gang's replicas, replica 0 first (empty: a job of one replica, run as it always was).
+    replicas: list[ReplicaRequest] = field(default_factory=list)
+    #: ``spec.distributed.rendezvousPort``; None: the supervisor picks a free loopback port.
+    rendezvous_port: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,7 +128,9 @@ class LaunchRequest:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LaunchRequest:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        values["replicas"] = [ReplicaRequest(**r) if isinstance(r, dict) else r for r in values.get("replicas") or ()]
+        return cls(**values)
 
     def write(self, attempt_dir: str) -> None:
         # Not durable: the attempt row is the durable record; a lost file means a relaunch.
@@ -160,9 +190,9 @@ def write_json_atomic(path: str, data: dict[str, Any], *, durable: bool = True, 
     _replace_with(path, _payload(data, pad), durable=durable)
 
 
-def reserve(path: str, data: dict[str, Any] | None = None) -> None:
-    """Create the record at its reserved size: blank (nothing recorded) or holding ``data``."""
-    payload = b" " * RESERVED_BYTES if data is None else _payload(data, pad=True)
+def reserve(path: str, data: dict[str, Any] | None = None, *, size: int = RESERVED_BYTES) -> None:
+    """Create the record at its reserved size (``size``, a gang's larger): blank, or holding ``data``."""
+    payload = b" " * size if data is None else _payload(data, pad=True)
     _replace_with(path, payload, durable=False)
 
 

@@ -49,20 +49,26 @@ from kubetrain.core.attempts import (
     LaunchOrder,
     Outcome,
     Phase,
+    ReplicaEnd,
     RunAs,
 )
+from kubetrain.core.distributed import processes_per_replica, replica_variables
 from kubetrain.core.errors import EngineError, SpecError
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.quantities import format_memory
-from kubetrain.core.records import NodeRecord
+from kubetrain.core.records import NodeRecord, UsageRecord
 from kubetrain.core.specs import JobBody, JobSpec
 from kubetrain.core.states import Reason, explain_exit
 from kubetrain.engines.base import RESULTS_VOLUME, Capabilities, Engine, Observation
 from kubetrain.engines.local import attempt_files as files
-from kubetrain.engines.local import privileges, workspace
+from kubetrain.engines.local import gang, privileges, workspace
 from kubetrain.engines.local import supervisor as sv
 from kubetrain.engines.local.cgroups import AttemptCgroup
 from kubetrain.engines.local.inventory import Inventory
+from kubetrain.engines.local import usage as usage_of
+from kubetrain.engines.local.logpump import TIMES
+from kubetrain.engines.local.volumes import LocalVolumes
+from kubetrain.core.log_times import parse_marks
 from kubetrain.engines.local.workspace import can_mount
 from kubetrain.engines.variables import inherited_variables, job_variables
 from kubetrain.settings import Settings
@@ -82,10 +88,11 @@ _read_json = files.read_json
 _alive = sv.process_alive
 
 
-class LocalEngine(Engine):
+class LocalEngine(LocalVolumes, Engine):
     name = "local"
-    #: Volumes are folders under the home; snapshots are kept and unpacked here; cgroups measure each attempt.
-    capabilities = Capabilities(volumes=True, serves_snapshots=True, accounting=True)
+    #: Volumes are folders under the home; snapshots are kept and unpacked here; cgroups measure each attempt;
+    #: a gang's replicas run side by side under one supervisor (see gang.py).
+    capabilities = Capabilities(volumes=True, serves_snapshots=True, accounting=True, replicas=True)
 
     def __init__(self, settings: Settings, *, master_url: str | None = None) -> None:
         self.settings = settings
@@ -108,6 +115,7 @@ class LocalEngine(Engine):
 
     def start(self) -> None:
         self.prepare()
+        self.remount_volumes()
         self._ensure_agent()
 
     def _request(self, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
@@ -165,39 +173,8 @@ class LocalEngine(Engine):
     def attempt_dir(self, job: str, number: int) -> Path:
         return self.settings.attempts_dir / job / str(number)
 
-    def volume_dir(self, name: str) -> Path:
-        return self.settings.volumes_dir / name
-
     def workspace_dir(self, job: str, number: int) -> Path:
         return self.workspaces_dir / job / str(number)
-
-    def provision_volume(self, name: str, size_bytes: int | None) -> None:
-        self._volume_root(name)
-
-    def _volume_root(self, name: str) -> Path:
-        """A volume's folder: writable by every job that mounts it, like /tmp (sticky: no one deletes others'
-        files); ``results`` is root's alone, each job reaching its own output folder only."""
-        path = self.volume_dir(name)
-        path.mkdir(parents=True, exist_ok=True)
-        mode = 0o700 if name == RESULTS_VOLUME else 0o1777
-        st = path.stat()
-        if st.st_uid == os.geteuid() and st.st_mode & 0o7777 != mode:
-            path.chmod(mode)
-        return path
-
-    def release_volume(self, name: str) -> None:
-        shutil.rmtree(self.volume_dir(name), ignore_errors=True)
-
-    def volume_usage(self, name: str) -> tuple[str | None, int | None]:
-        path = self.volume_dir(name)
-        total = 0
-        for root, _dirs, names in os.walk(path):
-            for file in names:
-                try:
-                    total += os.lstat(os.path.join(root, file)).st_size
-                except OSError:
-                    pass
-        return str(path), total
 
     def output_dir(self, job: str, spec: JobSpec | None = None) -> Path:
         """On the ``results`` volume: ``<experiment>/<job>/`` for a trial, ``<job>/`` otherwise."""
@@ -205,7 +182,11 @@ class LocalEngine(Engine):
         return self.volume_dir(RESULTS_VOLUME) / (group if group == job else f"{group}/{job}")
 
     def validate(self, spec: JobSpec) -> None:
-        """Refuse at submit what this engine cannot honour, instead of pretending later."""
+        """Refuse at submit what this engine cannot honour, instead of pretending later.
+
+        A gang (``spec.replicas`` > 1) needs nothing more here: its replicas run side by side on this machine
+        (gang.py), and whether N of them fit at once is the planner's question, answered in replica terms.
+        """
         body = spec.spec
         if body.image:
             raise SpecError(
@@ -344,7 +325,8 @@ class LocalEngine(Engine):
         environment = None
         if body.environment is not None:
             environment = {"python": body.environment.python, "requirements": body.environment.requirements,
-                           "requirements_file": body.environment.requirements_file}
+                           "requirements_file": body.environment.requirements_file,
+                           "rebuild": body.environment.rebuild}
         files.LaunchRequest(
             job=order.job,
             attempt=order.number,
@@ -375,6 +357,8 @@ class LocalEngine(Engine):
             created_at=time.time(),
             cgroup_name=f"{order.job}-{order.number}-{order.token[:8]}",
             wake_socket=self.wake_socket,
+            replicas=_replica_requests(order, body, attempt_dir),
+            rendezvous_port=body.distributed.rendezvous_port if body.distributed else None,
         ).write(str(attempt_dir))
         try:
             reply = self._request({"op": "launch", "dir": str(attempt_dir)})
@@ -436,16 +420,19 @@ class LocalEngine(Engine):
         return out
 
     def _kill_leftovers(self, info: dict[str, Any]) -> None:
-        """A dead supervisor's job must not run on unsupervised: stop its tree."""
-        cgroup = AttemptCgroup.from_dict(info.get("cgroup") or {})
-        job_pid = info.get("job_pid")
-        if job_pid and _alive(job_pid, info.get("job_pid_start")):
-            try:
-                os.killpg(job_pid, signal.SIGKILL)
-            except OSError:
-                pass
-        cgroup.kill_all()
-        cgroup.remove()
+        """A dead supervisor's job must not run on unsupervised: stop its tree (every replica's, for a gang)."""
+        trees = [(info.get("job_pid"), info.get("job_pid_start"), info.get("cgroup") or {})]
+        trees += [(r.get("pid"), r.get("pid_start"), r.get("cgroup") or {}) for r in info.get("replicas") or ()]
+        for pid, start, _ in trees:
+            if pid and _alive(pid, start):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for _, _, data in trees:
+            cgroup = AttemptCgroup.from_dict(data)
+            cgroup.kill_all()
+            cgroup.remove()
 
     def cancel(self, attempt: ActiveAttempt) -> None:
         directory = self.attempt_dir(attempt.job, attempt.number)
@@ -474,19 +461,81 @@ class LocalEngine(Engine):
     def snapshot_path(self, snapshot: str) -> Path:
         return self.settings.snapshots_dir / f"{snapshot.removeprefix('sha256:')}.tar.gz"
 
+    def log_marks(self, job: str, number: int, replica: int = 0) -> list[tuple[int, float]] | None:
+        """The time marks the log pump keeps beside the log (``<log>.times``; engines/local/logpump.py)."""
+        path = self.attempt_dir(job, number) / (files.log_name(replica) + TIMES)
+        try:
+            return parse_marks(path.read_text(errors="replace"))
+        except FileNotFoundError:
+            return []  # nothing written yet (or a log from before marks were kept)
+
+    def usage(self, active: list[ActiveAttempt]) -> list[UsageRecord]:
+        """Each running replica's CPU (over a short window), working-set memory and GPUs, from its cgroups."""
+        targets = []
+        for attempt in active:
+            info = _read_json(self.attempt_dir(attempt.job, attempt.number) / sv.SUPERVISOR) or {}
+            groups = [(r.get("replica", 0), r.get("cgroup") or {}) for r in info.get("replicas") or ()] \
+                or [(0, info.get("cgroup") or {})]
+            targets += [(attempt, replica, group) for replica, group in groups]
+        readings = usage_of.sample([group for _, _, group in targets])
+        out = []
+        for (attempt, replica, _), reading in zip(targets, readings):
+            body = JobBody.model_validate(attempt.spec["spec"])
+            slots = attempt.holdings()
+            gpus = list(slots[replica].gpus) if replica < len(slots) else list(attempt.gpus)
+            utilisation, gpu_memory = usage_of.gpu_readings(gpus)
+            out.append(UsageRecord(
+                job=attempt.job, attempt=attempt.number, replica=replica, node=attempt.node, owner=attempt.owner,
+                cpu_millis=reading.cpu_millis, memory_bytes=reading.memory_bytes, gpus=gpus,
+                gpu_utilization=utilisation, gpu_memory_bytes=gpu_memory,
+                requested_cpu_millis=body.resources.cpu_millis, requested_memory_bytes=body.resources.memory_bytes,
+                requested_gpus=body.resources.gpu))
+        return out
+
     def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
-        path = self.attempt_dir(job, number) / files.LOG
+        name = files.log_name(replica)
+        path = self.attempt_dir(job, number) / name
         prefix = b""
         try:
             with open(path, "rb") as fh:
                 if os.fstat(fh.fileno()).st_size < offset:
                     # Rotated under a follower: go on from the start of the new file.
-                    prefix, offset = b"[kubetrain: log rotated; the previous part is in output.log.1]\n", 0
+                    prefix, offset = f"[kubetrain: log rotated; the previous part is in {name}.1]\n".encode(), 0
                 fh.seek(offset)
                 data = fh.read(1 << 20)
         except FileNotFoundError:
             return b"", offset
         return prefix + data, offset + len(data)
+
+
+def _replica_requests(order: LaunchOrder, body: JobBody, attempt_dir: Path) -> list[files.ReplicaRequest]:
+    """What each replica of a gang adds to the job's environment, and its log and cgroup; [] for one replica.
+
+    Computed here, where core/distributed.py can be imported (the supervisor
+    imports no pydantic): everything but the rendezvous port when the spec
+    names none, which the supervisor picks free right before the start.
+    """
+    count = body.replicas
+    if count <= 1:
+        return []
+    slots = order.slots
+    if len(slots) != count:
+        raise EngineError(f"the launch order of {order.job} attempt {order.number} has {len(slots)} replica "
+                          f"slot(s) for spec.replicas={count}; the planner places every replica")
+    port = body.distributed.rendezvous_port if body.distributed else None
+    cgroup = f"{order.job}-{order.number}-{order.token[:8]}"
+    requests = []
+    for replica, slot in enumerate(slots):
+        env = replica_variables(replica=replica, replicas=count, master_addr=gang.LOOPBACK, master_port=port or 0,
+                                nproc=processes_per_replica(body.distributed, len(slot.gpus)))
+        if port is None:
+            del env["MASTER_PORT"], env["PET_MASTER_PORT"]
+        gpus = ",".join(map(str, slot.gpus))
+        env.update(CUDA_VISIBLE_DEVICES=gpus, NVIDIA_VISIBLE_DEVICES=gpus or "void")
+        requests.append(files.ReplicaRequest(replica=replica, env=env,
+                                             log_path=str(attempt_dir / files.log_name(replica)),
+                                             cgroup_name=cgroup if replica == 0 else f"{cgroup}-r{replica}"))
+    return requests
 
 
 def _gids(run_as: RunAs) -> set[int]:
@@ -518,4 +567,8 @@ def _outcome(status: dict[str, Any]) -> Outcome:
         peak_memory_bytes=status.get("peak_memory_bytes"),
         cpu_seconds=status.get("cpu_seconds"),
         started_at=status.get("started_at"),
+        replicas=tuple(ReplicaEnd(replica=int(r.get("replica", i)), exit_code=r.get("exit_code"),
+                                  signal=r.get("signal"), peak_memory_bytes=r.get("peak_memory_bytes"),
+                                  cpu_seconds=r.get("cpu_seconds"))
+                       for i, r in enumerate(status.get("replicas") or ()) if isinstance(r, dict)),
     )

@@ -5,6 +5,12 @@ pipe (the writer blocks) and the disk holds at most two files of
 ``max_bytes`` — the newest output in ``output.log``, the previous chunk in
 ``output.log.1``.  Runs on a thread of the supervisor.
 
+Beside each file, ``<file>.times`` says when its output arrived: one
+``offset time`` line per chunk written, at most one per
+:data:`MARK_SECONDS`, so ``kubetrain logs --timestamps / --since`` can say when each
+line was written to within that long (:mod:`kubetrain.core.log_times`).  It
+rotates with its file.
+
 A full disk (or any write error) must not stop the pump: a stopped pump would
 leave the job blocked on a full pipe, and a dead supervisor would turn a
 finished job into a ``Lost`` one that runs again.  Output that cannot be
@@ -16,8 +22,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from kubetrain.core.quantities import format_memory
+
+
+#: Output arriving within this long of the last time mark shares it (the precision of ``logs --timestamps``).
+MARK_SECONDS = 0.01
+#: The suffix of a log's time marks.
+TIMES = ".times"
 
 
 class LogPump:
@@ -33,6 +46,8 @@ class LogPump:
         self.drop_reason: str | None = None
         self._unreported = 0
         self._lock = threading.Lock()  # the supervisor's own notes and the pump thread both write
+        self._last_mark = 0.0
+        self._marked_size = -1
         self._open(truncate=False)
         self.thread = threading.Thread(target=self._run, name="log-pump", daemon=True)
 
@@ -51,10 +66,12 @@ class LogPump:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        try:
-            os.replace(self.path, self.path + ".1")
-        except OSError:
-            pass  # nothing to keep; the new file starts empty all the same
+        for suffix in ("", TIMES):
+            try:
+                os.replace(self.path + suffix, self.path + ".1" + suffix)
+            except OSError:
+                pass  # nothing to keep; the new file starts empty all the same
+        self._last_mark, self._marked_size = 0.0, -1
         if self._open(truncate=True):
             self.rotations += 1
 
@@ -73,6 +90,22 @@ class LogPump:
         except OSError as exc:
             self._drop(len(view), exc.strerror)
 
+    def _mark(self) -> None:
+        """Note when the output about to be written at ``self.size`` arrived (best effort: times are a help)."""
+        now = time.time()
+        if self.size == self._marked_size or now - self._last_mark < MARK_SECONDS:
+            return
+        try:
+            fd = os.open(self.path + TIMES, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
+                         0o600)
+            try:
+                os.write(fd, f"{self.size} {now:.3f}\n".encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            return
+        self._last_mark, self._marked_size = now, self.size
+
     def write(self, data: bytes) -> None:
         with self._lock:
             if self.fd is None:
@@ -88,6 +121,7 @@ class LogPump:
                         f"output.log could not be written ({self.drop_reason})]\n").encode()
                 self._unreported = 0
                 self._write_all(fd, note)
+            self._mark()
             self._write_all(fd, data)
 
     def note(self) -> str | None:

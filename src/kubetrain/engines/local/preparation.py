@@ -29,7 +29,7 @@ import stat
 import tarfile
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
-from kubetrain.engines.local import privileges, workspace
+from kubetrain.engines.local import environments, privileges, workspace
 
 if TYPE_CHECKING:
     from kubetrain.engines.local.attempt_files import LaunchRequest
@@ -87,11 +87,26 @@ def prepare_as_user(launch: LaunchRequest, envs_dir: str, archive: BinaryIO | No
         spec = launch.environment
         if not spec:
             return {"said": said}
-        bin_dir, packages = workspace.ensure_environment(envs_dir, spec.get("python"),
-                                                         requirements(spec, launch.cwd), said.append)
+        bin_dir, packages = environments.ensure_environment(
+            envs_dir, spec.get("python"), requirements(spec, launch.cwd), said.append, rebuild=spec.get("rebuild"),
+            sdk=_SDK.get("sources"))
         return {"bin_dir": bin_dir, "packages": packages, "said": said}
+    except environments.BuildFailed as exc:
+        return {"error": str(exc), "reason": "BuildFailed", "said": said}
     except (workspace.WorkspaceError, OSError, tarfile.TarError) as exc:
         return {"error": f"could not prepare the workspace: {exc}", "said": said}
+
+
+#: The in-job SDK's sources, read by root before the switch (the user may not read the master's installation).
+_SDK: dict[str, Any] = {}
+
+
+def _read_sdk() -> None:
+    if "sources" not in _SDK:
+        try:
+            _SDK["sources"] = environments.sdk_sources()
+        except OSError:
+            _SDK["sources"] = None  # an installation without its sources: environments go without the SDK
 
 
 def run_as_user(run_as: dict[str, Any] | None, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -100,6 +115,7 @@ def run_as_user(run_as: dict[str, Any] | None, work: Callable[[], dict[str, Any]
     Call before the supervisor starts any thread (a fork copies only the
     calling thread).  Without ``run_as`` it runs here.
     """
+    _read_sdk()
     if not run_as:
         return work()
     read_end, write_end = os.pipe()

@@ -16,6 +16,9 @@ back as files there (see :mod:`attempt_files`):
   record but never loses it (a lost record would rerun a finished job);
 * ``output.log`` — the command's stdout and stderr (:mod:`logpump`).
 
+A distributed job (``launch.replicas``) is handed to :mod:`gang` once the
+attempt is claimed: the same files, one child per replica.
+
 The job's own files — the code snapshot, ``params.json``, its working folder —
 are in its workspace ``workspaces/<job>/<n>/``, made by root and then handed
 to the job's user (:mod:`workspace`).  In the job's child, in this order:
@@ -59,6 +62,18 @@ __all__ = ["CANCEL", "CLAIM", "LAUNCH", "STATUS", "SUPERVISOR", "LogPump", "beco
 
 #: Marks a setup error sent up the exec pipe: its text is the attempt's message, as is.
 SETUP_ERROR = b"setup:"
+
+
+class SetupFailure(str):
+    """Why the job cannot start (the attempt's message), with the reason the attempt ends with: ``Error``, or
+    ``BuildFailed`` for an environment that cannot be built (never retried: it would fail the same way)."""
+
+    reason: str = "Error"
+
+    def __new__(cls, text: str, reason: str = "Error") -> "SetupFailure":
+        failure = super().__new__(cls, text)
+        failure.reason = reason
+        return failure
 #: The job's umask: what it creates is readable where its folders let others in (its own are 0700).
 JOB_UMASK = 0o022
 #: An attempt's message is cut here, so that its record always fits its reservation.
@@ -152,7 +167,7 @@ def _prepare(launch: LaunchRequest, attempt_dir: str,
     for line in result.get("said") or ():
         pump.write(str(line).encode())
     if result.get("error"):
-        return str(result["error"]), env, mount_list
+        return SetupFailure(str(result["error"]), str(result.get("reason") or "Error")), env, mount_list
     if result.get("bin_dir"):
         bin_dir = str(result["bin_dir"])
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -317,13 +332,19 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
     launch = LaunchRequest.read(attempt_dir)
     status_path = os.path.join(attempt_dir, STATUS)
     try:
-        files.reserve(status_path)
+        files.reserve(status_path, size=files.RESERVED_BYTES + files.RESERVED_BYTES_PER_REPLICA * len(launch.replicas))
     except OSError:
         # No room even for the reservation: nothing has run and nothing could be recorded. The engine
         # sees the claim of a dead supervisor; the attempt is relaunched on the infrastructure budget.
         if spare:
             spare.discard()
         return 1
+    if launch.replicas:  # a gang (issue 12): its replicas get groups of their own, the spare's stub is not used
+        from kubetrain.engines.local.gang import supervise_gang
+
+        if spare:
+            spare.discard()
+        return supervise_gang(attempt_dir, launch, status_path)
     wake = launch.wake_socket
     limits = {"cpu_millis": int(launch.cpu_millis), "memory_bytes": int(launch.memory_bytes),
               "pids_max": int(launch.pids_max)}
@@ -387,7 +408,8 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
     _killpg(pid, signal.SIGKILL)
     cgroup.kill_all()
     pump.finish()
-    result = _verdict(launch, cgroup, status, rusage, exec_error, stopper, pump)
+    result = _verdict(launch, cgroup, status, rusage, exec_error, stopper, pump,
+                      setup_reason=getattr(prepare_error, "reason", "Error"))
     cgroup.remove()
     files.record_until_written(status_path, {**result, "started_at": started_at, "finished_at": finished_at},
                                say=lambda text: pump.write(text.encode()))
@@ -410,7 +432,7 @@ def _read_all(fd: int) -> bytes:
 
 
 def _verdict(launch: LaunchRequest, cgroup: cgroups.AttemptCgroup, status: int, rusage: Any, exec_error: bytes,
-             stopper: _Stopper, pump: LogPump) -> dict[str, Any]:
+             stopper: _Stopper, pump: LogPump, *, setup_reason: str = "Error") -> dict[str, Any]:
     """How the attempt ended, in the words and numbers of ``status.json``."""
     exit_code = os.waitstatus_to_exitcode(status)
     sig = -exit_code if exit_code < 0 else None
@@ -421,7 +443,7 @@ def _verdict(launch: LaunchRequest, cgroup: cgroups.AttemptCgroup, status: int, 
         cpu = rusage.ru_utime + rusage.ru_stime
     deadline = launch.deadline_seconds
     if exec_error.startswith(SETUP_ERROR):
-        reason, message = "Error", exec_error.removeprefix(SETUP_ERROR).decode(errors="replace")
+        reason, message = setup_reason, exec_error.removeprefix(SETUP_ERROR).decode(errors="replace")
     elif exec_error:
         reason = "Error"
         message = f"could not start {launch.argv[0]!r}: {exec_error.decode(errors='replace')}"

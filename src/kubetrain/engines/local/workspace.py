@@ -11,24 +11,17 @@ the master's loop.  Standard library only.
 * Snapshots are tar.gz files named by their sha256; they unpack with
   ``tarfile``'s ``data`` filter, which refuses absolute paths, ``..``, links
   leaving the tree and device files.
-* Environments are built once per content hash under ``envs/<hash>/`` behind a
-  file lock: a second job asking for the same thing waits, then reuses it.
-  ``uv`` builds when installed, ``python -m venv`` + pip otherwise; the build
-  log stays next to the environment and a failure names it.  They are built
-  readable by everyone (umask 022), since jobs of every user run them.
+* Environments are built once per content hash (:mod:`environments`), readable
+  by everyone (umask 022), since jobs of every user run them.
 * Volumes are bound by :mod:`mounts`, in the job's own mount namespace.
 """
 
 from __future__ import annotations
 
-import fcntl
 import gzip
-import hashlib
 import json
 import os
 import shutil
-import stat
-import subprocess
 import tarfile
 import zlib
 from typing import BinaryIO
@@ -150,93 +143,11 @@ def _unpack_entries(tar: tarfile.TarFile, stream: _BoundedTarStream, dest: str, 
         tar.members.clear()  # tarfile keeps every entry it read; a long archive must not cost memory
 
 
-def environment_hash(python: str | None, requirements: list[str]) -> str:
-    text = json.dumps({"python": python, "requirements": sorted(r.strip() for r in requirements)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def interpreter_for(python: str | None) -> str:
-    """The interpreter an environment is built from: the master's own unless another version is asked for."""
-    import sys
+    """The interpreter an environment is built from (see :mod:`environments`, which builds them)."""
+    from kubetrain.engines.local.environments import interpreter_for as find
 
-    if python is None or python == f"{sys.version_info.major}.{sys.version_info.minor}":
-        return sys.executable
-    found = shutil.which(f"python{python}")
-    if not found:
-        raise WorkspaceError(
-            f"environment.python {python!r}: no python{python} on this node "
-            f"(this node has {sys.version_info.major}.{sys.version_info.minor}); install it or drop the field"
-        )
-    return found
-
-
-def ensure_environment(envs_dir: str, python: str | None, requirements: list[str], say) -> tuple[str, str]:
-    """Build (or reuse) the environment; return (its bin folder, its package list)."""
-    digest = environment_hash(python, requirements)
-    home = os.path.join(envs_dir, digest)
-    ready = os.path.join(home, ".ready")
-    os.makedirs(envs_dir, exist_ok=True)
-    if os.stat(envs_dir).st_uid == os.geteuid():
-        os.chmod(envs_dir, 0o711)  # jobs of every user pass through to the environment they run; none lists them
-    with open(os.path.join(envs_dir, f"{digest}.lock"), "w") as lock:  # root's: a job never takes the lock
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build per hash; the others wait, then reuse
-        if os.path.exists(ready):
-            say(f"kubetrain: using environment {digest} (built before)\n")
-        else:
-            say(f"kubetrain: building environment {digest} ({len(requirements)} requirement(s)); log: {home}.build.log\n")
-            _build(home, interpreter_for(python), requirements, f"{home}.build.log")
-            _open_to_all(home)
-            with open(ready, "w") as fh:
-                fh.write("ok")
-    with open(os.path.join(home, "packages.txt")) as fh:
-        return os.path.join(home, "bin"), fh.read()
-
-
-def _build(home: str, interpreter: str, requirements: list[str], log_path: str) -> None:
-    shutil.rmtree(home, ignore_errors=True)
-    uv = shutil.which("uv")
-    with open(log_path, "w") as log:
-        def run(argv: list[str]) -> None:
-            log.write("$ " + " ".join(argv) + "\n")
-            log.flush()
-            result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=3600, check=False,
-                                    umask=ENV_UMASK)
-            if result.returncode != 0:
-                shutil.rmtree(home, ignore_errors=True)
-                raise WorkspaceError(f"environment build failed ({' '.join(argv[:3])}... exited "
-                                     f"{result.returncode}); see {log_path}")
-
-        py = os.path.join(home, "bin", "python")
-        if uv:
-            run([uv, "venv", "--python", interpreter, home])
-            if requirements:
-                run([uv, "pip", "install", "--python", py, *requirements])
-            freeze = [uv, "pip", "freeze", "--python", py]
-        else:
-            run([interpreter, "-m", "venv", home])
-            if requirements:
-                run([py, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", *requirements])
-            freeze = [py, "-m", "pip", "freeze", "--disable-pip-version-check"]
-        packages = subprocess.run(freeze, capture_output=True, text=True, check=False, umask=ENV_UMASK).stdout
-    with open(os.path.join(home, "packages.txt"), "w") as fh:
-        fh.write(packages)
-
-
-def _open_to_all(home: str) -> None:
-    """Let every user read and run the environment (folders r-x, files r--, executables r-x); links untouched.
-
-    The build ran with umask 022 already; this also catches a tool that chose
-    its own modes.  Nothing else writes under ``envs/``, so nothing races it.
-    """
-    for root, dirs, files in os.walk(home):
-        for name in [*dirs, *files, None]:
-            path = root if name is None else os.path.join(root, name)
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                continue
-            extra = 0o555 if stat.S_ISDIR(st.st_mode) or st.st_mode & 0o100 else 0o444
-            if st.st_mode & extra != extra:
-                os.chmod(path, stat.S_IMODE(st.st_mode) | extra)
+    return find(python)
 
 
 def can_mount() -> bool:

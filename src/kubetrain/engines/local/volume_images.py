@@ -1,0 +1,91 @@
+"""Sized volumes on the embedded engine: a filesystem image per volume, loop-mounted, so the kernel enforces the size.
+
+``kubetrain volume create data --size 10Mi`` used to make a plain folder, and
+a "10Mi" volume held whatever was written to it.  Where the master runs as
+root and has ``mkfs.ext4`` and loop devices, a sized volume is now an ext4
+image ``volumes/<name>.img`` mounted at ``volumes/<name>/``: a write beyond
+the size fails with ENOSPC in the job, as on a PersistentVolumeClaim.  The
+image is made with no reserved blocks and no journal, and a little larger
+than asked (:func:`image_bytes`) so that at least the size asked for is
+usable; the figure is measured in tests/engines/local/test_volume_images.py.
+
+Where that is impossible (not root, no loop device, no mkfs) the volume stays a
+folder and says so: ``volume ls`` shows "not enforced", never a size it does
+not keep.  A restarted master finds its images mounted already (mounts belong
+to the kernel, not to the master) and mounts any that are not.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+#: Suffix of a volume's image beside its folder.
+IMAGE_SUFFIX = ".img"
+
+
+def image_bytes(size_bytes: int) -> int:
+    """The image's size for a volume of ``size_bytes``: ext4's own metadata (inode tables, bitmaps, the root
+    folder) comes on top, so that the usable space is at least what was asked for."""
+    return size_bytes + max(size_bytes // 16, 2 << 20)
+
+
+def why_not_enforced() -> str | None:
+    """Why sized volumes cannot be images here (None: they can)."""
+    if os.geteuid() != 0:
+        return "the master is not root (loop mounts need it)"
+    if not shutil.which("mkfs.ext4"):
+        return "mkfs.ext4 is not installed (Debian: e2fsprogs)"
+    if not os.path.exists("/dev/loop-control"):
+        return "this machine has no loop devices (/dev/loop-control)"
+    return None
+
+
+def image_path(folder: Path) -> Path:
+    return folder.with_name(folder.name + IMAGE_SUFFIX)
+
+
+def is_mounted(folder: Path) -> bool:
+    return os.path.ismount(folder)
+
+
+def _run(argv: list[str], what: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise OSError(f"{what} failed: {(done.stderr or done.stdout).strip()[-400:]}")
+
+
+def provision(folder: Path, size_bytes: int) -> None:
+    """Make (once) and mount the image behind ``folder``; idempotent, and a remount after a reboot."""
+    image = image_path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if is_mounted(folder):
+        return
+    if not image.exists():
+        with open(image, "wb") as fh:  # sparse: the disk holds only what the job writes
+            fh.truncate(image_bytes(size_bytes))
+        os.chmod(image, 0o600)
+        _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "root_owner=0:0", str(image)],
+             f"making the filesystem of volume {folder.name}")
+    _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(folder)], f"mounting volume {folder.name}")
+    shutil.rmtree(folder / "lost+found", ignore_errors=True)  # mkfs's; no user's files are in it
+
+
+def release(folder: Path) -> None:
+    """Unmount and remove the image (the volume is being deleted); a folder that is no image is left alone."""
+    if is_mounted(folder):
+        _run(["umount", str(folder)], f"unmounting volume {folder.name}")
+    image_path(folder).unlink(missing_ok=True)
+
+
+def enforced(folder: Path) -> bool:
+    """Whether this volume's size is the kernel's to keep (it is a mounted image)."""
+    return image_path(folder).exists() and is_mounted(folder)
+
+
+def used_bytes(folder: Path) -> int:
+    """Bytes in use on a mounted image (what ``df`` says)."""
+    st = os.statvfs(folder)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
