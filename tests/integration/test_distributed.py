@@ -140,3 +140,11 @@ def test_two_whole_node_gangs_run_one_after_the_other(gang_master, tmp_path: Pat
     assert (first.state, second.state) == ("Succeeded", "Succeeded")
     started = [float((stamps / f"second-{r}").read_text()) for r in (0, 1)]
     assert min(started) >= first.attempts[-1].finished_at, (started, first.attempts[-1].finished_at)
+
+
+def test_every_rank_may_report_and_each_step_is_kept_once(gang_master):
+    program = "import kubetrain\nfor step in range(3):\n    kubetrain.report(step, loss=float(step))\nkubetrain.flush()"
+    gang_master.cli("run", "--name", "reporters", "--replicas", "2", "--cpu", "100m", "--memory", "128Mi", "--wait",
+                    "--no-snapshot", "--", "python", "-c", program, check=True)
+    points = gang_master.client.metrics("reporters", names=["loss"])
+    assert sorted((p["step"], p["value"]) for p in points) == [(0, 0.0), (1, 1.0), (2, 2.0)], points

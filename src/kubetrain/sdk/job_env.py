@@ -26,3 +26,12 @@ def _output_folder(value: str | None) -> Path:
     path = Path(value or "outputs")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def reports_metrics() -> bool:
+    """Whether this process's ``report()`` calls are sent: in a distributed job only rank 0's are (by
+    convention), so that every rank may call it and each step is kept once, not once per replica.
+
+    The rank is torch's ``RANK`` when set (torchrun sets it per process), else the replica's."""
+    rank = os.environ.get("RANK") or os.environ.get("KUBETRAIN_REPLICA") or "0"
+    return rank.strip() == "0"

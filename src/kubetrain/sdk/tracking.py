@@ -50,7 +50,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from kubetrain.sdk.job_env import _output_folder, output_dir, params  # noqa: F401 - params, output_dir: the public names
+from kubetrain.sdk.job_env import _output_folder, output_dir, params, reports_metrics  # noqa: F401 - params, output_dir: the public names
 
 #: The metric that counts the points this SDK dropped to stay within its buffer.
 DROPPED_METRIC = "kubetrain/dropped_points"
@@ -580,6 +580,8 @@ def report(step: int, **metrics: float) -> None:
     """Record metrics at ``step`` (cheap, buffered): ``kubetrain.report(step=3, loss=0.2, acc=0.9)``.  In a trial
     with early stopping, a new step of the objective waits (at most 1 s) for the pruner, so that
     ``should_stop()`` right after it is up to date."""
+    if not reports_metrics():
+        return  # another rank of a distributed job: rank 0 reports for all
     try:
         _get().report(step, metrics)
     except (TypeError, ValueError) as exc:

@@ -194,6 +194,7 @@ def supervise_gang(attempt_dir: str, launch: LaunchRequest, status_path: str) ->
             "replicas": [_cgroup_record(r) for r in replicas]}
     sv._write_info(attempt_dir, info, last=False)  # preparing can take minutes: say we are alive first
     prepare_error, env, mount_list = sv._prepare(launch, attempt_dir, first.pump)
+    ready_at = time.time()  # the deadline counts the replicas' own time, not an environment build before them
     base = {"argv": launch.argv, "cwd": launch.cwd, "mounts": mount_list, "run_as": launch.run_as,
             "error": prepare_error}
     port = int(launch.rendezvous_port) if launch.rendezvous_port else free_port()
@@ -220,7 +221,7 @@ def supervise_gang(attempt_dir: str, launch: LaunchRequest, status_path: str) ->
         stopper.stop("Cancelled")
     deadline = launch.deadline_seconds
     if deadline and stopper.reason is None:
-        remaining = float(deadline) - (time.time() - float(launch.created_at or started_at))
+        remaining = float(deadline) - (time.time() - ready_at)
         signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.01))
     failed = _wait_all(replicas, stopper)
     signal.setitimer(signal.ITIMER_REAL, 0)

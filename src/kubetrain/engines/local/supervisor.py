@@ -361,6 +361,7 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
             "cgroup": cgroup.to_dict()}
     _write_info(attempt_dir, info, last=False)  # preparing can take minutes: say we are alive before it starts
     prepare_error, env, mount_list = _prepare(launch, attempt_dir, pump)
+    ready_at = time.time()  # the deadline counts the job's own time, not an environment build before it
     order = {"argv": launch.argv, "env": env, "cwd": launch.cwd, "mounts": mount_list,
              "run_as": launch.run_as, "error": prepare_error}
     if spare:
@@ -398,7 +399,7 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
         stopper.stop("Cancelled")
     deadline = launch.deadline_seconds
     if deadline and stopper.reason is None:
-        remaining = float(deadline) - (time.time() - float(launch.created_at or started_at))
+        remaining = float(deadline) - (time.time() - ready_at)
         signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.01))
     _, status, rusage = os.wait4(pid, 0)
     signal.setitimer(signal.ITIMER_REAL, 0)
