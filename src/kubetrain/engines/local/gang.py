@@ -103,42 +103,9 @@ class Replica:
                 "cpu_seconds": None if cpu is None else round(cpu, 3)}
 
 
-class GangStopper:
-    """Stops every replica still running: SIGTERM to their groups, then SIGKILL (groups, cgroups) after grace.
-
-    The gang's counterpart of ``supervisor._Stopper``: the first reason given
-    (Cancelled, DeadlineExceeded, Failed) is the one the verdict uses.
-    """
-
-    def __init__(self, replicas: list[Replica], grace: float) -> None:
-        self.replicas = replicas
-        self.grace = grace
-        self.reason: str | None = None
-        self.terminated_at: float | None = None
-
-    def stop(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        if self.terminated_at is not None:
-            return
-        self.terminated_at = time.time()
-        for replica in self.replicas:
-            if replica.pid and replica.status is None:  # a reaped pid may already be someone else's
-                sv._killpg(replica.pid, signal.SIGTERM)
-        signal.signal(signal.SIGALRM, self._kill)
-        signal.setitimer(signal.ITIMER_REAL, max(self.grace, 0.01))
-
-    def _kill(self, _signum: int, _frame: object) -> None:
-        for replica in self.replicas:
-            if replica.pid and replica.status is None:
-                sv._killpg(replica.pid, signal.SIGKILL)
-            replica.cgroup.kill_all()
-
-    def on_term(self, _signum: int, _frame: object) -> None:
-        self.stop("Cancelled")
-
-    def on_deadline(self, _signum: int, _frame: object) -> None:
-        self.stop("DeadlineExceeded")
+def gang_stopper(replicas: list[Replica], grace: float) -> sv._Stopper:
+    """The supervisor's stopper over every replica still running (a reaped one: its cgroup only)."""
+    return sv._Stopper(lambda: [(r.pid if r.pid and r.status is None else None, r.cgroup) for r in replicas], grace)
 
 
 def _cgroup_record(replica: Replica) -> dict[str, Any]:
@@ -202,7 +169,7 @@ def supervise_gang(attempt_dir: str, launch: LaunchRequest, status_path: str) ->
         replica.pid = _fork(replica, _order(base, env, replica.request, port))
     for replica in replicas:
         replica.pump.thread.start()
-    stopper = GangStopper(replicas, float(launch.grace_seconds))
+    stopper = gang_stopper(replicas, float(launch.grace_seconds))
     signal.signal(signal.SIGTERM, stopper.on_term)
     signal.signal(signal.SIGINT, stopper.on_term)
     signal.signal(signal.SIGALRM, stopper.on_deadline)
@@ -239,7 +206,7 @@ def supervise_gang(attempt_dir: str, launch: LaunchRequest, status_path: str) ->
     return 0
 
 
-def _wait_all(replicas: list[Replica], stopper: GangStopper) -> Replica | None:
+def _wait_all(replicas: list[Replica], stopper: sv._Stopper) -> Replica | None:
     """Reap every replica; the first to fail (before any stop) stops the others.  Returns that one, or None."""
     running = {r.pid: r for r in replicas}
     failed: Replica | None = None
@@ -262,7 +229,7 @@ def _wait_all(replicas: list[Replica], stopper: GangStopper) -> Replica | None:
 
 
 def _verdict(launch: LaunchRequest, replicas: list[Replica], failed: Replica | None,
-             stopper: GangStopper, *, setup_reason: str = "Error") -> dict[str, Any]:
+             stopper: sv._Stopper, *, setup_reason: str = "Error") -> dict[str, Any]:
     """How the gang ended, in the words and numbers of ``status.json`` (with each replica's end)."""
     ends = [r.end() for r in replicas]
     peaks = [e["peak_memory_bytes"] for e in ends if e["peak_memory_bytes"] is not None]

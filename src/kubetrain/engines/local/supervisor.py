@@ -38,7 +38,7 @@ import os
 import signal
 import socket
 import time
-from typing import Any
+from typing import Any, Callable
 
 from kubetrain.core.quantities import format_memory
 from kubetrain.core.states import explain_exit
@@ -93,11 +93,15 @@ def notify(wake_socket: str | None) -> None:
 
 
 class _Stopper:
-    """Signal-driven stop: SIGTERM (cancel) or SIGALRM (deadline), then SIGKILL after grace."""
+    """Signal-driven stop: SIGTERM (cancel) or SIGALRM (deadline), then SIGKILL and the cgroups emptied after grace.
 
-    def __init__(self, pgid: int, cgroup: cgroups.AttemptCgroup, grace: float) -> None:
-        self.pgid = pgid
-        self.cgroup = cgroup
+    ``members()`` says what to stop at that moment, as (process group, cgroup) pairs: the job's, or each
+    replica's of a gang (:mod:`gang`), where a replica already reaped gives no group (its pid may be someone
+    else's by then) but still its cgroup.  The first reason given is the one the verdict uses.
+    """
+
+    def __init__(self, members: Callable[[], list[tuple[int | None, cgroups.AttemptCgroup]]], grace: float) -> None:
+        self.members = members
         self.grace = grace
         self.reason: str | None = None
         self.terminated_at: float | None = None
@@ -108,13 +112,17 @@ class _Stopper:
         if self.terminated_at is not None:
             return
         self.terminated_at = time.time()
-        _killpg(self.pgid, signal.SIGTERM)
+        for pgid, _ in self.members():
+            if pgid:
+                _killpg(pgid, signal.SIGTERM)
         signal.signal(signal.SIGALRM, self._kill)
         signal.setitimer(signal.ITIMER_REAL, max(self.grace, 0.01))
 
     def _kill(self, _signum: int, _frame: object) -> None:
-        _killpg(self.pgid, signal.SIGKILL)
-        self.cgroup.kill_all()
+        for pgid, cgroup in self.members():
+            if pgid:
+                _killpg(pgid, signal.SIGKILL)
+            cgroup.kill_all()
 
     def on_term(self, _signum: int, _frame: object) -> None:
         self.stop("Cancelled")
@@ -382,7 +390,7 @@ def supervise(attempt_dir: str, spare: Spare | None = None) -> int:
         os.close(write_end)
         os.close(log_write)
     pump.thread.start()
-    stopper = _Stopper(pid, cgroup, float(launch.grace_seconds))
+    stopper = _Stopper(lambda: [(pid, cgroup)], float(launch.grace_seconds))
     signal.signal(signal.SIGTERM, stopper.on_term)
     signal.signal(signal.SIGINT, stopper.on_term)
     signal.signal(signal.SIGALRM, stopper.on_deadline)

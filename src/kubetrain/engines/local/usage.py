@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kubetrain.engines.local.cgroups import _read
+
 WINDOW_SECONDS = 0.25
 
 
@@ -25,14 +27,6 @@ WINDOW_SECONDS = 0.25
 class Reading:
     cpu_millis: int | None
     memory_bytes: int | None
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except OSError:
-        return None
 
 
 def _stat(text: str | None, key: str) -> int:
