@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -59,3 +60,29 @@ def test_a_python_this_node_lacks_names_the_ones_it_has(monkeypatch):
     text = str(caught.value)
     assert "environment.python '3.99'" in text and "this node has: " in text
     assert "3.11" in text.split("this node has: ")[1]
+
+
+def test_the_preparation_step_runs_under_limits_of_its_own():
+    from kubetrain.engines.local import cgroups, preparation
+
+    group = cgroups.create(f"kt-test-build-{os.getpid()}", cpu_millis=1000, memory_bytes=4 << 30, pids_max=512)
+    try:
+        if not group.enforced:
+            pytest.skip("no writable cgroups here: " + "; ".join(group.notes))
+        seen = preparation.run_as_user(None, lambda: {"cgroups": Path("/proc/self/cgroup").read_text()}, group=group)
+        memory = group.dirs.get("memory") or group.dirs.get("unified")
+        assert memory.split("/sys/fs/cgroup/")[-1].split("/", 1)[-1] in seen["cgroups"], (memory, seen)
+        assert str(os.getpid()) not in Path(memory, "cgroup.procs").read_text()  # the supervisor stays out
+    finally:
+        group.remove()
+
+
+def test_build_limits_are_the_jobs_with_room_for_a_build():
+    from types import SimpleNamespace
+
+    from kubetrain.engines.local.preparation import build_limits
+
+    small = SimpleNamespace(cpu_millis=100, memory_bytes=64 << 20, pids_max=4096)
+    big = SimpleNamespace(cpu_millis=8000, memory_bytes=32 << 30, pids_max=4096)
+    assert build_limits(small) == {"cpu_millis": 1000, "memory_bytes": 4 << 30, "pids_max": 4096}
+    assert build_limits(big) == {"cpu_millis": 8000, "memory_bytes": 32 << 30, "pids_max": 4096}

@@ -33,6 +33,7 @@ from kubetrain.engines.local import environments, privileges, workspace
 
 if TYPE_CHECKING:
     from kubetrain.engines.local.attempt_files import LaunchRequest
+    from kubetrain.engines.local.cgroups import AttemptCgroup
 
 
 def requirements(spec: dict[str, Any], cwd: str) -> list[str]:
@@ -109,14 +110,27 @@ def _read_sdk() -> None:
             _SDK["sources"] = None  # an installation without its sources: environments go without the SDK
 
 
-def run_as_user(run_as: dict[str, Any] | None, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+#: What an environment build may use at least (its own limits, not the job's: pip and compilers need room).
+BUILD_MIN_CPU_MILLIS = 1000
+BUILD_MIN_MEMORY_BYTES = 4 << 30
+
+
+def build_limits(launch: LaunchRequest) -> dict[str, int]:
+    """The limits of the preparation step (unpack, environment build): the job's, but at least 1 CPU and 4Gi."""
+    return {"cpu_millis": max(int(launch.cpu_millis), BUILD_MIN_CPU_MILLIS),
+            "memory_bytes": max(int(launch.memory_bytes), BUILD_MIN_MEMORY_BYTES), "pids_max": int(launch.pids_max)}
+
+
+def run_as_user(run_as: dict[str, Any] | None, work: Callable[[], dict[str, Any]], *,
+                group: AttemptCgroup | None = None) -> dict[str, Any]:
     """``work()`` in a child that has become ``run_as`` for good; its JSON result comes back through a pipe.
 
-    Call before the supervisor starts any thread (a fork copies only the
-    calling thread).  Without ``run_as`` it runs here.
+    ``group``: cgroups the child joins first, so that a build runs under limits of its own (see
+    :func:`build_limits`) rather than unbounded beside the supervisor.  Call before the supervisor starts
+    any thread (a fork copies only the calling thread).  Without ``run_as`` or ``group`` it runs here.
     """
     _read_sdk()
-    if not run_as:
+    if not run_as and group is None:
         return work()
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -124,12 +138,16 @@ def run_as_user(run_as: dict[str, Any] | None, work: Callable[[], dict[str, Any]
         code = 1
         try:
             os.close(read_end)
-            privileges.switch_user(run_as)
+            if group is not None:
+                group.join()
+            if run_as:
+                privileges.switch_user(run_as)
             os.umask(0o022)
             result = work()
             code = 0
         except BaseException as exc:  # noqa: BLE001 - the parent must hear of anything
-            result = {"error": f"could not prepare the workspace as {run_as.get('user')}: {exc}"}
+            who = f" as {run_as.get('user')}" if run_as else ""
+            result = {"error": f"could not prepare the workspace{who}: {exc}"}
         try:
             data = json.dumps(result).encode()
             while data:

@@ -167,11 +167,18 @@ def _prepare(launch: LaunchRequest, attempt_dir: str,
     except OSError:
         return (f"could not prepare the workspace: code snapshot {os.path.basename(launch.snapshot or '')} is "
                 "missing on this node"), env, mount_list
+    # An environment build runs under limits of its own, outside the job's (whose cgroup its process joins later).
+    group = (cgroups.create(f"{launch.cgroup_name}-build", **preparation.build_limits(launch))
+             if launch.environment else None)
     try:
-        result = preparation.run_as_user(run_as, lambda: preparation.prepare_as_user(launch, envs_dir, archive))
+        result = preparation.run_as_user(run_as, lambda: preparation.prepare_as_user(launch, envs_dir, archive),
+                                         group=group)
     finally:
         if archive is not None:
             archive.close()
+        if group is not None:
+            group.kill_all()
+            group.remove()
     for line in result.get("said") or ():
         pump.write(str(line).encode())
     if result.get("error"):
