@@ -75,7 +75,7 @@ def test_a_gang_is_one_indexed_job_of_n_pods_that_kubernetes_never_retries() -> 
     assert {k: job["spec"][k] for k in ("completionMode", "completions", "parallelism", "backoffLimit")} == \
         {"completionMode": "Indexed", "completions": 4, "parallelism": 4, "backoffLimit": 0}
     pod = job["spec"]["template"]["spec"]
-    assert pod["restartPolicy"] == "Never" and pod["subdomain"] == service["metadata"]["name"] == "digits-3"
+    assert pod["restartPolicy"] == "Never" and pod["subdomain"] == service["metadata"]["name"] == "kt-digits-3"
     # Each pod asks for one replica's share; /dev/shm is sized as for a job of one.
     limits = pod["containers"][0]["resources"]["limits"]
     assert limits == {"cpu": "2", "memory": str(4 * 2**30), "nvidia.com/gpu": "1"}
@@ -90,6 +90,8 @@ def test_the_headless_service_selects_the_attempts_pods_on_the_rendezvous_port()
     assert service["metadata"]["labels"] == {"kubetrain.io/job": "digits", "kubetrain.io/attempt": "3",
                                              "kubetrain.io/master": "kubetrain"}
     assert service_of("1digits-2") == "kt-1digits-2"  # a Service name starts with a letter
+    # Always prefixed: job "kt-7a" must not get the Service of job "7a" (attempt 1 of each: objects 7a-1, kt-7a-1).
+    assert service_of("7a-1") != service_of("kt-7a-1")
 
 
 def test_each_replica_sees_the_variables_of_core_distributed_its_index_from_its_pod() -> None:
@@ -98,9 +100,9 @@ def test_each_replica_sees_the_variables_of_core_distributed_its_index_from_its_
     assert INDEX_FIELD == f"metadata.annotations['{COMPLETION_INDEX}']"
     assert {k: values[k] for k in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "KUBETRAIN_REPLICAS", "PET_NNODES",
                                    "PET_NPROC_PER_NODE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "PET_MASTER_ADDR")} == {
-        "MASTER_ADDR": "digits-3-0.digits-3", "MASTER_PORT": "29500", "WORLD_SIZE": "4", "KUBETRAIN_REPLICAS": "4",
+        "MASTER_ADDR": "digits-3-0.kt-digits-3", "MASTER_PORT": "29500", "WORLD_SIZE": "4", "KUBETRAIN_REPLICAS": "4",
         "PET_NNODES": "4", "PET_NPROC_PER_NODE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-        "PET_MASTER_ADDR": "digits-3-0.digits-3"}
+        "PET_MASTER_ADDR": "digits-3-0.kt-digits-3"}
     assert values["KUBETRAIN_CHECKPOINT_DIR"] == "/kubetrain/output/checkpoints"
 
 
@@ -261,7 +263,7 @@ def test_a_gangs_objects_live_as_long_as_its_attempt_and_each_replica_has_its_lo
     active = ActiveAttempt(job="pair", number=1, state="Starting", node="", gpus=(), cpu_millis=200,
                            memory_bytes=2**29, token="tok", spec=order.spec, handle=AttemptHandle(),
                            created_at=time.time(), started_at=None, cancel_requested=False)
-    service = cluster.core.read_namespaced_service("pair-1", cluster.namespace)
+    service = cluster.core.read_namespaced_service("kt-pair-1", cluster.namespace)
     assert service.spec.cluster_ip == "None"
 
     def ended():

@@ -81,6 +81,13 @@ def _token_for(url: str, settings: Settings) -> str | None:
     return settings.token or stored_token(url) or read_local_token(settings)
 
 
+def _usage(client: Client, name: str) -> list:
+    try:
+        return client.top(name)
+    except NotFoundError:  # a master from before `top`: describe without live usage
+        return []
+
+
 def _is_experiment(client: Client, name: str) -> bool:
     try:
         client.get_experiment(name)
@@ -286,7 +293,7 @@ def describe(
     with _client() as client:
         job = client.get_job(name)
         reruns = [] if output else _reruns(client, name)
-        usage = client.top(name) if not output and job.state == "Running" else []
+        usage = _usage(client, name) if not output and job.state == "Running" else []
     if output:
         render.dump(job.model_dump(mode="json"), output)
     else:

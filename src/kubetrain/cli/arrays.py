@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+#: An experiment's most trials at once (ExperimentBody.parallelism): an array without %K runs that many.
+MAX_PARALLELISM = 1000
+
 if TYPE_CHECKING:
     from kubetrain.core.experiments import ExperimentSpec
     from kubetrain.core.specs import JobSpec
@@ -33,6 +36,6 @@ def array_experiment(spec: JobSpec, text: str) -> ExperimentSpec:
             "parameters": [{"name": INDEX_PARAM, "type": "categorical", "values": list(parsed.indices)}],
             "algorithm": "array",
             "maxTrials": len(parsed.indices),
-            "parallelism": parsed.parallelism,
+            "parallelism": min(parsed.parallelism, MAX_PARALLELISM),  # no %K: as many at once as an experiment may
         },
     })

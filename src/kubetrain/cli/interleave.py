@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from kubetrain.sdk.client import Client
 
 _DONE = object()
+#: The most logs one command reads at once (each a stream on the master; followed, each holds a slot there).
+MAX_STREAMS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,4 +93,9 @@ def stream_experiment(client: Client, name: str, read: LogRead) -> None:
     def opener(job: str) -> Callable[[], Iterator[bytes]]:
         return lambda: read.open(client, job)
 
-    interleave([(trial.job, opener(trial.job)) for trial in sorted(record.trials, key=lambda t: t.trial)])
+    trials = sorted(record.trials, key=lambda t: t.trial)
+    if len(trials) > MAX_STREAMS:  # a stream (and, followed, a slot on the master) per trial: the newest only
+        sys.stderr.write(f"kubetrain: {name} has {len(trials)} trials; showing the last {MAX_STREAMS} "
+                         f"(kubetrain logs {trials[0].job} for one of the others)\n")
+        trials = trials[-MAX_STREAMS:]
+    interleave([(trial.job, opener(trial.job)) for trial in trials])

@@ -205,6 +205,9 @@ class Reconciler:
         if self.clock() < self._expiry_due:
             return
         names = self.store.expired_jobs(now=self.clock(), limit=HISTORY_BATCH)
+        if names:  # kept while a queued job's dependsOn still names it: deleting it would doom that job
+            waited_for = {job for request, _ in self.store.queued() for job, _ in request.depends_on}
+            names = [n for n in names if n not in waited_for]
         for name in names:  # one at a time: a job deleted meanwhile (kubetrain delete) must not stop the others
             try:
                 numbers = self.store.delete_jobs([name]).get(name, [])

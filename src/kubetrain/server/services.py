@@ -321,12 +321,17 @@ class JobService:
         if not timestamps:
             return offset, lambda data, _end: data
         stamper = Stamper(marks, offset)
+        reloaded = [time.monotonic()]
 
         def stamp(data: bytes, end: int) -> bytes:
             start = end - len(data)
-            if start != stamper.offset or stamper.needs_marks():  # rotated under us, or grown past its marks
+            rotated = start != stamper.offset
+            # Grown past its marks (a followed log): re-read them, at most once a second (the engine bounds them,
+            # but a chatty job must not make every chunk cost a read of them).
+            if rotated or (stamper.needs_marks() and time.monotonic() - reloaded[0] >= 1.0):
                 stamper.update(self.engine.log_marks(name, number, replica) or [])
                 stamper.offset = start
+                reloaded[0] = time.monotonic()
             return stamper.stamp(data)
 
         return offset, stamp

@@ -279,9 +279,12 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
     def job_states(self, names: Iterable[str]) -> dict[str, str]:
         """The state of each named job that exists (dependencies are judged on these)."""
         wanted = sorted(set(names))
+        states: dict[str, str] = {}
         with self.session() as s:
-            return {name: state for name, state in s.execute(
-                select(JobRow.name, JobRow.state).where(JobRow.name.in_(wanted)))} if wanted else {}
+            for start in range(0, len(wanted), 500):  # bound the parameters of one statement (SQLite, psycopg)
+                chunk = wanted[start:start + 500]
+                states.update(s.execute(select(JobRow.name, JobRow.state).where(JobRow.name.in_(chunk))).all())
+        return states
 
     # -- reconcile-loop writes --------------------------------------------
     def commit_plan(self, plan: Plan, previous_waits: dict[str, str | None], *, now: float) -> list[LaunchOrder]:

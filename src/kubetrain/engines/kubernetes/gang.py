@@ -37,8 +37,9 @@ ATTEMPT_DIGITS = 4
 
 
 def service_of(job_object: str) -> str:
-    """The headless Service of a gang's Job (a Service name must start with a letter; a job's may not)."""
-    return job_object if job_object[:1].isalpha() else f"kt-{job_object}"
+    """The headless Service of a gang's Job: always ``kt-<object>`` (a Service name must start with a letter, and
+    a prefix only some names got would let job ``kt-7a`` squat the Service of job ``7a``)."""
+    return f"kt-{job_object}"
 
 
 def master_addr(job_object: str) -> str:

@@ -36,6 +36,8 @@ LAUNCH = "launch.json"
 SUPERVISOR = "supervisor.json"
 STATUS = "status.json"
 CANCEL = "cancel"
+#: The preparation step's cgroups (its environment build), so that a dead supervisor's build is stopped too.
+BUILD = "build.json"
 LOG = "output.log"
 
 

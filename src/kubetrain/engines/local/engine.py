@@ -92,7 +92,7 @@ class LocalEngine(LocalVolumes, Engine):
     name = "local"
     #: Volumes are folders under the home; snapshots are kept and unpacked here; cgroups measure each attempt;
     #: a gang's replicas run side by side under one supervisor (see gang.py).
-    capabilities = Capabilities(volumes=True, serves_snapshots=True, accounting=True, replicas=True)
+    capabilities = Capabilities(volumes=True, serves_snapshots=True, accounting=True, replicas=True, live_usage=True)
 
     def __init__(self, settings: Settings, *, master_url: str | None = None) -> None:
         self.settings = settings
@@ -398,7 +398,7 @@ class LocalEngine(LocalVolumes, Engine):
                     out.append(Observation(attempt.job, attempt.number, Phase.ENDED, handle,
                                            started_at=status.get("started_at"), outcome=_outcome(status), notes=notes))
                     continue
-                self._kill_leftovers(info)
+                self._kill_leftovers(info, directory)
                 out.append(Observation(attempt.job, attempt.number, Phase.ENDED, handle, outcome=Outcome(
                     Reason.LOST, "the supervisor of this attempt died (killed, or the node went away); "
                     "its process tree was stopped" + _disk_note(directory), started_at=info.get("started_at"))))
@@ -419,10 +419,12 @@ class LocalEngine(LocalVolumes, Engine):
                 out.append(Observation(attempt.job, attempt.number, Phase.STARTING, handle))
         return out
 
-    def _kill_leftovers(self, info: dict[str, Any]) -> None:
-        """A dead supervisor's job must not run on unsupervised: stop its tree (every replica's, for a gang)."""
+    def _kill_leftovers(self, info: dict[str, Any], directory: Path) -> None:
+        """A dead supervisor's job must not run on unsupervised: stop its tree (every replica's, for a gang, and
+        an environment build it had started)."""
         trees = [(info.get("job_pid"), info.get("job_pid_start"), info.get("cgroup") or {})]
         trees += [(r.get("pid"), r.get("pid_start"), r.get("cgroup") or {}) for r in info.get("replicas") or ()]
+        trees.append((None, None, _read_json(directory / files.BUILD) or {}))
         for pid, start, _ in trees:
             if pid and _alive(pid, start):
                 try:

@@ -52,6 +52,10 @@ class BuildFailed(WorkspaceError):
     """The environment could not be built (now or before): the job fails at once, and is not retried."""
 
 
+class BuildInterrupted(WorkspaceError):
+    """The build was killed (out of memory in its cgroup, a signal): not the requirements' fault, not remembered."""
+
+
 def environment_hash(python: str | None, requirements: list[str]) -> str:
     text = json.dumps({"python": python, "requirements": sorted(r.strip() for r in requirements)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -130,15 +134,18 @@ def ensure_environment(envs_dir: str, python: str | None, requirements: list[str
     with open(os.path.join(envs_dir, f"{digest}.lock"), "w") as lock:  # root's: a job never takes the lock
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build per hash; the others wait, then reuse (or fail with it)
         state = _state(state_path)
-        fresh = rebuild is not None and state.get("rebuild") != rebuild
+        fresh = _newer(rebuild, state.get("rebuild"))
         if state.get("status") == "failed" and not fresh:
             raise BuildFailed(state.get("message") or f"environment {digest} failed to build; see {log_path}")
         if os.path.exists(ready) and not fresh:
             say(f"kubetrain: using environment {digest} (built before)\n")
         else:
             say(f"kubetrain: building environment {digest} ({len(requirements)} requirement(s)); log: {log_path}\n")
+            interpreter = interpreter_for(python)  # a missing Python is said, not remembered: it may be installed
             try:
-                _build(home, interpreter_for(python), requirements, log_path)
+                _build(home, interpreter, requirements, log_path)
+            except BuildInterrupted:
+                raise
             except WorkspaceError as exc:
                 message = (f"environment {digest} failed to build: {exc}; every job with this environment fails "
                            "the same way until its requirements change or it is submitted with --rebuild")
@@ -152,6 +159,18 @@ def ensure_environment(envs_dir: str, python: str | None, requirements: list[str
             install_sdk(home, sdk)
     with open(os.path.join(home, "packages.txt")) as fh:
         return os.path.join(home, "bin"), fh.read()
+
+
+def _newer(token: str | None, built: str | None) -> bool:
+    """Whether a rebuild token asks for a build the last one did not make: a later one (``r<time_ns>`` tokens
+    compare by time), so trials or retries still carrying an older token do not rebuild after a newer build."""
+    if token is None:
+        return False
+    if built is None:
+        return True
+    if token.startswith("r") and built.startswith("r") and token[1:].isdigit() and built[1:].isdigit():
+        return int(token[1:]) > int(built[1:])
+    return token != built
 
 
 def _quote(log_path: str) -> str:
@@ -174,6 +193,10 @@ def _build(home: str, interpreter: str, requirements: list[str], log_path: str) 
             log.flush()
             result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=3600, check=False,
                                     umask=ENV_UMASK)
+            if result.returncode < 0:
+                shutil.rmtree(home, ignore_errors=True)
+                raise BuildInterrupted(f"{' '.join(argv[:3])}... was killed by signal {-result.returncode} (out of "
+                                       f"memory in the build's limits?); whole log: {log_path}")
             if result.returncode != 0:
                 shutil.rmtree(home, ignore_errors=True)
                 log.flush()

@@ -9,7 +9,8 @@ Beside each file, ``<file>.times`` says when its output arrived: one
 ``offset time`` line per chunk written, at most one per
 :data:`MARK_SECONDS`, so ``kubetrain logs --timestamps / --since`` can say when each
 line was written to within that long (:mod:`kubetrain.core.log_times`).  It
-rotates with its file.
+rotates with its file, and counts against the same budget: a job that writes
+a byte at a time cannot grow it past ``max_bytes / 16`` (each read of it stays small).
 
 A full disk (or any write error) must not stop the pump: a stopped pump would
 leave the job blocked on a full pipe, and a dead supervisor would turn a
@@ -28,7 +29,7 @@ from kubetrain.core.quantities import format_memory
 
 
 #: Output arriving within this long of the last time mark shares it (the precision of ``logs --timestamps``).
-MARK_SECONDS = 0.01
+MARK_SECONDS = 0.1
 #: The suffix of a log's time marks.
 TIMES = ".times"
 
@@ -48,6 +49,7 @@ class LogPump:
         self._lock = threading.Lock()  # the supervisor's own notes and the pump thread both write
         self._last_mark = 0.0
         self._marked_size = -1
+        self._times_size = 0
         self._open(truncate=False)
         self.thread = threading.Thread(target=self._run, name="log-pump", daemon=True)
 
@@ -71,7 +73,7 @@ class LogPump:
                 os.replace(self.path + suffix, self.path + ".1" + suffix)
             except OSError:
                 pass  # nothing to keep; the new file starts empty all the same
-        self._last_mark, self._marked_size = 0.0, -1
+        self._last_mark, self._marked_size, self._times_size = 0.0, -1, 0
         if self._open(truncate=True):
             self.rotations += 1
 
@@ -99,7 +101,7 @@ class LogPump:
             fd = os.open(self.path + TIMES, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
                          0o600)
             try:
-                os.write(fd, f"{self.size} {now:.3f}\n".encode())
+                self._times_size += os.write(fd, f"{self.size} {now:.3f}\n".encode())
             finally:
                 os.close(fd)
         except OSError:
@@ -110,7 +112,7 @@ class LogPump:
         with self._lock:
             if self.fd is None:
                 self._open(truncate=False)
-            elif self.size + len(data) > self.max_bytes and self.size > 0:
+            elif (self.size + len(data) > self.max_bytes or self._times_size > self.max_bytes // 16) and self.size > 0:
                 self._rotate()
             fd = self.fd
             if fd is None:

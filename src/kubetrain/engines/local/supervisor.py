@@ -170,6 +170,11 @@ def _prepare(launch: LaunchRequest, attempt_dir: str,
     # An environment build runs under limits of its own, outside the job's (whose cgroup its process joins later).
     group = (cgroups.create(f"{launch.cgroup_name}-build", **preparation.build_limits(launch))
              if launch.environment else None)
+    if group is not None:
+        try:  # before anything runs in it: a supervisor that dies mid-build leaves the engine its address
+            files.record(os.path.join(attempt_dir, files.BUILD), group.to_dict(), durable=False)
+        except OSError:
+            pass
     try:
         result = preparation.run_as_user(run_as, lambda: preparation.prepare_as_user(launch, envs_dir, archive),
                                          group=group)
@@ -182,7 +187,8 @@ def _prepare(launch: LaunchRequest, attempt_dir: str,
     for line in result.get("said") or ():
         pump.write(str(line).encode())
     if result.get("error"):
-        return SetupFailure(str(result["error"]), str(result.get("reason") or "Error")), env, mount_list
+        reason = "BuildFailed" if result.get("reason") == "BuildFailed" else "Error"  # the child's word, checked
+        return SetupFailure(str(result["error"]), reason), env, mount_list
     if result.get("bin_dir"):
         bin_dir = str(result["bin_dir"])
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")

@@ -63,14 +63,21 @@ def provision(folder: Path, size_bytes: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if is_mounted(folder):
         return
-    if not image.exists():
-        with open(image, "wb") as fh:  # sparse: the disk holds only what the job writes
-            fh.truncate(image_bytes(size_bytes))
-        os.chmod(image, 0o600)
-        _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "root_owner=0:0", str(image)],
-             f"making the filesystem of volume {folder.name}")
-    _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(folder)], f"mounting volume {folder.name}")
-    shutil.rmtree(folder / "lost+found", ignore_errors=True)  # mkfs's; no user's files are in it
+    made = not image.exists()
+    try:
+        if made:
+            with open(image, "wb") as fh:  # sparse: the disk holds only what the job writes
+                fh.truncate(image_bytes(size_bytes))
+            os.chmod(image, 0o600)
+            _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "root_owner=0:0", str(image)],
+                 f"making the filesystem of volume {folder.name}")
+        _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(folder)], f"mounting volume {folder.name}")
+    except OSError:
+        if made:  # never leave a half-made image that every restart would try to mount
+            image.unlink(missing_ok=True)
+        raise
+    if made:
+        shutil.rmtree(folder / "lost+found", ignore_errors=True)  # mkfs's, on an empty filesystem: no user's files
 
 
 def release(folder: Path) -> None:

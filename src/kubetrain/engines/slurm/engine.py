@@ -16,10 +16,12 @@ this module is the IO between them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import time
@@ -332,16 +334,16 @@ class SlurmEngine(Engine):
         directory = self.attempt_dir(attempt.job, attempt.number)
         exits = {}
         for replica in range(replicas):
-            path = directory / replica_exit_file(replica)
             try:
-                exits[replica] = (int(path.read_text().strip()), path.stat().st_mtime)
+                text, mtime = _read_job_file(directory / replica_exit_file(replica), 32)
+                exits[replica] = (int(text.strip()), mtime)
             except (OSError, ValueError):
                 continue
         return GangFiles(replicas, exits)
 
     def _exit_code(self, attempt: ActiveAttempt) -> int | None:
         try:
-            return int((self.attempt_dir(attempt.job, attempt.number) / EXIT_FILE).read_text().strip())
+            return int(_read_job_file(self.attempt_dir(attempt.job, attempt.number) / EXIT_FILE, 32)[0].strip())
         except (OSError, ValueError):
             return None
 
@@ -353,12 +355,34 @@ class SlurmEngine(Engine):
 
     def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
         try:
-            with open(self.attempt_dir(job, number) / replica_log(replica), "rb") as fh:
-                fh.seek(offset)
-                data = fh.read(1 << 20)
+            fd = _open_job_file(self.attempt_dir(job, number) / replica_log(replica))
         except FileNotFoundError:
             return b"", offset
+        except OSError as exc:
+            return f"[kubetrain: the log cannot be read: {exc.strerror}]\n".encode(), offset
+        with os.fdopen(fd, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(1 << 20)
         return data, offset + len(data)
+
+
+def _open_job_file(path: Path) -> int:
+    """Open a file the job's user could have replaced: never through a link, never a FIFO or device (the master
+    reads as root, and a read must neither reach another file nor block the reconcile loop)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
+    return fd
+
+
+def _read_job_file(path: Path, limit: int) -> tuple[str, float]:
+    """At most ``limit`` bytes of a small file the job wrote (exit codes), and when it was written."""
+    fd = _open_job_file(path)
+    try:
+        return os.read(fd, limit).decode(errors="replace"), os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
 
 
 def _replicas(attempt: ActiveAttempt) -> int:
