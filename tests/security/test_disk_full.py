@@ -77,7 +77,8 @@ def test_full_disk_records_the_neighbour_once_and_the_filler_as_its_own_failure(
         for attempt in (neighbour, filler):
             control = harness.control_dir(attempt)
             assert files.read_claim(control / files.CLAIM) is not None
-            assert sorted(p.name for p in control.iterdir()) == [
+            # (The log's time marks may be there too, or not: written best effort, and on a full disk not at all.)
+            assert sorted(p.name for p in control.iterdir() if p.name != "output.log.times") == [
                 "claim", "launch.json", "output.log", "status.json", "supervisor.json"]
         assert files.read_json(harness.control_dir(neighbour) / files.STATUS)["reason"] == "Completed"
         assert [o.phase for o in harness.engine.observe([neighbour, filler])] == ["ended", "ended"]
