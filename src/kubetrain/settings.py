@@ -143,6 +143,8 @@ class Settings:
     #: Queue order within a priority: round-robin over submitters (``scheduling: {fairShare: true}``,
     #: ``KUBETRAIN_FAIR_SHARE=1``) instead of strict submit order.
     fair_share: bool = False
+    #: How fast past usage stops counting for fair share (``scheduling.halfLife``: 7d, 12h; core/fairshare.py).
+    usage_half_life: float = 7 * 24 * 3600.0
     security: SecuritySettings = field(default_factory=SecuritySettings)
     #: Host names (besides loopback and the bound address) the API answers to (``allowedHosts``,
     #: ``KUBETRAIN_ALLOWED_HOSTS=a,b``): any other ``Host`` header is refused, which stops DNS rebinding.
@@ -249,6 +251,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         engine=_engine(env.get("KUBETRAIN_ENGINE") or config.get("engine")),
         engine_sections=_engine_sections(config),
         fair_share=_fair_share(env.get("KUBETRAIN_FAIR_SHARE"), _mapping(config.get("scheduling"), "scheduling")),
+        usage_half_life=_half_life(_mapping(config.get("scheduling"), "scheduling")),
         security=_security(env, _mapping(config.get("security"), "security"), _mapping(config.get("defaults"), "defaults")),
         allowed_hosts=_allowed_hosts(env.get("KUBETRAIN_ALLOWED_HOSTS"), config.get("allowedHosts")),
         processes=_processes(env, _mapping(config.get("master"), "master")),
@@ -294,10 +297,27 @@ def _processes(env: Mapping[str, str], raw: Mapping[str, Any]) -> ProcessSetting
     return ProcessSettings(controller=controller, api_workers=count)
 
 
+def _half_life(scheduling: Mapping[str, Any]) -> float:
+    """``scheduling.halfLife``: seconds, or a duration like 7d, 12h, 30m."""
+    value = scheduling.get("halfLife", "7d")
+    text = str(value).strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1.0
+    if isinstance(value, bool) or not 60 <= seconds <= 366 * 86400:
+        raise ConfigError(f"config.yaml scheduling.halfLife: {value!r} is not a duration from 1m to 366d; "
+                          "use e.g. 7d (Slurm's default) or 12h")
+    return seconds
+
+
 def _fair_share(variable: str | None, scheduling: Mapping[str, Any]) -> bool:
-    unknown = set(scheduling) - {"fairShare"}
+    unknown = set(scheduling) - {"fairShare", "halfLife"}
     if unknown:
-        raise ConfigError(f"config.yaml scheduling: unknown field(s) {sorted(unknown)}; known: ['fairShare']")
+        raise ConfigError(f"config.yaml scheduling: unknown field(s) {sorted(unknown)}; "
+                          "known: ['fairShare', 'halfLife']")
     if variable not in (None, ""):
         if variable not in ("0", "1", "true", "false"):
             raise ConfigError(f"KUBETRAIN_FAIR_SHARE={variable!r}: use 1 (round-robin over submitters) or 0")

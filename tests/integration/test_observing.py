@@ -80,3 +80,12 @@ def test_a_sized_volume_refuses_writes_beyond_its_size(master):
     finally:
         master.cli("volume", "rm", "small")
     assert not volume_images.is_mounted(master.home / "volumes" / "small")
+
+
+def test_share_shows_what_each_submitter_was_charged(master):
+    master.cli("run", "--name", "short", "--cpu", "500m", "--wait", "--no-snapshot", "--", "python", "-c",
+               "import time; time.sleep(0.5)", check=True)
+    rows = json.loads(master.cli("share", "-o", "json", check=True).stdout)
+    assert len(rows) == 1 and rows[0]["rank"] == 1 and rows[0]["running"] == 0, rows
+    assert rows[0]["cpu_hours"] > 0 and rows[0]["gpu_hours"] == 0, rows  # 500m for at least half a second
+    assert re.search(r"RANK\s+OWNER\s+RUNNING\s+CPU-HOURS", master.cli("share", check=True).stdout)

@@ -384,6 +384,21 @@ def top(
 
 
 @app.command()
+def share(output: Output = None) -> None:
+    """Fair share: each submitter's decayed usage (CPU- and GPU-hours), jobs running, and place in the order."""
+    with _client() as client:
+        records = client.share()
+    if output:
+        render.dump([r.model_dump(mode="json") for r in records], output)
+    elif not records:
+        _say("no usage recorded yet (it is charged as attempts end)")
+    else:
+        render.table(["RANK", "OWNER", "RUNNING", "CPU-HOURS", "GPU-HOURS", "SCORE"], [
+            [str(r.rank), r.owner, str(r.running), f"{r.cpu_hours:.4g}", f"{r.gpu_hours:.4g}", f"{r.score:.4g}"]
+            for r in records])
+
+
+@app.command()
 def nodes(output: Output = None) -> None:
     """Show nodes: capacity, free resources, labels."""
     with _client() as client:

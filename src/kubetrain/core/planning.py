@@ -10,6 +10,8 @@ an owner's k-th queued job gets turn ``running + k``, where ``running`` counts
 that owner's attempts already running, and lower turns go first (ties: submit
 order).  So one user's flood of 500 jobs does not stand in front of a
 colleague's single one, and a user with many jobs running yields to one with none.
+Within a turn, an owner with less decayed past usage goes first (``usage``;
+core/fairshare.py): who ran the most recently waits among equals.
 
 Fit: a job fits a node when its selector matches the node's labels and the
 node's *free* CPU, memory and GPU device count cover the request.  GPUs are
@@ -224,25 +226,30 @@ def _never_fits(job: JobRequest, eligible: list[NodeCapacity], all_nodes: list[N
 
 
 def queue_order(jobs: list[JobRequest], *, fair_share: bool = False,
-                running: Mapping[str, int] | None = None) -> list[JobRequest]:
-    """Priority first; then submit order, or with ``fair_share`` turns by owner (see the module docstring)."""
+                running: Mapping[str, int] | None = None,
+                usage: Mapping[str, float] | None = None) -> list[JobRequest]:
+    """Priority first; then submit order, or with ``fair_share`` turns by owner and, within a turn, past usage
+    (see the module docstring)."""
     if not fair_share:
         return sorted(jobs, key=lambda j: (-j.priority, j.seq))
     running = running or {}
+    usage = usage or {}
     queued: dict[tuple[int, str], int] = {}
     keyed = []
     for job in sorted(jobs, key=lambda j: j.seq):
         slot = (job.priority, job.owner)
         queued[slot] = queued.get(slot, 0) + 1
-        keyed.append(((-job.priority, running.get(job.owner, 0) + queued[slot], job.seq), job))
+        keyed.append(((-job.priority, running.get(job.owner, 0) + queued[slot], usage.get(job.owner, 0.0), job.seq),
+                      job))
     return [job for _, job in sorted(keyed, key=lambda pair: pair[0])]
 
 
 def plan(jobs: list[JobRequest], nodes: list[NodeCapacity], *, fair_share: bool = False,
-         running: Mapping[str, int] | None = None) -> Plan:
+         running: Mapping[str, int] | None = None, usage: Mapping[str, float] | None = None) -> Plan:
     """Decide, for each queued job, start-on-node, wait-with-reason or never-fits.
 
-    ``running``: attempts running per owner, for ``fair_share`` only.
+    ``running``: attempts running per owner; ``usage``: each owner's decayed usage score
+    (core/fairshare.py); both for ``fair_share`` only.
     """
     result = Plan()
     free = [
@@ -260,7 +267,7 @@ def plan(jobs: list[JobRequest], nodes: list[NodeCapacity], *, fair_share: bool 
     #: A gang's never-fit verdict depends only on its shape and selector (idle capacity): judged once a pass.
     gang_verdicts: dict[tuple, str | None] = {}
 
-    for job in queue_order(jobs, fair_share=fair_share, running=running):
+    for job in queue_order(jobs, fair_share=fair_share, running=running, usage=usage):
         eligible = eligible_cache.get(job.selector)
         if eligible is None:
             eligible = [f for f in free if matches(job.selector, f.node.labels)]

@@ -124,6 +124,19 @@ class NodeRecord(Record):
     limits: dict[str, str] = Field(default_factory=dict)
 
 
+class ShareRecord(Record):
+    """One submitter's fair share (``kubetrain share``): decayed usage, what runs now, and their place."""
+
+    owner: str
+    cpu_hours: float
+    gpu_hours: float
+    #: CPU-seconds plus weighted GPU-seconds, decayed (core/fairshare.py): lower goes first among equals.
+    score: float
+    running: int = 0
+    #: 1 = first among equal-priority jobs' first turns.
+    rank: int = 0
+
+
 class UsageRecord(Record):
     """What one running attempt (one replica of a distributed one) uses now, beside what it asked for."""
 

@@ -17,7 +17,7 @@ import httpx
 from kubetrain.core.errors import KubetrainError, MasterUnavailableError, OverloadedError, error_from_response
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.records import (ExperimentRecord, JobRecord, NodeRecord, Provenance, SecretRecord, TokenRecord,
-                                    UsageRecord, UserRecord, WhoAmI)
+                                    ShareRecord, UsageRecord, UserRecord, WhoAmI)
 from kubetrain.core.specs import JobSpec
 from kubetrain.sdk.retrying import Backoff, overload_details, retry_wait
 
@@ -226,6 +226,10 @@ class Client:
 
     def nodes(self) -> list[NodeRecord]:
         return [NodeRecord.model_validate(n) for n in self._call("GET", "/api/v1/nodes")]
+
+    def share(self) -> list[ShareRecord]:
+        """Each submitter's decayed usage and place in fair-share order."""
+        return [ShareRecord.model_validate(r) for r in self._call("GET", "/api/v1/share")]
 
     def top(self, job: str | None = None) -> list[UsageRecord]:
         """What running attempts use now (CPU, memory, GPUs) beside what they asked for."""

@@ -12,6 +12,8 @@ import json
 import logging
 import re
 import secrets
+import time
+from collections import Counter
 from typing import Annotated, Any, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -25,7 +27,7 @@ from kubetrain import __version__
 from kubetrain.core.distributed import MAX_REPLICAS
 from kubetrain.core.errors import KubetrainError, SpecError
 from kubetrain.core.identity import Identity
-from kubetrain.core.records import MAX_ATTEMPT, JobRecord, NodeRecord, Provenance, UsageRecord
+from kubetrain.core.records import MAX_ATTEMPT, JobRecord, NodeRecord, Provenance, ShareRecord, UsageRecord
 from kubetrain.core.selectors import SelectorError, parse_selector
 from kubetrain.core.experiments import ExperimentSpec
 from kubetrain.core.specs import JobSpec
@@ -260,6 +262,17 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
     @app.get("/api/v1/nodes", dependencies=api)
     def nodes() -> list[NodeRecord]:
         return service.engine.describe_nodes(service.store.active_attempts())
+
+    @app.get("/api/v1/share", dependencies=api)
+    def share() -> list[ShareRecord]:
+        """Each submitter's decayed usage and place in fair-share order (``kubetrain share``)."""
+        running = Counter(a.owner for a in service.store.active_attempts())
+        usage = service.store.usage(now=time.time())
+        owners = sorted(set(usage) | set(running), key=lambda o: (running[o], usage[o].score if o in usage else 0.0, o))
+        return [ShareRecord(owner=o, cpu_hours=round(usage[o].cpu_seconds / 3600, 6) if o in usage else 0.0,
+                            gpu_hours=round(usage[o].gpu_seconds / 3600, 6) if o in usage else 0.0,
+                            score=round(usage[o].score, 1) if o in usage else 0.0, running=running[o], rank=i + 1)
+                for i, o in enumerate(owners)]
 
     @app.get("/api/v1/top", dependencies=api)
     def top(job: Annotated[str | None, Query(max_length=63, description="only this job's attempts")] = None,

@@ -98,6 +98,7 @@ def run_controller(settings: Settings, master_url: str, stop: threading.Event) -
     if lock is None:
         return
     store = Store(settings.database_url)  # migrated by the master before it started this process
+    store.usage_half_life = settings.usage_half_life  # fair share's memory (core/fairshare.py)
     engine = make_engine(settings, master_url)
     try:
         engine.start()

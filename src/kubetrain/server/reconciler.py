@@ -268,8 +268,10 @@ class Reconciler:
         requests = [replace(req, reserved_node=self._reservations.get(req.key)) for req, _ in queued]
         requests, held, doomed = self._dependencies(requests)
         running = Counter(a.owner for a in active) if self.fair_share else None
+        usage = ({owner: u.score for owner, u in self.store.usage(now=self.clock()).items()}
+                 if self.fair_share else None)
         decisions = plan(requests, free_capacity(self.engine.nodes(), active), fair_share=self.fair_share,
-                         running=running)
+                         running=running, usage=usage)
         decisions.waiting.extend(held)
         decisions.unschedulable.extend(doomed)
         self._reservations = {w.key: w.reserved_node for w in decisions.waiting if w.reserved_node}

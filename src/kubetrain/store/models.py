@@ -213,6 +213,17 @@ class ArchivedEventRow(_EventColumns, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
 
+class UsageRow(Base):
+    """A submitter's decayed usage (core/fairshare.py), as of ``at``: charged when each attempt ends."""
+
+    __tablename__ = "usage"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cpu_seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    gpu_seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
 class VolumeRow(Base):
     __tablename__ = "volumes"
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kubetrain.core.errors import ConflictError, NotFoundError
+from kubetrain.core.fairshare import attempt_charge
 from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Outcome
 from kubetrain.core.planning import JobRequest, Plan
 from kubetrain.core.quantities import parse_cpu, parse_memory
@@ -36,6 +37,8 @@ from kubetrain.store.identities import IdentityStore
 from kubetrain.store.listing import (DEFAULT_LIMIT, JobPage, JobQuery, SortOrder, View, attempts_by_job, job_events,
                                      job_record, label_rows, list_page, read_job)
 from kubetrain.store.replicas import placement_words, slots_of, with_ends
+from kubetrain.store.housekeeping import HousekeepingStore
+from kubetrain.store.usage import UsageStore
 from kubetrain.store.volumes import VolumeStore
 from kubetrain.store.models import (ArchivedAttemptRow, ArchivedEventRow, AttemptRow, EventRow, ExperimentRow,
                                     JobLabelRow, JobRow, MetricRow, live_attempt_clause)
@@ -50,7 +53,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
+class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore, UsageStore, HousekeepingStore):
     def __init__(self, url: str) -> None:
         self.url = url
         # Room for every request the back-pressure limits let in at once (list + read + write, 14 by
@@ -269,23 +272,6 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
             for a, name, spec, cancel, stop_at, provenance in rows
         ]
 
-    def expired_jobs(self, *, now: float, limit: int = 100) -> list[str]:
-        """Finished jobs whose ``ttlSecondsAfterFinished`` ran out, soonest first (``ix_jobs_delete_after``)."""
-        with self.session() as s:
-            return list(s.scalars(select(JobRow.name).where(JobRow.delete_after.is_not(None),
-                                                             JobRow.delete_after <= now)
-                                  .order_by(JobRow.delete_after).limit(limit)))
-
-    def job_states(self, names: Iterable[str]) -> dict[str, str]:
-        """The state of each named job that exists (dependencies are judged on these)."""
-        wanted = sorted(set(names))
-        states: dict[str, str] = {}
-        with self.session() as s:
-            for start in range(0, len(wanted), 500):  # bound the parameters of one statement (SQLite, psycopg)
-                chunk = wanted[start:start + 500]
-                states.update(s.execute(select(JobRow.name, JobRow.state).where(JobRow.name.in_(chunk))).all())
-        return states
-
     # -- reconcile-loop writes --------------------------------------------
     def commit_plan(self, plan: Plan, previous_waits: dict[str, str | None], *, now: float) -> list[LaunchOrder]:
         """Record one planning pass in one transaction; return the attempts to launch."""
@@ -429,6 +415,9 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore):
                 attempt.finished_at = now
                 if attempt.started_at is None:
                     attempt.started_at = outcome.started_at or now
+                gpus = sum(len(r.get("gpus") or ()) for r in attempt.replicas) if attempt.replicas else len(attempt.gpus)
+                self.charge_usage(s, (job_row.provenance or {}).get("submitter") or "",
+                                  *attempt_charge(attempt.cpu_millis, gpus, attempt.started_at, now), now=now)
                 if job_row.started_at is None:
                     job_row.started_at = attempt.started_at
                 self._apply_end(s, job_row, end.job, now, attempt=number)
