@@ -13,7 +13,10 @@ def test_run_after_starts_the_job_only_once_its_dependency_succeeded(master, tmp
     master.cli("run", "--name", "prep", "--no-snapshot", "--", "python", "-c", gate, check=True)
     master.cli("run", "--name", "train", "--after", "prep", "--no-snapshot", "--", "python", "-c", "print('trained')",
                check=True)
-    waiting = wait_until(lambda: (j := master.client.get_job("train")).message and j, what="train's wait reason")
+    # The first pass may judge train while prep is still Queued (both were just submitted); the reason follows
+    # prep's state on the next pass.
+    waiting = wait_until(lambda: (j := master.client.get_job("train")).message and "Running" in j.message and j,
+                         what="train's wait reason naming prep as running")
     assert waiting.state == "Queued" and not waiting.attempts
     assert waiting.message == "waiting for job 'prep' to succeed (it is Running)"
     go.touch()
