@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import calendar
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -47,15 +49,19 @@ def test_logs_say_when_each_line_was_written_and_since_when(master, tmp_path: Pa
     master.cli("run", "--name", "talker", "--no-snapshot", "--", "python", "-c", program, check=True)
     wait_until(lambda: "first" in master.cli("logs", "talker").stdout, what="the first line")
     first_seen = time.time()
-    wait_until(lambda: time.time() >= first_seen + 2.2, what="two seconds after the first line")
+    wait_until(lambda: time.time() >= first_seen + 4.2, what="four seconds after the first line")
     go.touch()
     assert master.wait_state("talker").state == "Succeeded"
     lines = master.cli("logs", "talker", "--timestamps", check=True).stdout.splitlines()
     assert [re.fullmatch(rf"({STAMP}) (\w+)", line).group(2) for line in lines] == ["first", "second"], lines
-    times = [time.mktime(time.strptime(line[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone for line in lines]
-    assert times[1] - times[0] >= 2, lines
-    recent = master.cli("logs", "talker", "--since", "2s", check=True).stdout
-    assert recent == "second\n", recent
+    first, second = (calendar.timegm(time.strptime(line[:19], "%Y-%m-%dT%H:%M:%S")) + int(line[20:23]) / 1000
+                     for line in lines)
+    assert second - first >= 4, lines
+    # A window that starts between the two lines, whatever the time now: at most 2 s after the second line
+    # (the CLI's own start), at least 3 s before it, and the lines are 4 s apart.
+    since = math.ceil(time.time() - second) + 2
+    recent = master.cli("logs", "talker", "--since", f"{since}s", check=True).stdout
+    assert recent == "second\n", (recent, since, lines)
     assert master.cli("logs", "talker", "--since", "1h", check=True).stdout == "first\nsecond\n"
     bad = master.cli("logs", "talker", "--since", "soon")
     assert bad.returncode == 2 and "--since 'soon'" in bad.stderr
