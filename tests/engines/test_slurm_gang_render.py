@@ -19,16 +19,15 @@ import pytest
 from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, Phase, ReplicaEnd
 from kubetrain.core.distributed import replica_variables
 from kubetrain.core.states import Reason
+from kubetrain.engines.logfiles import LOG, replica_log
 from kubetrain.engines.slurm.gang import (
     GangFiles,
     expand_nodelist,
     first_failure,
     gang_batch_script,
-    replica_log,
     task_script,
 )
 from kubetrain.engines.slurm.render import (
-    LOG,
     SlurmSettings,
     command_line,
     env_file,

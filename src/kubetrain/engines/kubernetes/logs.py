@@ -24,16 +24,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from kubetrain.engines.logfiles import replica_log
+
 log = logging.getLogger("kubetrain.kubernetes")
 
 #: Bytes of a pod's log kept by the master (the newest part when longer).
 MAX_LOG_BYTES = 64 * 2**20
 DONE = "log.done"
-
-
-def log_name(replica: int) -> str:
-    """Replica ``replica``'s log: ``output.log`` for replica 0 (as for a job of one), ``output-K.log`` else."""
-    return "output.log" if replica == 0 else f"output-{replica}.log"
 
 
 def done_name(replica: int) -> str:
@@ -87,7 +84,7 @@ class LogKeeper:
         self._followers: dict[tuple[str, int, int], _Follower] = {}
 
     def path(self, job: str, number: int, replica: int = 0) -> Path:
-        return self.attempts_dir / job / str(number) / log_name(replica)
+        return self.attempts_dir / job / str(number) / replica_log(replica)
 
     def follow(self, job: str, number: int, pod: str, replica: int = 0) -> None:
         """Stream a running pod's log into the attempt folder (again, from the start, if a stream broke)."""

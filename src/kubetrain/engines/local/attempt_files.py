@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubetrain.engines.logfiles import LOG  # noqa: F401 - the name this module always offered
+
 CLAIM = "claim"
 LAUNCH = "launch.json"
 SUPERVISOR = "supervisor.json"
@@ -38,12 +40,7 @@ STATUS = "status.json"
 CANCEL = "cancel"
 #: The preparation step's cgroups (its environment build), so that a dead supervisor's build is stopped too.
 BUILD = "build.json"
-LOG = "output.log"
 
-
-def log_name(replica: int) -> str:
-    """Replica ``replica``'s log file: ``output.log`` for replica 0 (as for a job of one), ``output-K.log`` else."""
-    return LOG if replica == 0 else f"output-{replica}.log"
 
 #: Size of a reserved record: room for a status with a long message, one or a few pages on any file system.
 RESERVED_BYTES = 16384

@@ -68,6 +68,7 @@ from kubetrain.engines.local.inventory import Inventory
 from kubetrain.engines.local import usage as usage_of
 from kubetrain.engines.local.logpump import TIMES
 from kubetrain.engines.local.volumes import LocalVolumes
+from kubetrain.engines.logfiles import replica_log
 from kubetrain.core.log_times import parse_marks
 from kubetrain.engines.local.workspace import can_mount
 from kubetrain.engines.variables import inherited_variables, job_variables
@@ -465,7 +466,7 @@ class LocalEngine(LocalVolumes, Engine):
 
     def log_marks(self, job: str, number: int, replica: int = 0) -> list[tuple[int, float]] | None:
         """The time marks the log pump keeps beside the log (``<log>.times``; engines/local/logpump.py)."""
-        path = self.attempt_dir(job, number) / (files.log_name(replica) + TIMES)
+        path = self.attempt_dir(job, number) / (replica_log(replica) + TIMES)
         try:
             return parse_marks(path.read_text(errors="replace"))
         except FileNotFoundError:
@@ -495,7 +496,7 @@ class LocalEngine(LocalVolumes, Engine):
         return out
 
     def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
-        name = files.log_name(replica)
+        name = replica_log(replica)
         path = self.attempt_dir(job, number) / name
         prefix = b""
         try:
@@ -535,7 +536,7 @@ def _replica_requests(order: LaunchOrder, body: JobBody, attempt_dir: Path) -> l
         gpus = ",".join(map(str, slot.gpus))
         env.update(CUDA_VISIBLE_DEVICES=gpus, NVIDIA_VISIBLE_DEVICES=gpus or "void")
         requests.append(files.ReplicaRequest(replica=replica, env=env,
-                                             log_path=str(attempt_dir / files.log_name(replica)),
+                                             log_path=str(attempt_dir / replica_log(replica)),
                                              cgroup_name=cgroup if replica == 0 else f"{cgroup}-r{replica}"))
     return requests
 

@@ -36,20 +36,19 @@ from kubetrain.core.errors import EngineError, SpecError
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.specs import JobSpec
 from kubetrain.engines.base import RESULTS_VOLUME, Capabilities, Engine, Observation
+from kubetrain.engines.logfiles import LOG, replica_log
 from kubetrain.engines.slurm.gang import (
     GANG_LOG,
     TASK_SCRIPT,
     GangFiles,
     gang_batch_script,
     replica_exit_file,
-    replica_log,
     task_script,
 )
 from kubetrain.engines.slurm.render import (
     CODE_DIR,
     ENV_FILE,
     EXIT_FILE,
-    LOG,
     SCRIPT,
     SlurmSettings,
     batch_script,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from kubetrain.core.attempts import ReplicaEnd
 from kubetrain.core.distributed import DEFAULT_RENDEZVOUS_PORT, replica_variables
 from kubetrain.core.states import explain_exit
+from kubetrain.engines.logfiles import replica_log
 
 TASK_SCRIPT = "task.sh"
 #: The batch script's own output for a gang (srun's messages); each replica writes its own log.
@@ -42,11 +43,6 @@ PORT_SPREAD = 3000
 _REPLICA_MARK = 987_654_321
 _PORT_MARK = 876_543_210
 _ADDR_MARK = "@kubetrain-master-addr@"
-
-
-def replica_log(replica: int) -> str:
-    """Replica ``replica``'s log file in the attempt's folder (replica 0's is a job of one's ``output.log``)."""
-    return "output.log" if replica == 0 else f"output-{replica}.log"
 
 
 def replica_exit_file(replica: int) -> str:

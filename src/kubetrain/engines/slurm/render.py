@@ -34,7 +34,6 @@ from kubetrain.core.selectors import Requirement
 from kubetrain.engines.slurm.gang import gang_sbatch_options
 
 #: The files in an attempt's folder on the shared filesystem.
-LOG = "output.log"
 SCRIPT = "batch.sh"
 ENV_FILE = "env.sh"
 EXIT_FILE = "exit_code"
