@@ -67,3 +67,11 @@ def test_several_processes_per_replica_leave_ranks_to_torchrun():
     env = replica_variables(replica=0, replicas=2, master_addr="h", master_port=1234, nproc=4)
     assert "RANK" not in env and "WORLD_SIZE" not in env and "LOCAL_RANK" not in env
     assert env["PET_NPROC_PER_NODE"] == "4" and env["PET_NNODES"] == "2" and env["NODE_RANK"] == "0"
+
+
+@pytest.mark.parametrize("document, count", [({"spec": {"replicas": 4}}, 4), ({"spec": {}}, 1), ({}, 1),
+                                             ({"spec": {"replicas": True}}, 1), (None, 1)])
+def test_replicas_of_a_stored_document(document, count):
+    from kubetrain.core.distributed import replicas_of
+
+    assert replicas_of(document) == count

@@ -74,8 +74,10 @@ def interleave(streams: list[tuple[str, Callable[[], Iterable[bytes]]]]) -> None
 
 def stream_all_replicas(client: Client, name: str, read: LogRead) -> None:
     """Every replica's log of job ``name``'s attempt, each line prefixed ``[replica K]``."""
+    from kubetrain.core.distributed import replicas_of
+
     record = client.get_job(name)
-    replicas = int(record.spec.get("spec", {}).get("replicas") or 1)
+    replicas = replicas_of(record.spec)
 
     def opener(replica: int) -> Callable[[], Iterator[bytes]]:
         return lambda: read.open(client, name, replica)

@@ -51,6 +51,13 @@ class Distributed(StrictModel):
         return value
 
 
+def replicas_of(document: Any) -> int:
+    """``spec.replicas`` of a stored Job document (validated at submit; 1 when absent or unreadable)."""
+    body = document.get("spec") if isinstance(document, dict) else None
+    value = body.get("replicas", 1) if isinstance(body, dict) else 1
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
 def processes_per_replica(distributed: Distributed | None, gpus_per_replica: int) -> int:
     """``nprocPerReplica`` as a number: ``auto`` is one process per GPU, or one on a CPU-only replica."""
     if distributed is None or distributed.nproc_per_replica == "auto":

@@ -17,6 +17,7 @@ from typing_extensions import NotRequired, TypedDict
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing import Iterator
 
+from kubetrain.core.distributed import replicas_of
 from kubetrain.core.errors import ConflictError, KubetrainError, NotFoundError, SpecError
 from kubetrain.core.identity import Identity, Role, Via, check_may_manage
 from kubetrain.core.experiments import ExperimentSpec
@@ -382,7 +383,7 @@ class JobService:
         stream slot until the job ended.
         """
         job = self.store.get_job(name, with_events=False)
-        replicas = int(job.spec.get("spec", {}).get("replicas") or 1)
+        replicas = replicas_of(job.spec)
         if replica >= replicas:
             raise NotFoundError(f"job {name!r} has {replicas} replica{'s' if replicas != 1 else ''} "
                                 f"(0..{replicas - 1}); replica {replica} is not one of them",

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from kubetrain.core.distributed import replicas_of
 from kubetrain.core.errors import ConflictError, NotFoundError
 from kubetrain.core.fairshare import attempt_charge
 from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Outcome
@@ -236,7 +237,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore, UsageStore
                                    memory_bytes=parse_memory(resources["memory"]), gpu=int(resources.get("gpu", 0)),
                                    priority=priority, selector=selectors[selector],
                                    owner=(provenance or {}).get("submitter") or "",
-                                   replicas=int(body.get("replicas") or 1),
+                                   replicas=replicas_of(spec),
                                    depends_on=tuple((d["job"], d.get("condition") or "Succeeded")
                                                     for d in body.get("dependsOn") or ())), wait_reason))
         return out

@@ -35,13 +35,13 @@ from kubetrain.core.errors import ConfigError, EngineError, NotFoundError, SpecE
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.quantities import QuantityError, parse_cpu, parse_memory
 from kubetrain.core.specs import LABEL_VALUE_RE, JobSpec
+from kubetrain.core.distributed import replicas_of
 from kubetrain.engines.base import Capabilities, Engine, Observation
 from kubetrain.engines.kubernetes.gang import longest_job_name, service_of
 from kubetrain.engines.kubernetes.gang_status import (
     by_index,
     interpret_gang,
     is_live,
-    replicas_of,
 )
 from kubetrain.engines.kubernetes.logs import LogKeeper
 from kubetrain.engines.kubernetes.manifests import (

@@ -46,14 +46,6 @@ from kubetrain.engines.kubernetes.status import (
 TERMINAL = ("Succeeded", "Failed")
 
 
-def replicas_of(spec: dict[str, Any]) -> int:
-    """``spec.replicas`` of a stored job document (1 when absent)."""
-    try:
-        return max(int((spec.get("spec") or {}).get("replicas") or 1), 1)
-    except (TypeError, ValueError):
-        return 1
-
-
 def completion_index(pod: dict[str, Any]) -> int | None:
     """The pod's index in its Indexed Job (annotation, or the label newer controllers add too); None: not a gang's."""
     meta = pod.get("metadata") or {}

@@ -31,7 +31,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder
-from kubetrain.core.distributed import processes_per_replica
+from kubetrain.core.distributed import processes_per_replica, replicas_of
 from kubetrain.core.errors import EngineError, SpecError
 from kubetrain.core.planning import NodeCapacity
 from kubetrain.core.specs import JobSpec
@@ -386,11 +386,7 @@ def _read_job_file(path: Path, limit: int) -> tuple[str, float]:
 
 def _replicas(attempt: ActiveAttempt) -> int:
     """How many replicas the attempt runs (its slots; else its spec's ``replicas``; else one)."""
-    if attempt.replicas:
-        return len(attempt.replicas)
-    body = attempt.spec.get("spec") if isinstance(attempt.spec, dict) else None
-    value = body.get("replicas", 1) if isinstance(body, dict) else 1
-    return value if isinstance(value, int) and value > 0 else 1
+    return len(attempt.replicas) or replicas_of(attempt.spec)
 
 
 def _write_new(path: Path, text: str, mode: int) -> None:
