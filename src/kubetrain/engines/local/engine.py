@@ -54,7 +54,7 @@ from kubetrain.core.attempts import (
 )
 from kubetrain.core.distributed import processes_per_replica, replica_variables
 from kubetrain.core.errors import EngineError, SpecError
-from kubetrain.core.planning import NodeCapacity
+from kubetrain.core.planning import NodeCapacity, ReplicaSlot
 from kubetrain.core.quantities import format_memory
 from kubetrain.core.records import NodeRecord, UsageRecord
 from kubetrain.core.specs import JobBody, JobSpec
@@ -483,16 +483,16 @@ class LocalEngine(LocalVolumes, Engine):
         readings = usage_of.sample([group for _, _, group in targets])
         out = []
         for (attempt, replica, _), reading in zip(targets, readings):
-            body = JobBody.model_validate(attempt.spec["spec"])
+            # What the replica holds is its slot (its request and GPUs): no need to read the spec again.
             slots = attempt.holdings()
-            gpus = list(slots[replica].gpus) if replica < len(slots) else list(attempt.gpus)
-            utilisation, gpu_memory = usage_of.gpu_readings(gpus)
+            slot = slots[replica] if replica < len(slots) else ReplicaSlot(
+                attempt.node or "", attempt.gpus, attempt.cpu_millis, attempt.memory_bytes)
+            utilisation, gpu_memory = usage_of.gpu_readings(slot.gpus)
             out.append(UsageRecord(
                 job=attempt.job, attempt=attempt.number, replica=replica, node=attempt.node, owner=attempt.owner,
-                cpu_millis=reading.cpu_millis, memory_bytes=reading.memory_bytes, gpus=gpus,
-                gpu_utilization=utilisation, gpu_memory_bytes=gpu_memory,
-                requested_cpu_millis=body.resources.cpu_millis, requested_memory_bytes=body.resources.memory_bytes,
-                requested_gpus=body.resources.gpu))
+                cpu_millis=reading.cpu_millis, memory_bytes=reading.memory_bytes, gpus=list(slot.gpus),
+                gpu_utilization=utilisation, gpu_memory_bytes=gpu_memory, requested_cpu_millis=slot.cpu_millis,
+                requested_memory_bytes=slot.memory_bytes, requested_gpus=len(slot.gpus)))
         return out
 
     def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
