@@ -55,3 +55,10 @@ def test_priority_still_comes_first_and_turns_still_rotate():
             owned("light-2", 3, "light"), owned("heavy-3", 4, "heavy")]
     order = queue_order(jobs, fair_share=True, running={"heavy": 0}, usage={"heavy": 1e9})
     assert [j.key for j in order] == ["heavy-high", "light-low", "heavy-3", "light-2"]
+
+
+def test_share_order_is_the_turn_then_usage_then_name():
+    from kubetrain.core.fairshare import share_order
+
+    usage = {"heavy": Usage(cpu_seconds=9e5), "light": Usage(cpu_seconds=10.0), "idle": Usage()}
+    assert share_order(usage, {"light": 2, "newcomer": 1}) == ["idle", "heavy", "newcomer", "light"]

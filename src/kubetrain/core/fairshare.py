@@ -24,6 +24,7 @@ Pure: no clock, no IO.  The store keeps the decayed totals
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 #: CPU-seconds one GPU-second counts as (Slurm's TRESBillingWeights often weigh a GPU as several cores).
@@ -62,3 +63,10 @@ def attempt_charge(cpu_millis: int, gpus: int, started_at: float | None, finishe
         return 0.0, 0.0
     seconds = max(finished_at - started_at, 0.0)
     return seconds * cpu_millis / 1000.0, seconds * gpus
+
+
+def share_order(usage: Mapping[str, Usage], running: Mapping[str, int]) -> list[str]:
+    """Submitters in the order their next job would go among equal priorities: fewest running first (the turn,
+    as core/planning.py counts it), then least decayed usage, then by name."""
+    owners = set(usage) | {o for o, n in running.items() if n}
+    return sorted(owners, key=lambda o: (running.get(o, 0), usage[o].score if o in usage else 0.0, o))

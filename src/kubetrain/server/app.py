@@ -12,8 +12,6 @@ import json
 import logging
 import re
 import secrets
-import time
-from collections import Counter
 from typing import Annotated, Any, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
@@ -266,20 +264,12 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
     @app.get("/api/v1/share", dependencies=api)
     def share() -> list[ShareRecord]:
         """Each submitter's decayed usage and place in fair-share order (``kubetrain share``)."""
-        running = Counter(a.owner for a in service.store.active_attempts())
-        usage = service.store.usage(now=time.time())
-        owners = sorted(set(usage) | set(running), key=lambda o: (running[o], usage[o].score if o in usage else 0.0, o))
-        return [ShareRecord(owner=o, cpu_hours=round(usage[o].cpu_seconds / 3600, 6) if o in usage else 0.0,
-                            gpu_hours=round(usage[o].gpu_seconds / 3600, 6) if o in usage else 0.0,
-                            score=round(usage[o].score, 1) if o in usage else 0.0, running=running[o], rank=i + 1)
-                for i, o in enumerate(owners)]
+        return service.share()
 
     @app.get("/api/v1/top", dependencies=api)
     def top(job: Annotated[str | None, Query(max_length=63, description="only this job's attempts")] = None,
             ) -> list[UsageRecord]:
         """What running attempts use now beside what they asked for (``kubetrain top``)."""
-        active = [a for a in service.store.active_attempts()
-                  if a.state == "Running" and (job is None or a.job == job)]
-        return service.engine.usage(active)
+        return service.top(job)
 
     return app

@@ -9,7 +9,7 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Annotated, Callable
 
 from typing_extensions import NotRequired, TypedDict
@@ -21,7 +21,9 @@ from kubetrain.core.distributed import replicas_of
 from kubetrain.core.errors import ConflictError, KubetrainError, NotFoundError, SpecError
 from kubetrain.core.identity import Identity, Role, Via, check_may_manage
 from kubetrain.core.experiments import ExperimentSpec
-from kubetrain.core.records import MAX_ATTEMPT, ExperimentRecord, JobRecord, MetricPoint, Provenance
+from kubetrain.core.fairshare import Usage, share_order
+from kubetrain.core.records import (MAX_ATTEMPT, ExperimentRecord, JobRecord, MetricPoint, Provenance, ShareRecord,
+                                    UsageRecord)
 from kubetrain.core.specs import JobSpec, format_validation_error, validate_job
 from kubetrain.core.states import JobState
 from kubetrain.engines.base import Engine
@@ -304,6 +306,23 @@ class JobService:
         numbers = self.store.delete_jobs([name])[name]
         # The records go first: a crash in between leaves folders no job points to, never a job without its log.
         self.engine.forget_attempts(name, numbers)
+
+    def share(self) -> list[ShareRecord]:
+        """Each submitter's decayed usage, jobs running and place in fair-share order (core/fairshare.py)."""
+        running = Counter(a.owner for a in self.store.active_attempts())
+        usage = self.store.usage(now=time.time())
+        empty = Usage()
+        return [ShareRecord(owner=o, cpu_hours=round(usage.get(o, empty).cpu_seconds / 3600, 6),
+                            gpu_hours=round(usage.get(o, empty).gpu_seconds / 3600, 6),
+                            score=round(usage.get(o, empty).score, 1), running=running[o], rank=rank)
+                for rank, o in enumerate(share_order(usage, running), start=1)]
+
+    def top(self, job: str | None = None) -> list[UsageRecord]:
+        """What running attempts (only ``job``'s, if given) use now, where the engine can tell."""
+        if not self.engine.capabilities.live_usage:
+            return []
+        return self.engine.usage([a for a in self.store.active_attempts()
+                                  if a.state == "Running" and (job is None or a.job == job)])
 
     def _log_start(self, name: str, number: int, replica: int, since: float | None,
                    timestamps: bool) -> tuple[int, Callable[[bytes, int], bytes]]:
