@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     log_to_rotating_file(settings.run_dir / f"api-{args.index}.log")
     raise_open_file_limit()
     sockets = [socket.socket(fileno=int(fd)) for fd in args.fds.split(",")]
-    store = Store(settings.database_url)
-    store.usage_half_life = settings.usage_half_life  # fair share's memory (core/fairshare.py)
+    store = Store(settings.database_url, usage_half_life=settings.usage_half_life)
     engine = make_engine(settings, args.url)
     path = wake_path(settings)
     service = build_service(settings, store, engine, lambda message: send_wake(path, message))

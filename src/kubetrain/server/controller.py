@@ -97,8 +97,8 @@ def run_controller(settings: Settings, master_url: str, stop: threading.Event) -
     lock = take_lock(settings, stop)
     if lock is None:
         return
-    store = Store(settings.database_url)  # migrated by the master before it started this process
-    store.usage_half_life = settings.usage_half_life  # fair share's memory (core/fairshare.py)
+    # Migrated by the master before it started this process.
+    store = Store(settings.database_url, usage_half_life=settings.usage_half_life)
     engine = make_engine(settings, master_url)
     try:
         engine.start()

@@ -97,9 +97,7 @@ def run_master(settings: Settings) -> None:
     url = f"http://{shown_host}:{port}"
     local_socket = _unix_listener(settings.run_dir / SOCKET_NAME)
 
-    store = Store(settings.database_url)
-
-    store.usage_half_life = settings.usage_half_life  # fair share's memory (core/fairshare.py)
+    store = Store(settings.database_url, usage_half_life=settings.usage_half_life)
     store.migrate()
     _secure_database(settings)
     auth = Authenticator(settings, store)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kubetrain.core.distributed import replicas_of
 from kubetrain.core.errors import ConflictError, NotFoundError
-from kubetrain.core.fairshare import attempt_charge
+from kubetrain.core.fairshare import DEFAULT_HALF_LIFE_SECONDS, attempt_charge
 from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Outcome
 from kubetrain.core.planning import JobRequest, Plan
 from kubetrain.core.quantities import parse_cpu, parse_memory
@@ -55,8 +55,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore, UsageStore, HousekeepingStore):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, usage_half_life: float = DEFAULT_HALF_LIFE_SECONDS) -> None:
         self.url = url
+        #: How fast past usage stops counting for fair share (``scheduling.halfLife``; store/usage.py applies it).
+        self.usage_half_life = usage_half_life
         # Room for every request the back-pressure limits let in at once (list + read + write, 14 by
         # default), the reconcile loop and log followers polling, before anyone waits on the pool.
         kwargs: dict[str, Any] = {} if ":memory:" in url else {"pool_size": 20, "max_overflow": 20}

@@ -19,8 +19,7 @@ class UsageStore:
     def session(self) -> Session:  # provided by Store
         raise NotImplementedError
 
-    #: Set by the master (``scheduling.halfLife``); the store only applies it.
-    usage_half_life: float = 7 * 24 * 3600.0
+    usage_half_life: float  # set by Store (``scheduling.halfLife``): this part only applies it
 
     def charge_usage(self, s: Session, owner: str, cpu_seconds: float, gpu_seconds: float, *, now: float) -> None:
         """Add an ended attempt's allocation to ``owner``'s decayed usage, in the caller's transaction."""
