@@ -61,7 +61,7 @@ from kubetrain.core.specs import JobBody, JobSpec
 from kubetrain.core.states import Reason, explain_exit
 from kubetrain.engines.base import RESULTS_VOLUME, Capabilities, Engine, Observation
 from kubetrain.engines.local import attempt_files as files
-from kubetrain.engines.local import gang, privileges, workspace
+from kubetrain.engines.local import environments, gang, privileges, workspace
 from kubetrain.engines.local import supervisor as sv
 from kubetrain.engines.local.cgroups import AttemptCgroup
 from kubetrain.engines.local.inventory import Inventory
@@ -279,7 +279,7 @@ class LocalEngine(LocalVolumes, Engine):
         interpreter = sys.executable
         if body.environment is not None:
             try:
-                interpreter = workspace.interpreter_for(body.environment.python)
+                interpreter = environments.interpreter_for(body.environment.python, install=False)
             except workspace.WorkspaceError:
                 return None  # the supervisor says so, with the fix
         # With `shell: true` the command's first word says what runs: `python train.py` is still python.

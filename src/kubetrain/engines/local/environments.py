@@ -89,12 +89,15 @@ def _uv_python(python: str) -> str | None:
     return None
 
 
-def interpreter_for(python: str | None) -> str:
-    """The interpreter an environment is built from: the master's own unless another version is asked for."""
+def interpreter_for(python: str | None, *, install: bool = True) -> str:
+    """The interpreter an environment is built from: the master's own unless another version is asked for.
+
+    ``install=False`` looks on the PATH only (the master's launch-time checks: ``uv python install`` can take
+    minutes and belongs to the build, which runs in the attempt's supervisor)."""
     if python is None or python == f"{sys.version_info.major}.{sys.version_info.minor}":
         return sys.executable
     pythons = available_pythons()
-    found = pythons.get(python) or _uv_python(python)
+    found = pythons.get(python) or (_uv_python(python) if install else None)
     if not found:
         have = ", ".join(sorted(pythons, key=lambda v: tuple(map(int, v.split("."))))) or "none"
         raise WorkspaceError(f"environment.python {python!r}: not on this node and uv could not install it "

@@ -143,13 +143,6 @@ def _unpack_entries(tar: tarfile.TarFile, stream: _BoundedTarStream, dest: str, 
         tar.members.clear()  # tarfile keeps every entry it read; a long archive must not cost memory
 
 
-def interpreter_for(python: str | None) -> str:
-    """The interpreter an environment is built from (see :mod:`environments`, which builds them)."""
-    from kubetrain.engines.local.environments import interpreter_for as find
-
-    return find(python)
-
-
 def can_mount() -> bool:
     """Whether this process may create mount namespaces (and so bind volumes, read-only too)."""
     return os.geteuid() == 0 and os.path.exists("/proc/self/ns/mnt")
