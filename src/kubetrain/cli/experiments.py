@@ -261,10 +261,8 @@ def describe_experiment(record: ExperimentRecord, events: list[dict[str, Any]]) 
         ("Best trial", "-" if best is None else
          f"{best.trial} ({best.job}): {metric}={_fmt(best.objective)} with {best.params}"),
     ]
-    width = max(len(k) for k, _ in lines) + 1
+    render.fields(lines, on)
     out = sys.stdout
-    for key, value in lines:
-        out.write(f"{render.styled((key + ':').ljust(width), 'bold', on)} {value}\n")
     out.write(f"\n{render.styled('Trials:', 'bold', on)}\n")
     if record.trials:
         trials_table(record, sorted_trials(record), metric, [p.name for p in spec.parameters])

@@ -145,6 +145,13 @@ def attempt_state(state: str, reason: str | None) -> tuple[str, str]:
     return state, reason or ""
 
 
+def fields(lines: Sequence[tuple[str, str]], on: bool) -> None:
+    """``Key:   value`` lines, the keys bold and aligned (the head of every ``describe``)."""
+    width = max(len(k) for k, _ in lines) + 1
+    for key, value in lines:
+        sys.stdout.write(f"{styled((key + ':').ljust(width), 'bold', on)} {value}\n")
+
+
 def usage_cells(u: UsageRecord) -> list[str]:
     """CPU, memory and GPU cells of ``top``: used / asked for."""
     from kubetrain.core.quantities import format_cpu, format_memory
@@ -198,10 +205,8 @@ def describe(job: JobRecord, *, reruns: Sequence[str] = (), usage: Sequence[Usag
         *((f"Usage (replica {u.replica})" if len(usage) > 1 else "Usage",
            "cpu={} memory={} gpu={} (used/limit, now)".format(*usage_cells(u))) for u in usage),
     ]
-    width = max(len(k) for k, _ in lines) + 1
+    fields(lines, on)
     out = sys.stdout
-    for key, value in lines:
-        out.write(f"{styled((key + ':').ljust(width), 'bold', on)} {value}\n")
     out.write(f"\n{styled('Attempts:', 'bold', on)}\n")
     if job.attempts:
         table(["#", "STATE", "REASON", "NODE", "GPUS", "EXIT", "PEAK MEM", "CPU", "DURATION", "LOG"], [
