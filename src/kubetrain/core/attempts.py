@@ -137,6 +137,10 @@ class ActiveAttempt:
     owner: str = ""
     #: Each replica's slot (node, GPUs, CPU, memory) for a job of several replicas; empty: one replica.
     replicas: tuple[ReplicaSlot, ...] = ()
+    #: When the planner chose this attempt as a preemption victim (core/preemption.py); None: it was not.
+    preempt_requested_at: float | None = None
+    #: The job it makes room for.
+    preempted_by: str | None = None
 
     def holdings(self) -> tuple[ReplicaSlot, ...]:
         """What this attempt holds, node by node: one slot per replica (its own request on its node)."""

@@ -55,7 +55,9 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from kubetrain.core.holdings import Preemption, ReplicaSlot, RunningJob
 from kubetrain.core.quantities import format_cpu, format_memory
+from kubetrain.core.queues import PreemptionPolicy, QueueSpec
 from kubetrain.core.selectors import Requirement, format_selector, matches
 
 
@@ -79,6 +81,10 @@ class JobRequest:
     #: (job, condition) pairs of ``spec.dependsOn``: judged by the reconcile loop before planning
     #: (core/dependencies.py); ``plan`` itself never sees a job whose dependencies are open.
     depends_on: tuple[tuple[str, str], ...] = ()
+    #: Its queue (``spec.queue``, resolved at submit; core/queues.py); None: no queue, no quota.
+    queue: str | None = None
+    #: ``activeDeadlineSeconds``: how long it can run at most (deadline-aware backfill); None: unbounded.
+    deadline_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,16 +100,6 @@ class NodeCapacity:
     free_memory_bytes: int | None = None
     free_gpus: tuple[int, ...] | None = None
     schedulable: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaSlot:
-    """Where one replica of a placed job runs, and what it holds there."""
-
-    node: str
-    gpus: tuple[int, ...] = ()
-    cpu_millis: int = 0
-    memory_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +139,26 @@ class Unschedulable:
     cause: str = "Unschedulable"
 
 
+@dataclass(frozen=True, slots=True)
+class Situation:
+    """What else the planner weighs beyond queue and nodes: queues and their quotas, what runs now, the time."""
+
+    queues: Mapping[str, QueueSpec] = field(default_factory=dict)
+    #: Every live attempt (what it holds, its priority and queue): quota tally, preemption, backfill.
+    running: tuple[RunningJob, ...] = ()
+    #: The time of this pass (deadline-aware backfill: when reservations will be needed).
+    now: float = 0.0
+    #: The preemption policy of jobs in no queue (``scheduling.preemption``; default never).
+    preemption: PreemptionPolicy = PreemptionPolicy.NEVER
+
+
 @dataclass(slots=True)
 class Plan:
     placements: list[Placement] = field(default_factory=list)
     waiting: list[Waiting] = field(default_factory=list)
     unschedulable: list[Unschedulable] = field(default_factory=list)
+    #: Running attempts to stop (SIGTERM, grace) so that a waiting job can take their place.
+    preemptions: list[Preemption] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -5,7 +5,8 @@ Modelled on Kubernetes' ``podFailurePolicy``.  Failures are of two kinds:
 * **code** failures — the program exited non-zero, was OOM-killed, ...: they
   draw from ``maxRetries`` (default 0: a plain job is not re-run on a bug);
 * **infrastructure** failures — the node or supervisor was lost (``Lost``),
-  the engine took the attempt away (``Evicted``: an eviction or preemption) or
+  the engine took the attempt away (``Evicted``: an eviction or preemption),
+  the master stopped it to make room (``Preempted``, core/preemption.py) or
   could not launch it (``LaunchFailed``): they draw from ``maxInfraRetries``
   (default 5) and never eat the code's budget, because a dying server is not
   the user's fault ("I assumed retry would mean machine errors, not bad logic").
@@ -35,13 +36,13 @@ from kubetrain.core.strict import StrictModel
 #: Which budget a failure draws from.
 Budget = Literal["code", "infra"]
 
-INFRA_REASONS: frozenset[Reason] = frozenset({Reason.LOST, Reason.EVICTED, Reason.LAUNCH_FAILED})
+INFRA_REASONS: frozenset[Reason] = frozenset({Reason.LOST, Reason.EVICTED, Reason.LAUNCH_FAILED, Reason.PREEMPTED})
 NEVER_RETRIED: frozenset[Reason] = frozenset({Reason.CANCELLED, Reason.DEADLINE_EXCEEDED, Reason.EARLY_STOPPED,
                                               Reason.UNSCHEDULABLE, Reason.COMPLETED, Reason.DEPENDENCY_FAILED,
                                               Reason.BUILD_FAILED})
 #: The reasons a rule may name: spelled out for the spec's schema; a test keeps them equal to
 #: every Reason outside NEVER_RETRIED, so a rule never names a reason no retried outcome carries.
-RuleReason = Literal["Error", "OOMKilled", "Lost", "Evicted", "LaunchFailed"]
+RuleReason = Literal["Error", "OOMKilled", "Lost", "Evicted", "LaunchFailed", "Preempted"]
 RULE_REASONS: tuple[str, ...] = get_args(RuleReason)
 
 

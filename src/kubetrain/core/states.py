@@ -63,6 +63,9 @@ class Reason(StrEnum):
     #: The job's environment (``spec.environment``) could not be built, now or by an earlier job with the same
     #: one: retrying would fail the same way, so it is not retried (the engine remembers a failed build).
     BUILD_FAILED = "BuildFailed"
+    #: The master stopped the attempt to make room for a job that may take its place (a higher-priority job of
+    #: its queue, or a queue reclaiming quota it lent; core/preemption.py): requeued on the infrastructure budget.
+    PREEMPTED = "Preempted"
 
 
 class ExperimentState(StrEnum):

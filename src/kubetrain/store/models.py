@@ -159,6 +159,10 @@ class _AttemptColumns:
     #: A gang's replicas, replica 0 first: [{node, gpus, cpu_millis, memory_bytes}] (each replica's own request);
     #: NULL for a job of one replica, whose ``node``/``gpus``/``cpu_millis``/``memory_bytes`` say it all.
     replicas: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    #: Set when the planner chose this attempt as a preemption victim (core/preemption.py): the job it makes
+    #: room for, and when it was asked to stop; its end is then recorded as ``Preempted`` (infrastructure budget).
+    preempted_by: Mapped[str | None] = mapped_column(String(253))
+    preempt_requested_at: Mapped[float | None] = mapped_column(Float)
 
 
 class AttemptRow(_AttemptColumns, Base):
@@ -224,6 +228,16 @@ class UsageRow(Base):
     at: Mapped[float] = mapped_column(Float, nullable=False)
 
 
+class QueueRow(Base):
+    """A queue with its quota (core/queues.py); ``body`` is the validated QueueSpec as JSON."""
+
+    __tablename__ = "queues"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
 class VolumeRow(Base):
     __tablename__ = "volumes"
 
@@ -243,6 +257,8 @@ class UserRow(Base):
     role: Mapped[str] = mapped_column(String(16), nullable=False)
     #: The uid this user's jobs run as; None: the OS user of the same name, or ``defaults.runAsUser``.
     uid: Mapped[int | None] = mapped_column(Integer)
+    #: The team the user belongs to (fair share per team, queues by team); None: no team.
+    team: Mapped[str | None] = mapped_column(String(63))
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
 
 
