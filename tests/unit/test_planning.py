@@ -482,7 +482,7 @@ def test_small_jobs_still_backfill_while_the_big_job_waits():
 def test_without_reservation_the_same_stream_starves_the_big_job(monkeypatch):
     # Control: the scenario really is a starvation scenario. With reservation
     # switched off, the freed GPUs go to the stream and the big job never starts.
-    monkeypatch.setattr(planning, "_reserve", lambda job, eligible: None)
+    monkeypatch.setattr(planning, "reserve", lambda job, eligible: None)
     cluster = _stream_scenario()
     assert "big" not in cluster.started
     assert cluster.started_in(1, 5, gpu=True)

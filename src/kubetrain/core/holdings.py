@@ -20,6 +20,25 @@ class ReplicaSlot:
 
 
 @dataclass(frozen=True, slots=True)
+class Placement:
+    """Start ``key``: on ``node`` with ``gpus``; a gang's replica 0 is there, and ``replicas`` has each one."""
+
+    key: str
+    node: str
+    gpus: tuple[int, ...]
+    #: The whole job's request (every replica's together).
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    #: Every replica's slot, replica 0 first; empty for a job of one replica (see :attr:`slots`).
+    replicas: tuple[ReplicaSlot, ...] = ()
+
+    @property
+    def slots(self) -> tuple[ReplicaSlot, ...]:
+        """One slot per replica, for a job of one replica too."""
+        return self.replicas or (ReplicaSlot(self.node, self.gpus, self.cpu_millis, self.memory_bytes),)
+
+
+@dataclass(frozen=True, slots=True)
 class RunningJob:
     """A live attempt, as the planner weighs it for quotas, preemption and backfill."""
 
@@ -33,8 +52,13 @@ class RunningJob:
     ends_at: float | None = None
     #: What it holds, one slot per replica.
     slots: tuple[ReplicaSlot, ...] = ()
-    #: Already asked to stop for a preemption: its room is coming free, and it is no candidate again.
-    preempting: bool = False
+    #: The job it was asked to stop for (a preemption under way): its room is coming free, and it is no
+    #: candidate again.  None: not being preempted.
+    preempted_by: str | None = None
+
+    @property
+    def preempting(self) -> bool:
+        return self.preempted_by is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,14 +51,22 @@ b: 1)").  A gang whose N blocks would not fit even on idle nodes is
 
 from __future__ import annotations
 
-import heapq
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
-from kubetrain.core.holdings import Preemption, ReplicaSlot, RunningJob
+from kubetrain.core.capacity import (Room, backfill, block_words, capacity_fits, gang_wait_reason, idle_room, place,
+                                     place_gang, plural, reserve, reserve_gang, rooms_words, wait_reason)
+from kubetrain.core.holdings import Placement, Preemption, ReplicaSlot, RunningJob
+from kubetrain.core.preemption import choose_victims, held, message
 from kubetrain.core.quantities import format_cpu, format_memory
-from kubetrain.core.queues import PreemptionPolicy, QueueSpec
+from kubetrain.core.queues import Amount, Holding, PreemptionPolicy, QueueSpec, QuotaBook
 from kubetrain.core.selectors import Requirement, format_selector, matches
+
+#: Placement, ReplicaSlot, RunningJob and Preemption live in core/holdings.py (a leaf, free of import cycles);
+#: the planner's callers import them from here, with the planner's own records.
+__all__ = ["JobRequest", "NodeCapacity", "Placement", "Plan", "Preemption", "ReplicaSlot", "RunningJob",
+           "Situation", "Unschedulable", "Waiting", "plan", "queue_order"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,25 +111,6 @@ class NodeCapacity:
 
 
 @dataclass(frozen=True, slots=True)
-class Placement:
-    """Start ``key``: on ``node`` with ``gpus``; a gang's replica 0 is there, and ``replicas`` has each one."""
-
-    key: str
-    node: str
-    gpus: tuple[int, ...]
-    #: The whole job's request (every replica's together).
-    cpu_millis: int = 0
-    memory_bytes: int = 0
-    #: Every replica's slot, replica 0 first; empty for a job of one replica (see :attr:`slots`).
-    replicas: tuple[ReplicaSlot, ...] = ()
-
-    @property
-    def slots(self) -> tuple[ReplicaSlot, ...]:
-        """One slot per replica, for a job of one replica too."""
-        return self.replicas or (ReplicaSlot(self.node, self.gpus, self.cpu_millis, self.memory_bytes),)
-
-
-@dataclass(frozen=True, slots=True)
 class Waiting:
     key: str
     reason: str
@@ -161,44 +150,6 @@ class Plan:
     preemptions: list[Preemption] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class _Free:
-    node: NodeCapacity
-    cpu: int
-    memory: int
-    gpus: list[int]
-    reserved_gpus: int = 0
-    reserved_by: str | None = None
-
-    def unreserved_gpus(self) -> int:
-        # A reservation can exceed what is free now; never below 0, or a job that
-        # needs no GPU could not backfill the node's spare CPU and memory.
-        return max(len(self.gpus) - self.reserved_gpus, 0)
-
-    def short_count(self, job: JobRequest) -> int:
-        """How many of GPUs, CPU and memory fall short for ``job`` (cheap: no text)."""
-        return ((job.gpu > self.unreserved_gpus()) + (job.cpu_millis > self.cpu)
-                + (job.memory_bytes > self.memory))
-
-    def shortfall(self, job: JobRequest) -> list[str]:
-        """What is missing for ``job`` here, in words; empty when it fits."""
-        short = []
-        free = self.unreserved_gpus()
-        if job.gpu > free:
-            short.append(f"needs {job.gpu} GPU{'s' if job.gpu != 1 else ''}, {free} free")
-        if job.cpu_millis > self.cpu:
-            short.append(f"needs {format_cpu(job.cpu_millis)} CPU, {format_cpu(max(self.cpu, 0))} free")
-        if job.memory_bytes > self.memory:
-            short.append(
-                f"needs {format_memory(job.memory_bytes)} memory, {format_memory(max(self.memory, 0))} free"
-            )
-        return short
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 def _never_fits(job: JobRequest, eligible: list[NodeCapacity], all_nodes: list[NodeCapacity]) -> str | None:
     """A reason if no node could ever hold ``job``, else None."""
     if not eligible:
@@ -222,7 +173,7 @@ def _never_fits(job: JobRequest, eligible: list[NodeCapacity], all_nodes: list[N
     max_mem = max(n.memory_bytes for n in eligible)
     max_cpu = max(n.cpu_millis for n in eligible)
     if job.gpu > max_gpu:
-        reasons.append(f"requests {_plural(job.gpu, 'GPU')}; the largest node offers {max_gpu}")
+        reasons.append(f"requests {plural(job.gpu, 'GPU')}; the largest node offers {max_gpu}")
     if job.memory_bytes > max_mem:
         reasons.append(
             f"requests {format_memory(job.memory_bytes)} memory; the largest node offers {format_memory(max_mem)}"
@@ -234,6 +185,18 @@ def _never_fits(job: JobRequest, eligible: list[NodeCapacity], all_nodes: list[N
     if not reasons:
         reasons.append("no single node offers all of its CPU, memory and GPUs together")
     return "; ".join(reasons)
+
+def _gang_never_fits(job: JobRequest, eligible: list[NodeCapacity], all_nodes: list[NodeCapacity]) -> str | None:
+    """Why ``job``'s N blocks could never be held at once, even by idle nodes; None if they could."""
+    one = _never_fits(job, eligible, all_nodes)
+    if one is not None:
+        return one if not eligible else f"each of its {job.replicas} replicas {one}"
+    rooms = [(n.name, idle_room(n, job)) for n in eligible]
+    total = sum(count for _, count in rooms)
+    if total >= job.replicas:
+        return None
+    return (f"needs {job.replicas} replicas × {{{block_words(job)}}} at once; the matching nodes hold {total} at most "
+            f"even when idle ({rooms_words(rooms)}); use fewer replicas, smaller ones, or more nodes")
 
 
 def queue_order(jobs: list[JobRequest], *, fair_share: bool = False,
@@ -255,223 +218,143 @@ def queue_order(jobs: list[JobRequest], *, fair_share: bool = False,
     return [job for _, job in sorted(keyed, key=lambda pair: pair[0])]
 
 
+
+#: Jobs per pass that may look for preemption victims (each look is a what-if over the candidates).
+PREEMPTING_JOBS_PER_PASS = 8
+
+
 def plan(jobs: list[JobRequest], nodes: list[NodeCapacity], *, fair_share: bool = False,
-         running: Mapping[str, int] | None = None, usage: Mapping[str, float] | None = None) -> Plan:
-    """Decide, for each queued job, start-on-node, wait-with-reason or never-fits.
+         running: Mapping[str, int] | None = None, usage: Mapping[str, float] | None = None,
+         situation: Situation | None = None) -> Plan:
+    """Decide, for each queued job, start-on-node, wait-with-reason or never-fits, and whom to preempt.
 
-    ``running``: attempts running per owner; ``usage``: each owner's decayed usage score
-    (core/fairshare.py); both for ``fair_share`` only.
+    ``running``: attempts running per owner (derived from ``situation.running`` when not given); ``usage``: each
+    owner's fair-share order key (core/fairshare.py); both for ``fair_share`` only.  ``situation``: queues,
+    live attempts and the time (quotas, preemption, deadline-aware backfill); without it, none of those apply.
     """
-    result = Plan()
-    free = [
-        _Free(
-            node=n,
-            cpu=n.cpu_millis if n.free_cpu_millis is None else n.free_cpu_millis,
-            memory=n.memory_bytes if n.free_memory_bytes is None else n.free_memory_bytes,
-            gpus=sorted(n.gpus if n.free_gpus is None else n.free_gpus),
-        )
-        for n in nodes
-        if n.schedulable
-    ]
-    all_nodes = [n for n in nodes if n.schedulable]
-    eligible_cache: dict[tuple[Requirement, ...], list[_Free]] = {}
-    #: A gang's never-fit verdict depends only on its shape and selector (idle capacity): judged once a pass.
-    gang_verdicts: dict[tuple, str | None] = {}
+    situation = situation or Situation()
+    if fair_share and running is None:
+        running = Counter(r.owner for r in situation.running)
+    return _Pass(nodes, situation).run(queue_order(jobs, fair_share=fair_share, running=running, usage=usage))
 
-    for job in queue_order(jobs, fair_share=fair_share, running=running, usage=usage):
-        eligible = eligible_cache.get(job.selector)
+
+class _Pass:
+    """One planning pass's books: free capacity per node, the quota tally, what runs; then each job in order."""
+
+    def __init__(self, nodes: list[NodeCapacity], situation: Situation) -> None:
+        self.situation = situation
+        self.result = Plan()
+        self.rooms = [
+            Room(node=n, cpu=n.cpu_millis if n.free_cpu_millis is None else n.free_cpu_millis,
+                 memory=n.memory_bytes if n.free_memory_bytes is None else n.free_memory_bytes,
+                 gpus=sorted(n.gpus if n.free_gpus is None else n.free_gpus))
+            for n in nodes if n.schedulable
+        ]
+        self.all_nodes = [n for n in nodes if n.schedulable]
+        by_name = {r.node.name: r for r in self.rooms}
+        self.live = list(situation.running)
+        for other in self.live:
+            for slot in other.slots:
+                room = by_name.get(slot.node)
+                if room is not None:
+                    room.ending.append((other.ends_at, slot.cpu_millis, slot.memory_bytes, len(slot.gpus)))
+        self.by_name = by_name
+        self.book = (QuotaBook.of(situation.queues, [Holding(r.queue, r.owner, held(r)) for r in self.live])
+                     if situation.queues else None)
+        self.eligible_cache: dict[tuple[Requirement, ...], list[Room]] = {}
+        #: A never-fit verdict depends only on the job's shape and selector (idle capacity): judged once a pass.
+        self.verdicts: dict[tuple, str | None] = {}
+        self.preempting_jobs = 0
+
+    def run(self, ordered: list[JobRequest]) -> Plan:
+        for job in ordered:
+            self.one(job)
+        return self.result
+
+    def one(self, job: JobRequest) -> None:
+        eligible = self.eligible_cache.get(job.selector)
         if eligible is None:
-            eligible = [f for f in free if matches(job.selector, f.node.labels)]
-            eligible_cache[job.selector] = eligible
-        if job.replicas > 1:
-            _plan_gang(job, eligible, all_nodes, result, gang_verdicts)
-            continue
-        never = _never_fits(job, [f.node for f in eligible], all_nodes)
+            eligible = [r for r in self.rooms if matches(job.selector, r.node.labels)]
+            self.eligible_cache[job.selector] = eligible
+        never = self.never_fits(job, eligible)
         if never is not None:
-            result.unschedulable.append(Unschedulable(job.key, never))
-            continue
-        chosen = _choose(job, eligible)
-        if chosen is not None:
-            take = tuple(chosen.gpus[: job.gpu])
-            del chosen.gpus[: job.gpu]
-            chosen.cpu -= job.cpu_millis
-            chosen.memory -= job.memory_bytes
-            result.placements.append(Placement(job.key, chosen.node.name, take, job.cpu_millis, job.memory_bytes))
-            continue
-        candidates = [slot for slot in eligible if _capacity_fits(job, slot)]
-        reason = _wait_reason(job, candidates)
-        held = _reserve(job, candidates)
-        result.waiting.append(Waiting(job.key, reason, held))
-    return result
+            self.result.unschedulable.append(Unschedulable(job.key, never))
+            return
+        amount = Amount(job.cpu_millis * job.replicas, job.memory_bytes * job.replicas, job.gpu * job.replicas)
+        book = self.book
+        if book is not None and book.governs(job.queue):
+            limit = book.user_limit(job.queue, job.owner, amount)
+            if limit is not None:
+                self.result.waiting.append(Waiting(job.key, limit))
+                return
+            if not book.fits(job.queue, amount):
+                if not self.preempt(job, amount, eligible):
+                    book.take(job.queue, job.owner, amount, running=False)  # the queue's own head-of-line hold
+                    self.result.waiting.append(Waiting(job.key, book.shortfall(job.queue, amount)))
+                return
+        now = self.situation.now
+        placement = place_gang(job, eligible, now) if job.replicas > 1 else (
+            place(job, eligible, now) or backfill(job, eligible, now))
+        if placement is not None:
+            self.result.placements.append(placement)
+            if book is not None:
+                book.take(job.queue, job.owner, amount, running=True)
+            return
+        if self.preempt(job, amount, eligible):
+            return
+        if book is not None:
+            book.take(job.queue, job.owner, amount, running=False)
+        if job.replicas > 1:
+            self.result.waiting.append(Waiting(job.key, gang_wait_reason(job, eligible), reserve_gang(job, eligible)))
+            return
+        candidates = [room for room in eligible if capacity_fits(job, room)]
+        reason = wait_reason(job, candidates)
+        self.result.waiting.append(Waiting(job.key, reason, reserve(job, candidates)))
 
+    def never_fits(self, job: JobRequest, eligible: list[Room]) -> str | None:
+        if job.replicas > 1:
+            shape = (job.selector, job.cpu_millis, job.memory_bytes, job.gpu, job.replicas)
+            if shape not in self.verdicts:
+                self.verdicts[shape] = _gang_never_fits(job, [r.node for r in eligible], self.all_nodes)
+            never = self.verdicts[shape]
+        else:
+            never = _never_fits(job, [r.node for r in eligible], self.all_nodes)
+        if never is None and self.book is not None:
+            never = self.book.never_fits(job.queue, Amount(job.cpu_millis * job.replicas,
+                                                           job.memory_bytes * job.replicas, job.gpu * job.replicas))
+        return never
 
-def _fits(job: JobRequest, slot: _Free) -> bool:
-    return (
-        job.cpu_millis <= slot.cpu
-        and job.memory_bytes <= slot.memory
-        and job.gpu <= slot.unreserved_gpus()
-    )
-
-
-def _choose(job: JobRequest, eligible: list[_Free]) -> _Free | None:
-    fallback = None
-    for slot in eligible:
-        if _fits(job, slot):
-            # A CPU-only job prefers a node without GPUs, keeping GPU servers whole.
-            if job.gpu == 0 and slot.node.gpus:
-                if fallback is None:
-                    fallback = slot
-                continue
-            return slot
-    return fallback
-
-
-def _capacity_fits(job: JobRequest, slot: _Free) -> bool:
-    n = slot.node
-    return job.cpu_millis <= n.cpu_millis and job.memory_bytes <= n.memory_bytes and job.gpu <= len(n.gpus)
-
-
-def _wait_reason(job: JobRequest, candidates: list[_Free]) -> str:
-    """Words for why ``job`` waits; ``candidates`` are the eligible nodes big enough for it."""
-    if len(candidates) == 1:
-        slot = candidates[0]
-        short = slot.shortfall(job)
-        text = f"waiting: {', '.join(short) or 'resources reserved'} on node {slot.node.name}"
-        if slot.reserved_by:
-            text += f" (held for {slot.reserved_by}, ahead in the queue)"
-        return text
-    best = min(candidates, key=lambda s: s.short_count(job))  # format text for one node only
-    return (
-        f"waiting: no room on {len(candidates)} matching nodes "
-        f"(e.g. {best.node.name}: {', '.join(best.shortfall(job)) or 'reserved for a job ahead'})"
-    )
-
-
-def _reserve(job: JobRequest, candidates: list[_Free]) -> str | None:
-    """Hold ``job``'s request on one eligible node; return that node's name.
-
-    The node is the one held last pass when it still qualifies (so what was
-    held stays held, and a reservation never wanders between draining nodes
-    while the stream eats what it left), else the node closest to fitting.
-    """
-    if not candidates:
-        return None
-    sticky = [s for s in candidates if s.node.name == job.reserved_node]
-    slot = sticky[0] if sticky else min(
-        candidates,
-        key=lambda s: (
-            max(job.gpu - (len(s.gpus) - s.reserved_gpus), 0),
-            max(job.memory_bytes - s.memory, 0),
-            max(job.cpu_millis - s.cpu, 0),
-        ),
-    )
-    slot.cpu -= job.cpu_millis
-    slot.memory -= job.memory_bytes
-    slot.reserved_gpus += job.gpu
-    if slot.reserved_by is None:
-        slot.reserved_by = job.key
-    return slot.node.name
-
-
-# -- gangs (replicas > 1) ---------------------------------------------------------------------------------------
-_MANY = 1 << 30
-
-
-def _room(cpu: int, memory: int, gpus: int, job: JobRequest) -> int:
-    """How many of ``job``'s per-replica blocks fit in this much CPU, memory and GPUs."""
-    if cpu < job.cpu_millis or memory < job.memory_bytes or gpus < job.gpu:
-        return 0
-    return min(cpu // job.cpu_millis if job.cpu_millis else _MANY,
-               memory // job.memory_bytes if job.memory_bytes else _MANY,
-               gpus // job.gpu if job.gpu else _MANY)
-
-
-def _idle_room(node: NodeCapacity, job: JobRequest) -> int:
-    return _room(node.cpu_millis, node.memory_bytes, len(node.gpus), job)
-
-
-def _free_room(slot: _Free, job: JobRequest) -> int:
-    return _room(slot.cpu, slot.memory, slot.unreserved_gpus(), job)
-
-
-def _block(job: JobRequest) -> str:
-    """One replica's request in words: "2 GPUs, 1 CPU, 2Gi memory"."""
-    parts = [_plural(job.gpu, "GPU")] if job.gpu else []
-    return ", ".join([*parts, f"{format_cpu(job.cpu_millis)} CPU", f"{format_memory(job.memory_bytes)} memory"])
-
-
-def _rooms(pairs: list[tuple[str, int]]) -> str:
-    """"a: 2, b: 1" for the nodes with room, largest first, three at most."""
-    shown = sorted((p for p in pairs if p[1] > 0), key=lambda p: -p[1])
-    text = ", ".join(f"{name}: {count}" for name, count in shown[:3])
-    return text + (f" and {len(shown) - 3} more nodes" if len(shown) > 3 else "")
-
-
-def _gang_never_fits(job: JobRequest, eligible: list[NodeCapacity], all_nodes: list[NodeCapacity]) -> str | None:
-    """Why ``job``'s N blocks could never be held at once, even by idle nodes; None if they could."""
-    one = _never_fits(job, eligible, all_nodes)
-    if one is not None:
-        return one if not eligible else f"each of its {job.replicas} replicas {one}"
-    rooms = [(n.name, _idle_room(n, job)) for n in eligible]
-    total = sum(count for _, count in rooms)
-    if total >= job.replicas:
-        return None
-    return (f"needs {job.replicas} replicas × {{{_block(job)}}} at once; the matching nodes hold {total} at most "
-            f"even when idle ({_rooms(rooms)}); use fewer replicas, smaller ones, or more nodes")
-
-
-def _plan_gang(job: JobRequest, eligible: list[_Free], all_nodes: list[NodeCapacity], result: Plan,
-               verdicts: dict[tuple, str | None]) -> None:
-    """Place all of ``job``'s replicas or none (see the module docstring)."""
-    shape = (job.selector, job.cpu_millis, job.memory_bytes, job.gpu, job.replicas)
-    if shape not in verdicts:
-        verdicts[shape] = _gang_never_fits(job, [f.node for f in eligible], all_nodes)
-    never = verdicts[shape]
-    if never is not None:
-        result.unschedulable.append(Unschedulable(job.key, never))
-        return
-    taken: list[tuple[_Free, tuple[int, ...]]] = []
-    for _ in range(job.replicas):
-        last = taken[-1][0] if taken else None
-        slot = last if last is not None and _fits(job, last) else _choose(job, eligible)
-        if slot is None:
-            break
-        gpus = tuple(slot.gpus[: job.gpu])
-        del slot.gpus[: job.gpu]
-        slot.cpu -= job.cpu_millis
-        slot.memory -= job.memory_bytes
-        taken.append((slot, gpus))
-    if len(taken) == job.replicas:
-        slots = tuple(ReplicaSlot(s.node.name, g, job.cpu_millis, job.memory_bytes) for s, g in taken)
-        result.placements.append(Placement(job.key, slots[0].node, slots[0].gpus, job.cpu_millis * job.replicas,
-                                           job.memory_bytes * job.replicas, slots))
-        return
-    for slot, gpus in reversed(taken):  # nothing is held by half a gang
-        slot.gpus = sorted([*slot.gpus, *gpus])
-        slot.cpu += job.cpu_millis
-        slot.memory += job.memory_bytes
-    rooms = [(s.node.name, _free_room(s, job)) for s in eligible]
-    now = sum(count for _, count in rooms)
-    where = f" ({_rooms(rooms)})" if now else ""
-    reason = f"waiting: needs {job.replicas} replicas × {{{_block(job)}}} at once; room for {now} now{where}"
-    result.waiting.append(Waiting(job.key, reason, _reserve_gang(job, eligible)))
-
-
-def _reserve_gang(job: JobRequest, eligible: list[_Free]) -> str | None:
-    """Hold all N blocks: the sticky node first, then the nodes with the most room now; returns the first node."""
-    # Each candidate holds at least one block, so the best ``replicas`` of them are all that can be needed.
-    candidates = heapq.nsmallest(job.replicas, (s for s in eligible if _idle_room(s.node, job) > 0),
-                                 key=lambda s: (s.node.name != job.reserved_node, -_free_room(s, job)))
-    left, first = job.replicas, None
-    for slot in candidates:
-        count = min(left, _idle_room(slot.node, job))
-        slot.cpu -= job.cpu_millis * count
-        slot.memory -= job.memory_bytes * count
-        slot.reserved_gpus += job.gpu * count
-        if slot.reserved_by is None:
-            slot.reserved_by = job.key
-        first = first or slot.node.name
-        left -= count
-        if left <= 0:
-            break
-    return first
+    def preempt(self, job: JobRequest, amount: Amount, eligible: list[Room]) -> bool:
+        """Stop lower-priority or borrowed work so ``job`` fits, if its policy allows and that makes it fit
+        (core/preemption.py); the job then waits, holding the room coming free.  False: nothing to do."""
+        book = self.book
+        policy = book.queues[job.queue].preemption if book is not None and book.governs(job.queue) \
+            else self.situation.preemption
+        if policy is PreemptionPolicy.NEVER or not self.live or self.preempting_jobs >= PREEMPTING_JOBS_PER_PASS:
+            return False
+        self.preempting_jobs += 1
+        verdict = choose_victims(job, amount, policy, eligible, self.live, book)
+        if verdict is None:
+            return False
+        why = message(job)
+        stopping = {v.key for v in verdict.victims}
+        for victim in verdict.victims:
+            self.result.preemptions.append(Preemption(victim.key, victim.number, job.key, why))
+        self.live = [replace(r, preempted_by=job.key) if r.key in stopping else r for r in self.live]
+        if verdict.victims:
+            names = ", ".join(f"{v.key!r} (priority {v.priority})" for v in verdict.victims[:3])
+            more = f" and {len(verdict.victims) - 3} more" if len(verdict.victims) > 3 else ""
+            reason = f"waiting: preempting {names}{more} to make room"
+        else:
+            mine = [r.key for r in self.live if r.preempted_by == job.key]
+            reason = (f"waiting: for preempted {', '.join(repr(k) for k in mine[:3])} to stop" if mine
+                      else "waiting: for preempted jobs to stop")
+        if book is not None:
+            book.take(job.queue, job.owner, amount, running=False)
+        if job.replicas > 1:
+            node = reserve_gang(replace(job, reserved_node=verdict.node), eligible)
+        else:
+            room = self.by_name.get(verdict.node or "")
+            node = reserve(job, [room]) if room is not None else None
+        self.result.waiting.append(Waiting(job.key, reason, node))
+        return True
