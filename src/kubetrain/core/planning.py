@@ -289,8 +289,8 @@ class _Pass:
                 return
             if not book.fits(job.queue, amount):
                 if not self.preempt(job, amount, eligible):
-                    book.take(job.queue, job.owner, amount, running=False)  # the queue's own head-of-line hold
                     self.result.waiting.append(Waiting(job.key, book.shortfall(job.queue, amount)))
+                    book.take(job.queue, job.owner, amount, running=False)  # the queue's own head-of-line hold
                 return
         now = self.situation.now
         placement = place_gang(job, eligible, now) if job.replicas > 1 else (

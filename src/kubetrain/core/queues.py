@@ -119,6 +119,13 @@ class Holding:
 _FIELDS = (("gpu", "GPU"), ("cpu_millis", "CPU"), ("memory_bytes", "memory"))
 
 
+def _needs(attr: str, word: str, value: int) -> str:
+    """"2 GPUs", "1 CPU", "4Gi memory"."""
+    if attr == "gpu":
+        return f"{value} GPU{'' if value == 1 else 's'}"
+    return f"{_fmt(attr, value)} {word}"
+
+
 def _fmt(attr: str, value: int) -> str:
     if attr == "cpu_millis":
         return format_cpu(value)
@@ -206,7 +213,8 @@ class QuotaBook:
 
     def borrowing(self, queue: str) -> bool:
         """Is ``queue`` holding more than its nominal quota in some resource (borrowing from its cohort)?"""
-        return self.governs(queue) and not _within(self.used[queue], [0, 0, 0], _caps(self.queues[queue].quota))
+        return self.governs(queue) and any(cap is not None and held > cap
+                                           for held, cap in zip(self.used[queue], _caps(self.queues[queue].quota)))
 
     def fits(self, queue: str | None, amount: Amount) -> bool:
         """May ``queue`` hold ``amount`` more: within its nominal quota alone, or with its cohort's idle quota."""
@@ -228,7 +236,7 @@ class QuotaBook:
             need = _values(amount)[i]
             if caps[i] is not None and need > caps[i]:
                 where = f"cohort {spec.cohort!r}'s quotas together" if spec.cohort else f"queue {queue!r}'s quota"
-                return (f"requests {_fmt(attr, need)} {word}; {where} allow{'' if spec.cohort else 's'} "
+                return (f"requests {_needs(attr, word, need)}; {where} allow{'' if spec.cohort else 's'} "
                         f"{_fmt(attr, caps[i])}; ask an admin to raise it (kubetrain queue create), or ask for less")
         return None
 
@@ -240,7 +248,7 @@ class QuotaBook:
         for i, (attr, word) in enumerate(_FIELDS):
             cap, used = caps[i], self.used[queue][i]
             if cap is not None and used + values[i] > cap and not spec.cohort:
-                return (f"waiting: queue {queue!r} quota: needs {_fmt(attr, values[i])} {word}, "
+                return (f"waiting: queue {queue!r} quota: needs {_needs(attr, word, values[i])}, "
                         f"{_fmt(attr, max(cap - used, 0))} of {_fmt(attr, cap)} free")
         if spec.cohort:
             total, held = self.cohort_nominal[spec.cohort], self.cohort_used[spec.cohort]
@@ -249,7 +257,7 @@ class QuotaBook:
                     own = caps[i]
                     mine = "" if own is None else f"; queue {queue!r} holds {_fmt(attr, self.used[queue][i])} of " \
                                                   f"its {_fmt(attr, own)}"
-                    return (f"waiting: queue {queue!r} quota: needs {_fmt(attr, values[i])} {word}; cohort "
+                    return (f"waiting: queue {queue!r} quota: needs {_needs(attr, word, values[i])}; cohort "
                             f"{spec.cohort!r} has {_fmt(attr, max(total[i] - held[i], 0))} of "
                             f"{_fmt(attr, total[i])} to lend{mine}")
         return f"waiting: queue {queue!r} quota"
