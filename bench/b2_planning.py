@@ -28,7 +28,15 @@ decisions / (plan() + commit_plan()) seconds, the target being >= 1,000/s; the w
 (with queued() and free_capacity) is shown too.  The pure plan() rate is the best of 3 runs of
 plan() on round 1's input.
 
-Usage: .venv/bin/python bench/b2_planning.py [--jobs 10000] [--nodes 1000] [--seed 7] [--gangs 0.2]
+Scheduling policy (issue 14): by default (``--no-policy`` turns it off, for the peer figure) every job
+goes to its team's queue (vision, nlp, rl: one cohort, each with a nominal quota of 30 % of the cluster's
+CPU, memory and GPUs, so the cohort caps at 90 % and queues borrow), rl caps each user at 40 running jobs,
+30 submitters take turns under fair share with decayed usage (some injected), and 30 % of jobs carry an
+``activeDeadlineSeconds`` (deadline-aware backfill).  The pass is then the loop's whole one: queue specs,
+usage and fair keys read from the store, live attempts as RunningJob.  After every round the bench also
+checks that no cohort holds more than its quotas together ("over quota: 0").
+
+Usage: .venv/bin/python bench/b2_planning.py [--jobs 10000] [--nodes 1000] [--seed 7] [--gangs 0.2] [--no-policy]
 """
 
 from __future__ import annotations
@@ -45,16 +53,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import emit, header
 
-from kubetrain.core.planning import NodeCapacity, Plan, plan
+from kubetrain.core.fairshare import fair_keys
+from kubetrain.core.planning import NodeCapacity, Plan, Situation, plan
+from kubetrain.core.queue_bodies import QueueBody
 from kubetrain.core.records import Provenance
 from kubetrain.core.specs import validate_job
 from kubetrain.core.states import Reason
-from kubetrain.server.reconciler import free_capacity
+from kubetrain.server.reconciler import free_capacity, running_jobs
 from kubetrain.store.store import Outcome, Store
 
 GI = 2**30
 TARGET = 1000.0
 ZONES = ("a", "b", "c", "d")
+TEAMS = ("vision", "nlp", "rl")
+USERS = 30
 
 
 def make_nodes(count: int, rng: random.Random) -> list[NodeCapacity]:
@@ -85,7 +97,7 @@ def make_nodes(count: int, rng: random.Random) -> list[NodeCapacity]:
     return nodes
 
 
-def make_job(index: int, rng: random.Random, gangs: float = 0.0) -> dict:
+def make_job(index: int, rng: random.Random, gangs: float = 0.0, policy: bool = False) -> dict:
     roll = rng.random()
     replicas = rng.choice([2, 2, 4, 4, 8]) if rng.random() < gangs and roll < 0.97 else 1
     zone = rng.choice(ZONES)
@@ -112,7 +124,7 @@ def make_job(index: int, rng: random.Random, gangs: float = 0.0) -> dict:
             ({"cpu": "2", "memory": "4Gi", "gpu": 1}, "gpu-type=tpu-v5"),
             ({"cpu": "200", "memory": "4Gi"}, f"zone={zone}"),
         ])
-    return {
+    document = {
         "apiVersion": "kubetrain/v1",
         "kind": "Job",
         "metadata": {"name": f"job-{index:05d}", "labels": {"team": rng.choice(["vision", "nlp", "rl"])}},
@@ -126,14 +138,50 @@ def make_job(index: int, rng: random.Random, gangs: float = 0.0) -> dict:
             "replicas": replicas,
         },
     }
+    if policy:
+        document["spec"]["queue"] = document["metadata"]["labels"]["team"]
+        if rng.random() < 0.3:
+            document["spec"]["activeDeadlineSeconds"] = rng.choice([600, 3600, 4 * 3600])
+    return document
+
+
+def make_queues(store: Store, nodes: list[NodeCapacity]) -> None:
+    """One queue per team in cohort ``research``, each 30 % of the schedulable cluster; rl caps users at 40 jobs."""
+    up = [n for n in nodes if n.schedulable]
+    cpu, mem, gpus = (sum(n.cpu_millis for n in up), sum(n.memory_bytes for n in up), sum(len(n.gpus) for n in up))
+    for team in TEAMS:
+        body = {"name": team, "cohort": "research",
+                "nominalQuota": {"cpu": f"{cpu * 3 // 10}m", "memory": str(mem * 3 // 10), "gpu": gpus * 3 // 10}}
+        if team == "rl":
+            body["perUser"] = {"maxRunningJobs": 40}
+        store.create_queue(QueueBody.model_validate(body), now=time.time())
+
+
+def check_quotas(store: Store) -> int:
+    """Resources by which the cohort holds more than its queues' quotas together (0: none)."""
+    specs = store.queue_specs()
+    held = {"cpu": 0, "memory": 0, "gpu": 0}
+    for job in running_jobs(store.active_attempts()):
+        if job.queue in specs:
+            held["cpu"] += sum(s.cpu_millis for s in job.slots)
+            held["memory"] += sum(s.memory_bytes for s in job.slots)
+            held["gpu"] += sum(len(s.gpus) for s in job.slots)
+    caps = {"cpu": sum(q.quota.cpu_millis or 0 for q in specs.values()),
+            "memory": sum(q.quota.memory_bytes or 0 for q in specs.values()),
+            "gpu": sum(q.quota.gpu or 0 for q in specs.values())}
+    over = sum(1 for k in held if held[k] > caps[k])
+    if specs:
+        print(f"     cohort holds {held['gpu']:,}/{caps['gpu']:,} GPUs, {held['cpu'] // 1000:,}/{caps['cpu'] // 1000:,} "
+              f"CPUs of its quotas; over quota: {over}")
+    return over
 
 
 def count(p: Plan) -> int:
     return len(p.placements) + len(p.waiting) + len(p.unschedulable)
 
 
-def scheduling_pass(store: Store, nodes: list[NodeCapacity], now: float) -> dict:
-    """What Reconciler._schedule does, timed step by step."""
+def scheduling_pass(store: Store, nodes: list[NodeCapacity], now: float, policy: bool = False) -> dict:
+    """What Reconciler._schedule does, timed step by step (with ``policy``: queues, fair share, deadlines)."""
     t0 = time.perf_counter()
     active = store.active_attempts()
     t1 = time.perf_counter()
@@ -142,7 +190,12 @@ def scheduling_pass(store: Store, nodes: list[NodeCapacity], now: float) -> dict
     queued = store.queued()
     t3 = time.perf_counter()
     previous = {req.key: reason for req, reason in queued}
-    decisions = plan([req for req, _ in queued], free)
+    if policy:
+        usage = fair_keys(store.usage(now=now), store.user_teams(), {})
+        situation = Situation(queues=store.queue_specs(), running=running_jobs(active), now=now)
+        decisions = plan([req for req, _ in queued], free, fair_share=True, usage=usage, situation=situation)
+    else:
+        decisions = plan([req for req, _ in queued], free)
     t4 = time.perf_counter()
     orders = store.commit_plan(decisions, previous, now=now)
     t5 = time.perf_counter()
@@ -194,6 +247,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--gangs", type=float, default=0.2, help="share of jobs with 2-8 replicas (issue 12)")
+    parser.add_argument("--no-policy", dest="policy", action="store_false",
+                        help="no queues, quotas, fair share or deadlines (issue 14's peer figure)")
     args = parser.parse_args()
 
     header(f"B2 planning: {args.jobs:,} queued jobs onto {args.nodes:,} synthetic nodes, SQLite store")
@@ -203,13 +258,22 @@ def main() -> None:
     store = Store(f"sqlite:///{root / 'kubetrain.db'}")
     try:
         store.migrate()
-        documents = [make_job(i, rng, args.gangs) for i in range(args.jobs)]
+        documents = [make_job(i, rng, args.gangs, args.policy) for i in range(args.jobs)]
+        if args.policy:
+            make_queues(store, nodes)
+            for user in range(USERS):  # yesterday's usage, for some: fair share orders by it
+                if rng.random() < 0.5:
+                    store.add_usage(f"user-{user:02d}", rng.uniform(0, 1e6), rng.uniform(0, 1e5), now=time.time())
+        words = (f"queues vision/nlp/rl (cohort research, 30 % each), fair share over {USERS} users, 30 % with "
+                 "deadlines") if args.policy else "none (--no-policy)"
+        print(f"   policy: {words}")
         print(f"   {sum(1 for d in documents if d['spec']['replicas'] > 1):,} of the jobs are gangs "
               f"(--gangs {args.gangs})")
         t0 = time.perf_counter()
         base = time.time()
         for index, document in enumerate(documents):
-            store.create_job(validate_job(document), Provenance(), now=base + index * 1e-6)
+            store.create_job(validate_job(document), Provenance(submitter=f"user-{index % USERS:02d}"),
+                             now=base + index * 1e-6)
         t_create = time.perf_counter() - t0
         print(f"   setup: {args.jobs:,} jobs validated + created in {t_create:.1f}s "
               f"({args.jobs / t_create:,.0f} jobs/s, one transaction each)")
@@ -219,9 +283,12 @@ def main() -> None:
         requests = [req for req, _ in queued]
         free = free_capacity(nodes, [])
         plan_times = []
+        situation = Situation(queues=store.queue_specs(), now=time.time())
+        usage = fair_keys(store.usage(now=time.time()), store.user_teams(), {})
         for _ in range(3):
             t0 = time.perf_counter()
-            pure = plan(requests, free)
+            pure = (plan(requests, free, fair_share=True, usage=usage, situation=situation) if args.policy
+                    else plan(requests, free))
             plan_times.append(time.perf_counter() - t0)
         best = min(plan_times)
         print(f"   pure plan(): {count(pure):,} decisions in {best:.3f}s (best of 3: "
@@ -230,10 +297,10 @@ def main() -> None:
         results = {}
         now = time.time()
         checks = []
-        results["round1"] = report("round 1 (cold queue)", scheduling_pass(store, nodes, now))
-        checks.append(check_gangs(store, nodes))
-        results["round2"] = report("round 2 (next pass, no change)", scheduling_pass(store, nodes, now + 1))
-        checks.append(check_gangs(store, nodes))
+        results["round1"] = report("round 1 (cold queue)", scheduling_pass(store, nodes, now, args.policy))
+        checks.append((*check_gangs(store, nodes), check_quotas(store)))
+        results["round2"] = report("round 2 (next pass, no change)", scheduling_pass(store, nodes, now + 1, args.policy))
+        checks.append((*check_gangs(store, nodes), check_quotas(store)))
 
         active = store.active_attempts()
         finished = [(a.job, a.number, Outcome(Reason.COMPLETED, "exited 0", exit_code=0))
@@ -242,8 +309,8 @@ def main() -> None:
         store.finish_attempts(finished, now=now + 2)
         t_finish = time.perf_counter() - t0
         print(f"   ({len(finished):,} attempts recorded finished in {t_finish:.2f}s before round 3)")
-        results["round3"] = report("round 3 (after half finished)", scheduling_pass(store, nodes, now + 3))
-        checks.append(check_gangs(store, nodes))
+        results["round3"] = report("round 3 (after half finished)", scheduling_pass(store, nodes, now + 3, args.policy))
+        checks.append((*check_gangs(store, nodes), check_quotas(store)))
 
         total_dec = sum(r["decisions"] for r in results.values())
         total_pc = sum(r["t_plan"] + r["t_commit"] for r in results.values())
@@ -253,9 +320,10 @@ def main() -> None:
               "pure_plan_rate": round(count(pure) / best, 1), **results,
               "all_rounds_rate_plan_commit": round(total_dec / total_pc, 1), "gangs_share": args.gangs,
               "gangs_running": [c[0] for c in checks], "partial_admissions": sum(c[1] for c in checks),
-              "overcommitted": sum(c[2] for c in checks)})
-        if any(c[1] or c[2] for c in checks):
-            print("   FAILED: a gang was admitted in part, or a node over-committed")
+              "overcommitted": sum(c[2] for c in checks), "policy": args.policy,
+              "over_quota": sum(c[3] for c in checks)})
+        if any(c[1] or c[2] or c[3] for c in checks):
+            print("   FAILED: a gang was admitted in part, a node over-committed, or a cohort over its quotas")
             sys.exit(1)
     finally:
         store.close()

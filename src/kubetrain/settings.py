@@ -14,8 +14,10 @@ from typing import Any, Mapping
 
 import yaml
 
-from kubetrain.core.errors import ConfigError
+from kubetrain.core.errors import ConfigError, SpecError
+from kubetrain.core.identity import validate_team_name
 from kubetrain.core.quantities import QuantityError, parse_cpu, parse_memory
+from kubetrain.core.queues import PreemptionPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,12 @@ class Settings:
     fair_share: bool = False
     #: How fast past usage stops counting for fair share (``scheduling.halfLife``: 7d, 12h; core/fairshare.py).
     usage_half_life: float = 7 * 24 * 3600.0
+    #: Each team's share of the cluster for fair share (``scheduling.shares: {ml: 2, infra: 1}``): a team's usage
+    #: counts divided by it; a team not listed, and a user without a team, has share 1 (core/fairshare.py).
+    team_shares: dict[str, float] = field(default_factory=dict)
+    #: What a job in no queue may preempt (``scheduling.preemption``: never, lowerPriority, reclaimBorrowed);
+    #: a queue's own ``preemption`` applies to its jobs (core/queues.py).
+    default_preemption: PreemptionPolicy = PreemptionPolicy.NEVER
     security: SecuritySettings = field(default_factory=SecuritySettings)
     #: Host names (besides loopback and the bound address) the API answers to (``allowedHosts``,
     #: ``KUBETRAIN_ALLOWED_HOSTS=a,b``): any other ``Host`` header is refused, which stops DNS rebinding.
@@ -252,6 +260,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         engine_sections=_engine_sections(config),
         fair_share=_fair_share(env.get("KUBETRAIN_FAIR_SHARE"), _mapping(config.get("scheduling"), "scheduling")),
         usage_half_life=_half_life(_mapping(config.get("scheduling"), "scheduling")),
+        team_shares=_team_shares(_mapping(config.get("scheduling"), "scheduling")),
+        default_preemption=_preemption(_mapping(config.get("scheduling"), "scheduling")),
         security=_security(env, _mapping(config.get("security"), "security"), _mapping(config.get("defaults"), "defaults")),
         allowed_hosts=_allowed_hosts(env.get("KUBETRAIN_ALLOWED_HOSTS"), config.get("allowedHosts")),
         processes=_processes(env, _mapping(config.get("master"), "master")),
@@ -313,11 +323,53 @@ def _half_life(scheduling: Mapping[str, Any]) -> float:
     return seconds
 
 
+def _team_shares(scheduling: Mapping[str, Any]) -> dict[str, float]:
+    """``scheduling.shares``: team name -> a positive weight (a team's usage counts divided by it)."""
+    raw = scheduling.get("shares")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config.yaml scheduling.shares: {raw!r} is not a mapping; write one weight per team, "
+                          "e.g. shares: {{ml: 2, infra: 1}}")
+    shares: dict[str, float] = {}
+    for team, value in raw.items():
+        try:
+            validate_team_name(team, "team")
+        except SpecError:
+            raise ConfigError(f"config.yaml scheduling.shares: {team!r} is not a team name; use 1-63 lower-case "
+                              "letters, digits and '-', starting and ending with a letter or digit") from None
+        try:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            weight = float(value)
+        except (TypeError, ValueError):
+            weight = -1.0
+        if not 0 < weight < float("inf"):
+            raise ConfigError(f"config.yaml scheduling.shares.{team}: {value!r} is not a positive number; use e.g. "
+                              "2 (twice the share of a team not listed, which has 1)")
+        shares[team] = weight
+    return shares
+
+
+def _preemption(scheduling: Mapping[str, Any]) -> PreemptionPolicy:
+    """``scheduling.preemption``: what a job in no queue may preempt (core/queues.py; default never)."""
+    value = scheduling.get("preemption", PreemptionPolicy.NEVER.value)
+    try:
+        return PreemptionPolicy(value)
+    except ValueError:
+        raise ConfigError(f"config.yaml scheduling.preemption: {value!r} is not a policy; use one of "
+                          f"{', '.join(p.value for p in PreemptionPolicy)}") from None
+
+
+#: The keys of ``scheduling:`` in config.yaml.
+SCHEDULING_KEYS = ("fairShare", "halfLife", "preemption", "shares")
+
+
 def _fair_share(variable: str | None, scheduling: Mapping[str, Any]) -> bool:
-    unknown = set(scheduling) - {"fairShare", "halfLife"}
+    unknown = set(scheduling) - set(SCHEDULING_KEYS)
     if unknown:
         raise ConfigError(f"config.yaml scheduling: unknown field(s) {sorted(unknown)}; "
-                          "known: ['fairShare', 'halfLife']")
+                          f"known: {list(SCHEDULING_KEYS)}")
     if variable not in (None, ""):
         if variable not in ("0", "1", "true", "false"):
             raise ConfigError(f"KUBETRAIN_FAIR_SHARE={variable!r}: use 1 (round-robin over submitters) or 0")

@@ -46,6 +46,38 @@ def test_bad_identity_input_names_the_field(master) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_a_users_team_is_set_at_add_changed_listed_and_shown_by_share(master) -> None:
+    added = master.cli("user", "add", "erin", "--uid", "65534", "--team", "ml-research", check=True)
+    assert "team ml-research" in added.stdout
+    users = {u["name"]: u for u in json.loads(master.cli("user", "ls", "-o", "json", check=True).stdout)}
+    assert users["erin"]["team"] == "ml-research"
+    table = master.cli("user", "ls", check=True).stdout
+    assert "TEAM" in table.splitlines()[0] and "ml-research" in table
+    assert "is in team infra" in master.cli("user", "set-team", "erin", "infra", check=True).stdout
+    assert "is in no team" in master.cli("user", "set-team", "erin", "--none", check=True).stdout
+    master.cli("user", "set-team", "erin", "infra", check=True)
+    # `kubetrain share` lists users who have a team, before they ran anything: first in line, key 0.
+    rows = {r["owner"]: r for r in json.loads(master.cli("share", "-o", "json", check=True).stdout)}
+    assert (rows["erin"]["team"], rows["erin"]["share"], rows["erin"]["key"]) == ("infra", 1.0, 0.0)
+    assert "TEAM-USAGE" in master.cli("share", check=True).stdout
+    for args, fragment in ((("user", "add", "fay", "--team", "ML_Team"), "--team 'ML_Team': a team name is"),
+                           (("user", "set-team", "erin", "Bad"), "TEAM 'Bad': a team name is"),
+                           (("user", "set-team", "erin"), "--none"),
+                           (("user", "set-team", "nobody", "ml"), "user 'nobody' not found")):
+        result = master.cli(*args)
+        assert result.returncode != 0 and fragment in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    # The API checks too, whatever client calls it.
+    from kubetrain.core.errors import SpecError
+
+    try:
+        master.client.set_user_team("erin", "Not A Label")
+    except SpecError as exc:
+        assert exc.details == {"field": "team", "value": "Not A Label"}
+    else:
+        raise AssertionError("a bad team name was accepted")
+
+
 def test_job_and_experiment_names_never_share_an_output_folder(master) -> None:
     """A trial writes to results/<experiment>/<job>: a job named like the experiment or a trial would own it."""
     from kubetrain.core.errors import ConflictError

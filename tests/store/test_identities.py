@@ -63,3 +63,15 @@ def test_secrets_list_keys_never_values(store: Store) -> None:
         store.secret_owner("hf")
     with store.session() as s:
         assert s.scalar(select(SecretRow)) is None
+
+
+def test_a_users_team_is_kept_changed_and_listed(store: Store) -> None:
+    store.add_user("alice", "member", None, now=NOW, team="ml")
+    store.add_user("bob", "member", None, now=NOW)
+    assert (store.get_user("alice").team, store.get_user("bob").team) == ("ml", None)
+    assert store.user_teams() == {"alice": "ml", "bob": None}
+    assert store.set_user_team("bob", "infra").team == "infra"
+    assert store.set_user_team("alice", None).team is None
+    assert {u.name: u.team for u in store.list_users()} == {"alice": None, "bob": "infra"}
+    with pytest.raises(NotFoundError, match="kubetrain user ls"):
+        store.set_user_team("carol", "ml")

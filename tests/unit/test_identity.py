@@ -7,7 +7,7 @@ import pwd
 import pytest
 
 from kubetrain.core.errors import ForbiddenError, SpecError
-from kubetrain.core.identity import Identity, Role, Via, check_may_manage, validate_user_name
+from kubetrain.core.identity import Identity, Role, Via, check_may_manage, validate_team_name, validate_user_name
 from kubetrain.core.specs import validate_job
 from kubetrain.server.runas import RunAsPolicy
 from kubetrain.settings import SecuritySettings
@@ -46,6 +46,18 @@ def test_user_names_follow_useradd(name: str, ok: bool) -> None:
     else:
         with pytest.raises(SpecError):
             validate_user_name(name)
+
+
+@pytest.mark.parametrize("team, ok", [("ml", True), ("ml-research", True), ("7", True), ("a" * 63, True),
+                                      ("ML", False), ("-ml", False), ("ml-", False), ("", False), ("a" * 64, False),
+                                      ("ml_research", False), ("ml.research", False)])
+def test_team_names_are_dns_labels(team: str, ok: bool) -> None:
+    if ok:
+        assert validate_team_name(team) == team
+    else:
+        with pytest.raises(SpecError) as info:
+            validate_team_name(team, "--team")
+        assert info.value.details == {"field": "--team", "value": team} and "a team name is" in info.value.message
 
 
 def test_env_value_from_secret_key_ref_keeps_only_the_reference() -> None:

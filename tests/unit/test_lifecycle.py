@@ -17,6 +17,7 @@ from kubetrain.core.lifecycle import (
     StopAttempt,
     attempt_ended,
     cancel_requested,
+    preempted_outcome,
 )
 from kubetrain.core.retries import NEVER_RETRIED, RULE_REASONS, RetryPolicy, RuleReason
 from kubetrain.core.states import (
@@ -47,6 +48,7 @@ def end(reason: Reason, message: str = "it ended", **fields) -> Outcome:
 ERROR = end(Reason.ERROR, "exited 1", exit_code=1)
 OOM = end(Reason.OOM_KILLED, "out of memory", signal=9)
 LOST = end(Reason.LOST, "node n1 went away")
+PREEMPTED = end(Reason.PREEMPTED, "preempted to make room for job 'urgent'", signal=15)
 BUDGET_SPENT = "code retry budget spent (0 of maxRetries=0); raise maxRetries to retry more"
 
 CASES = [
@@ -74,6 +76,15 @@ CASES = [
                               "attempt 3 failed (Lost: node n1 went away); infra retry 1 of 5, in 1s"))),
     ("evicted: infrastructure budget", facts(infra=1), end(Reason.EVICTED, "preempted"),
      AttemptEnd(FAILED, Retry(NOW + 2, "infra", "attempt 3 failed (Evicted: preempted); infra retry 2 of 5, in 2s"))),
+    ("preempted: infrastructure budget, requeued even with no code retries", facts(maxRetries=0), PREEMPTED,
+     AttemptEnd(FAILED, Retry(NOW + 1, "infra", "attempt 3 failed (Preempted: preempted to make room for job "
+                                                "'urgent'); infra retry 1 of 5, in 1s"))),
+    ("preempted again: the infrastructure backoff doubles, the code budget untouched", facts(code=4, infra=2),
+     PREEMPTED, AttemptEnd(FAILED, Retry(NOW + 4, "infra", "attempt 3 failed (Preempted: preempted to make room "
+                                                           "for job 'urgent'); infra retry 3 of 5, in 4s"))),
+    ("preempted, and a cancel was requested meanwhile: the user asked", facts(cancel=True), PREEMPTED,
+     AttemptEnd(FAILED, Finish(JobState.CANCELLED, Reason.CANCELLED, "preempted to make room for job 'urgent'",
+                               warning=True))),
     ("launch failed: infrastructure budget", facts(), end(Reason.LAUNCH_FAILED, "agent down"),
      AttemptEnd(FAILED, Retry(NOW + 1, "infra",
                               "attempt 3 failed (LaunchFailed: agent down); infra retry 1 of 5, in 1s"))),
@@ -152,6 +163,37 @@ def test_the_decision_reads_no_clock() -> None:
     job, outcome = facts(maxRetries=1, backoffSeconds=3), ERROR
     assert attempt_ended(job, outcome, number=1, now=0.0).job.after == 3.0
     assert attempt_ended(job, outcome, number=1, now=5e9).job.after == 5e9 + 3
+
+
+# -- a preempted attempt ends -----------------------------------------------------
+
+BY_URGENT = "preempted to make room for job 'urgent'"
+
+
+@pytest.mark.parametrize(("outcome", "by", "recorded"), [
+    pytest.param(end(Reason.CANCELLED, "cancelled; the process tree was stopped", signal=15, cpu_seconds=3.5), "urgent",
+                 end(Reason.PREEMPTED, BY_URGENT, signal=15, cpu_seconds=3.5), id="stopped by the master: preempted"),
+    pytest.param(end(Reason.ERROR, "exited 143", exit_code=143, peak_memory_bytes=2048), "urgent",
+                 end(Reason.PREEMPTED, BY_URGENT, exit_code=143, peak_memory_bytes=2048),
+                 id="exited non-zero on SIGTERM: preempted, exit code kept"),
+    pytest.param(end(Reason.DEADLINE_EXCEEDED, "ran 60s"), "urgent", end(Reason.PREEMPTED, BY_URGENT),
+                 id="deadline during the grace period: preempted"),
+    pytest.param(end(Reason.COMPLETED, "exited 0", exit_code=0), "urgent",
+                 end(Reason.COMPLETED, "exited 0", exit_code=0),
+                 id="finished before the stop reached it: a result stays a result"),
+    pytest.param(OOM, "urgent", OOM, id="out of memory during the grace period: a real failure"),
+    pytest.param(LOST, "urgent", LOST, id="node lost during the grace period: stays Lost"),
+    pytest.param(end(Reason.CANCELLED, "stopped"), None, end(Reason.CANCELLED, "stopped"), id="not preempted"),
+])
+def test_preempted_outcome(outcome: Outcome, by: str | None, recorded: Outcome) -> None:
+    assert preempted_outcome(outcome, by) == recorded
+
+
+def test_a_preempted_attempt_requeues_a_job_with_no_code_retries() -> None:
+    stopped = end(Reason.CANCELLED, "cancelled; the process tree was stopped", signal=15)
+    decided = attempt_ended(facts(maxRetries=0), preempted_outcome(stopped, "urgent"), number=1, now=NOW)
+    assert decided == AttemptEnd(FAILED, Retry(NOW + 1, "infra", f"attempt 1 failed (Preempted: {BY_URGENT}); "
+                                                                "infra retry 1 of 5, in 1s"))
 
 
 # -- a cancel is requested --------------------------------------------------------

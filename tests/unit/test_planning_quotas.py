@@ -102,7 +102,7 @@ def test_a_queue_borrows_what_its_cohort_leaves_idle():
     result = run_plan([queued(f"j{i}", i, "a") for i in range(1, 6)], queues)
     assert set(placed(result)) == {"j1", "j2", "j3", "j4"}  # 2 own + 2 borrowed from b
     assert waiting(result)["j5"] == ("waiting: queue 'a' quota: needs 1 CPU; cohort 'c' has 0 of 4 to lend; "
-                                     "queue 'a' holds 4 of its 2")
+                                     "queue 'a' uses 4 of its 2")
 
 
 def test_what_the_lender_uses_is_not_lent():
@@ -153,6 +153,8 @@ def test_quota_book_give_back_undoes_take():
         ([q("x", teams=("vision",)), q("default")], "bob", "vision", "x"),
         ([q("x", users=("alice",)), q("default")], "bob", None, "default"),
         ([q("x", users=("alice",))], "bob", None, None),
+        ([q("default", users=("alice",))], "bob", None, None),
+        ([q("default", users=("alice",))], "alice", None, "default"),
         ([], "bob", None, None),
     ],
 )
@@ -162,3 +164,21 @@ def test_default_queue(queues, user, team, expected):
 
 def test_preemption_policy_values_are_the_cli_words():
     assert [p.value for p in PreemptionPolicy] == ["never", "reclaimBorrowed", "lowerPriority"]
+
+
+def test_a_waiting_borrower_never_blocks_another_queue_of_its_cohort_from_its_own_quota():
+    # b runs its nominal 2 CPUs; its next job (3 CPUs) would borrow more than a leaves idle, so it waits and holds
+    # its request in b; a's job, within a's own nominal quota, still starts.
+    queues = [q("a", cpu=2000, cohort="c"), q("b", cpu=2000, cohort="c")]
+    holders = [running("b-run", "b", cpu=2000)]
+    result = run_plan([queued("b-big", 1, "b", cpu=3000), queued("a-own", 2, "a", cpu=2000)], queues, holders)
+    assert set(placed(result)) == {"a-own"}
+    assert "cohort 'c' has 2 of 4 to lend" in waiting(result)["b-big"]
+
+
+def test_what_a_queues_waiting_jobs_hold_is_not_borrowed_and_not_reclaimed():
+    # b runs within its nominal quota and its waiting job holds the rest: a cannot reclaim anything from b.
+    queues = [q("a", cpu=2000, cohort="c", preemption=PreemptionPolicy.RECLAIM_BORROWED), q("b", cpu=2000, cohort="c")]
+    holders = [running("b-run", "b", cpu=2000), running("a-run", "a", cpu=2000)]
+    result = run_plan([queued("b-next", 1, "b", cpu=1000), queued("a-next", 2, "a", cpu=1000)], queues, holders)
+    assert result.preemptions == [] and not placed(result)

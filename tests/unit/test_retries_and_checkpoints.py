@@ -38,6 +38,17 @@ def test_infrastructure_failures_have_their_own_budget() -> None:
     assert decide(p2, reason="Lost", exit_code=None, code_failures=1, infra_failures=0).retry
 
 
+def test_preemption_draws_from_the_infrastructure_budget_with_its_backoff() -> None:
+    """A job stopped to make room comes back even with ``maxRetries: 0``, after the infra backoff."""
+    p = policy(maxRetries=0, maxInfraRetries=3, backoffSeconds=2)
+    first = decide(p, reason="Preempted", exit_code=None, code_failures=0, infra_failures=0)
+    assert (first.retry, first.budget, first.counted, first.delay) == (True, "infra", True, 2)
+    third = decide(p, reason="Preempted", exit_code=143, code_failures=0, infra_failures=2)
+    assert third.retry and third.delay == 8
+    spent = decide(p, reason="Preempted", exit_code=None, code_failures=0, infra_failures=3)
+    assert not spent.retry and "maxInfraRetries=3" in spent.message
+
+
 def test_default_policy_never_reruns_a_bug_but_survives_lost_nodes() -> None:
     p = RetryPolicy()
     assert not decide(p, reason="Error", exit_code=1, code_failures=0, infra_failures=0).retry

@@ -23,6 +23,7 @@ from kubetrain.cli.files import attach_snapshot
 from kubetrain.cli.files import register as register_files
 from kubetrain.cli.flags import spec_from_flags, specs_from_file
 from kubetrain.cli.identity import register as register_identity
+from kubetrain.cli.queues import register as register_queues
 from kubetrain.cli.interleave import LogRead
 from kubetrain.cli.listing import list_full
 from kubetrain.core.errors import KubetrainError, MasterUnavailableError, NotFoundError
@@ -140,6 +141,8 @@ def run(
     label: Annotated[list[str], typer.Option("--label", help="job label KEY=VALUE (repeat)")] = [],
     selector: Annotated[Optional[str], typer.Option("--selector", "-l", help="node label selector, e.g. gpu-type=a100")] = None,
     priority: Annotated[Optional[int], typer.Option(help="higher runs first (-1000..1000)")] = None,
+    queue: Annotated[Optional[str], typer.Option(help="the queue whose quota the job uses (kubetrain queue ls); "
+                                                 "default: yours, or the team's")] = None,
     deadline: Annotated[Optional[str], typer.Option(help="activeDeadlineSeconds: 3600, 30m, 2h")] = None,
     workdir: Annotated[Optional[str], typer.Option("--workdir", "-w", help="working directory (default: here)")] = None,
     shell: Annotated[bool, typer.Option(help="run the command through /bin/sh -c")] = False,
@@ -154,7 +157,7 @@ def run(
     spec = spec_from_flags(command=command, name=name, cpu=cpu, memory=memory, gpu=gpu, params=param, env=env,
                            labels=label, selector=selector, priority=priority, deadline=deadline,
                            workdir=workdir, shell=shell, retries=retries, volumes=volume, replicas=replicas,
-                           after=after)
+                           after=after, queue=queue)
     if array is not None:
         from kubetrain.cli.arrays import array_experiment
 
@@ -385,7 +388,8 @@ def top(
 
 @app.command()
 def share(output: Output = None) -> None:
-    """Fair share: each submitter's decayed usage (CPU- and GPU-hours), jobs running, and place in the order."""
+    """Fair share: each submitter's team and its share, decayed usage (theirs and their team's), jobs running,
+    and place in the order among equal priorities (RANK: their effective priority)."""
     with _client() as client:
         records = client.share()
     if output:
@@ -393,8 +397,10 @@ def share(output: Output = None) -> None:
     elif not records:
         _say("no usage recorded yet (it is charged as attempts end)")
     else:
-        render.table(["RANK", "OWNER", "RUNNING", "CPU-HOURS", "GPU-HOURS", "SCORE"], [
-            [str(r.rank), r.owner, str(r.running), f"{r.cpu_hours:.4g}", f"{r.gpu_hours:.4g}", f"{r.score:.4g}"]
+        # USAGE: decayed CPU-seconds plus weighted GPU-seconds; TEAM-USAGE: the team's, over its SHARE.
+        render.table(["RANK", "OWNER", "RUNNING", "CPU-HOURS", "GPU-HOURS", "USAGE", "TEAM", "SHARE", "TEAM-USAGE"], [
+            [str(r.rank), r.owner, str(r.running), f"{r.cpu_hours:.4g}", f"{r.gpu_hours:.4g}", f"{r.score:.4g}",
+             r.team or "-", f"{r.share:g}", f"{r.team_normalized:.4g}"]
             for r in records])
 
 
@@ -495,6 +501,7 @@ def server_status() -> None:
 register(app, _client, _capture)
 register_files(app, _client)
 register_identity(app, _client)
+register_queues(app, _client)
 
 
 def spec_dir(spec) -> str | None:

@@ -85,7 +85,7 @@ def job_document(
     *, command: list[str], name: str | None, cpu: str | None, memory: str | None, gpu: int | None,
     params: list[str], env: list[str], labels: list[str], selector: str | None, priority: int | None,
     deadline: str | None, workdir: str | None, shell: bool, retries: int | None = None,
-    volumes: list[str] = (), replicas: int | None = None, after: list[str] = (),
+    volumes: list[str] = (), replicas: int | None = None, after: list[str] = (), queue: str | None = None,
 ) -> dict[str, Any]:
     """The Job document of ``kubetrain run``'s flags, not yet validated (the master validates it again)."""
     if not command:
@@ -119,6 +119,8 @@ def job_document(
         body["replicas"] = replicas
     if after:
         body["dependsOn"] = [parse_after(a) for a in after]
+    if queue is not None:
+        body["queue"] = queue
     return {"apiVersion": "kubetrain/v1", "kind": "Job",
             "metadata": {"labels": parse_pairs(labels, "--label"), **({"name": name} if name else {})},
             "spec": body}

@@ -13,6 +13,7 @@ from kubetrain.cli import render
 from kubetrain.cli.choices import Output as OutputFormat
 from kubetrain.cli.credentials import store_token
 from kubetrain.core.errors import SpecError
+from kubetrain.core.identity import validate_team_name
 
 if TYPE_CHECKING:
     from kubetrain.sdk.client import Client
@@ -83,23 +84,47 @@ def register(app: typer.Typer, client: Callable[[], Client]) -> None:
         path = store_token(url, token)
         typer.echo(f"logged in to {url.rstrip('/')} as {me.name} ({me.role}); token saved in {path}")
 
-    @user_app.command("add")
     def user_add(name: str,
                  role: Annotated[str, typer.Option(help="admin or member")] = "member",
-                 uid: Annotated[Optional[int], typer.Option(help="the OS uid this user's jobs run as")] = None) -> None:
+                 uid: Annotated[Optional[int], typer.Option(help="the OS uid this user's jobs run as")] = None,
+                 team: Annotated[Optional[str], typer.Option(
+                     help="the team whose fair share their usage counts for (a DNS label, e.g. ml-research)")] = None,
+                 ) -> None:
         """Add a user (admins only)."""
         if role not in ("admin", "member"):
             raise SpecError(f"--role {role!r}: use admin or member", details={"field": "role", "value": role})
+        if team is not None:
+            validate_team_name(team, "--team")
         with client() as c:
-            user = c.add_user(name, role=role, uid=uid)
-        typer.echo(f"user/{user.name} added ({user.role})")
+            user = c.add_user(name, role=role, uid=uid, team=team)
+        typer.echo(f"user/{user.name} added ({user.role}{'' if user.team is None else f', team {user.team}'})")
+
+    user_app.command("add")(user_add)
+    user_app.command("create", hidden=True)(user_add)  # as `token create` and `secret create` are spelled
+
+    @user_app.command("set-team")
+    def user_set_team(name: str,
+                      team: Annotated[Optional[str], typer.Argument(
+                          help="the new team (a DNS label); leave out with --none to take them out of any")] = None,
+                      none: Annotated[bool, typer.Option("--none", help="no team: a team of one for fair share")] = False,
+                      ) -> None:
+        """Move a user to a team (admins only); fair share counts their usage for it from now on."""
+        if (team is None) == (not none):
+            raise SpecError("give a TEAM, or --none to take the user out of any team",
+                            details={"field": "team", "value": team})
+        if team is not None:
+            validate_team_name(team, "TEAM")
+        with client() as c:
+            user = c.set_user_team(name, team)
+        typer.echo(f"user/{user.name} {'is in team ' + user.team if user.team else 'is in no team'}")
 
     @user_app.command("ls")
     def user_ls(output: Output = None) -> None:
         """List users."""
         with client() as c:
             users = c.list_users()
-        _show(users, output, ["NAME", "ROLE", "UID"], lambda u: [u.name, u.role, "" if u.uid is None else str(u.uid)])
+        _show(users, output, ["NAME", "ROLE", "UID", "TEAM"],
+              lambda u: [u.name, u.role, "" if u.uid is None else str(u.uid), u.team or ""])
 
     @user_app.command("rm")
     def user_rm(name: str) -> None:

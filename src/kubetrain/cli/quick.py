@@ -58,6 +58,7 @@ RUN_OPTIONS = (
     option(("--label",), "label", MANY),
     option(("--selector", "-l"), "selector"),
     option(("--priority",), "priority", value="int"),
+    option(("--queue",), "queue"),
     option(("--deadline",), "deadline"),
     option(("--workdir", "-w"), "workdir"),
     option(("--shell",), "shell", FLAG, default=False, off=("--no-shell",)),

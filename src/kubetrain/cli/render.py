@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 STATE_STYLE = {
     "Queued": "yellow", "Running": "cyan", "Succeeded": "green", "Failed": "red", "Cancelled": "magenta",
-    "Starting": "yellow",
+    "Starting": "yellow", "Preempted": "yellow",
 }
 _ANSI = {"bold": "1", "red": "31", "green": "32", "yellow": "33", "magenta": "35", "cyan": "36"}
 
@@ -137,11 +137,13 @@ def _replicas(job: JobRecord, on: bool) -> None:
     ])
 
 
-def attempt_state(state: str, reason: str | None) -> tuple[str, str]:
+def attempt_state(state: str, reason: str | None, preempted_by: str | None = None) -> tuple[str, str]:
     """An attempt's state and reason as shown: a cancelled attempt (stored as Failed, reason Cancelled)
-    reads Cancelled, as its job does."""
+    reads Cancelled, as its job does; a preempted one reads Preempted, naming the job it made room for."""
     if state == "Failed" and reason == "Cancelled":
         return "Cancelled", ""
+    if state == "Failed" and reason == "Preempted":  # stopped to make room, not a failure: the job comes back
+        return "Preempted", f"for job {preempted_by}" if preempted_by else ""
     return state, reason or ""
 
 
@@ -187,6 +189,7 @@ def describe(job: JobRecord, *, reruns: Sequence[str] = (), usage: Sequence[Usag
         ("Message", job.message or "-"),
         ("Labels", ", ".join(f"{k}={v}" for k, v in job.labels.items()) or "-"),
         ("Priority", str(job.priority)),
+        ("Queue", body.get("queue") or "-"),
         ("Owner", prov.submitter or "?"),
         ("Submitted", f"{timestamp(job.created_at)} by {prov.submitter or '?'}@{prov.hostname or '?'}"),
         ("Rerun of", rerun_of),
@@ -210,13 +213,18 @@ def describe(job: JobRecord, *, reruns: Sequence[str] = (), usage: Sequence[Usag
     out.write(f"\n{styled('Attempts:', 'bold', on)}\n")
     if job.attempts:
         table(["#", "STATE", "REASON", "NODE", "GPUS", "EXIT", "PEAK MEM", "CPU", "DURATION", "LOG"], [
-            [str(a.number), *attempt_state(a.state, a.reason), a.node or "-", ",".join(map(str, a.gpus)) or "-",
+            [str(a.number), *attempt_state(a.state, a.reason, a.preempted_by), a.node or "-",
+             ",".join(map(str, a.gpus)) or "-",
              _exit(a.exit_code, a.signal),
              format_memory(a.peak_memory_bytes) if a.peak_memory_bytes else "-",
              f"{a.cpu_seconds:.2f}s" if a.cpu_seconds is not None else "-",
              duration(a.started_at, a.finished_at), a.log_path or "-"]
             for a in job.attempts
         ], styles={1: STATE_STYLE})
+        live = job.attempts[-1]
+        if live.preempted_by and live.state in ("Starting", "Running"):
+            out.write(f"  preempting: attempt {live.number} is being stopped to make room for job "
+                      f"{live.preempted_by!r}; the job is then requeued\n")
         _replicas(job, on)
     else:
         out.write("  (none yet)\n")

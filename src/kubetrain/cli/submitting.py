@@ -63,7 +63,7 @@ def run_quick(*, command: list[str], name: str | None, cpu: str | None, memory: 
               param: list[str], env: list[str], label: list[str], selector: str | None, priority: int | None,
               deadline: str | None, workdir: str | None, shell: bool, retries: int | None, volume: list[str],
               snapshot: bool, follow: bool, wait: bool, output: str | None, replicas: int | None = None,
-              after: list[str] = (), array: str | None = None) -> None:
+              after: list[str] = (), array: str | None = None, queue: str | None = None) -> None:
     """``kubetrain run`` (its options, as ``app.run`` takes them) against this home's master through its socket;
     :class:`~kubetrain.cli.wire.Decline`, before anything is submitted, for what the full path must do:
     follow, wait, start the master."""
@@ -79,7 +79,7 @@ def run_quick(*, command: list[str], name: str | None, cpu: str | None, memory: 
     document = job_document(command=command, name=name, cpu=cpu, memory=memory, gpu=gpu, params=param, env=env,
                             labels=label, selector=selector, priority=priority, deadline=deadline,
                             workdir=workdir, shell=shell, retries=retries, volumes=volume, replicas=replicas,
-                            after=after)
+                            after=after, queue=queue)
     original = document
     notes: list[str] = []  # said once the job is in (a declined run is said again by the full path)
     if snapshot:

@@ -108,3 +108,17 @@ def validate_secret_key(key: str) -> str:
         raise SpecError(f"secret key {key!r}: use letters, digits, '.', '_' or '-'",
                         details={"field": "key", "value": key})
     return key
+
+
+#: Team names are DNS labels, as queue names are (core/queues.py): they appear in ``scheduling.shares`` keys
+#: and a queue's ``teams``, and may become Kubernetes labels.
+_TEAM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def validate_team_name(team: str, field: str = "team") -> str:
+    """A user's team (fair share per team): refused with the field, the value and the rule."""
+    if not isinstance(team, str) or not _TEAM_NAME.match(team):
+        raise SpecError(f"{field} {team!r}: a team name is 1-63 lower-case letters, digits and '-', starting and "
+                        "ending with a letter or digit (a DNS label), e.g. ml-research",
+                        details={"field": field, "value": team})
+    return team

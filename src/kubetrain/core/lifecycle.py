@@ -21,13 +21,26 @@ silently applied).  The first matching line decides what the job does:
 3. the outcome is ``Completed`` → ``Succeeded``/``Completed``;
 4. otherwise the retry policy (:func:`kubetrain.core.retries.decide`, two
    budgets: code failures against ``maxRetries``, infrastructure failures —
-   ``Lost``, ``Evicted``, ``LaunchFailed`` — against ``maxInfraRetries``)
+   ``Lost``, ``Evicted``, ``LaunchFailed``, ``Preempted`` — against ``maxInfraRetries``)
    decides: :class:`Retry` — back to ``Queued``, not before ``now + backoff``,
    charging the failure to its budget unless a rule said ``Ignore`` — or
    :class:`Finish` ``Failed`` with the outcome's reason and message, with a
    ``NotRetried`` note saying why when the job has a retry budget at all
    (a job with none never expected a retry, so nothing to explain).
    ``DeadlineExceeded`` is never retried: the deadline covers the job.
+
+**A preempted attempt ends** (:func:`preempted_outcome`, applied before the
+rules above).  When the planner chose the attempt as a preemption victim (the
+store set ``preempted_by``; the reconcile loop then stopped it: SIGTERM, and
+SIGKILL after the grace period), its outcome becomes ``Preempted`` ("preempted
+to make room for job 'X'", exit code, signal and usage kept), unless it is
+``Completed`` (the run finished before the stop reached it: a result stays a
+result) or ``OOMKilled``/``Lost`` (a real failure during the grace period stays
+one, as rule 1 keeps it for early stopping).  ``Preempted`` is an
+infrastructure reason, so rule 4 requeues the job on ``maxInfraRetries`` with
+the usual backoff and never touches ``maxRetries``: a job with no code retries
+still comes back, and resumes from the checkpoint it saved on SIGTERM.  A
+cancel requested meanwhile still wins (rule 2): the user asked.
 
 **A cancel is requested** (:func:`cancel_requested`).  A ``Queued`` job ends
 at once, ``Cancelled``; a ``Running`` one gets :class:`StopAttempt` (the
@@ -38,7 +51,7 @@ reports it gone); asking twice changes nothing (``None``); an ended job raises
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kubetrain.core.attempts import Outcome
 from kubetrain.core.errors import ConflictError, InvalidTransitionError
@@ -133,6 +146,23 @@ def _job_after(job: JobFacts, outcome: Outcome, *, number: int, now: float) -> R
     has_budget = bool(job.policy.max_retries or job.policy.max_infra_retries)
     note = f"{what}; not retried: {retry.message}" if retry.budget is not None and has_budget else None
     return Finish(JobState.FAILED, reason, outcome.message, warning=True, not_retried=note)
+
+
+#: Outcomes a preemption does not rewrite (see :func:`preempted_outcome`).
+_KEPT_WHEN_PREEMPTED = frozenset({Reason.COMPLETED, Reason.OOM_KILLED, Reason.LOST})
+
+
+def preempted_outcome(outcome: Outcome, by: str | None) -> Outcome:
+    """The outcome to record for an attempt asked to stop to make room for job ``by`` (None: it was not asked).
+
+    The engine only sees a stop (``Cancelled``) or whatever the program did on
+    SIGTERM (an exit code); the reason it was stopped is the master's, so the
+    master names it here, and the job is requeued on the infrastructure budget
+    instead of being cancelled or failed (rules in the module docstring).
+    """
+    if by is None or outcome.reason in _KEPT_WHEN_PREEMPTED:
+        return outcome
+    return replace(outcome, reason=Reason.PREEMPTED, message=f"preempted to make room for job {by!r}")
 
 
 def cancel_requested(name: str, state: JobState, *, already_requested: bool) -> Finish | StopAttempt | None:

@@ -104,7 +104,8 @@ def default_queue(queues: Iterable[QueueSpec], user: str, team: str | None = Non
     for queue in queues:
         if user in queue.users or (team and team in queue.teams):
             return queue.name
-    return DEFAULT_QUEUE if any(q.name == DEFAULT_QUEUE for q in queues) else None
+    # ``default`` is everyone's only while it lists no one: one that lists users or teams is theirs alone.
+    return DEFAULT_QUEUE if any(q.name == DEFAULT_QUEUE and not q.users and not q.teams for q in queues) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +137,17 @@ def _fmt(attr: str, value: int) -> str:
 
 @dataclass(slots=True)
 class QuotaBook:
-    """The quota tally of one planning pass (see the module docstring)."""
+    """The quota tally of one planning pass (see the module docstring).
+
+    Three tallies: ``running_used`` per queue (what runs, and what this pass placed), ``held`` per queue (what
+    its waiting jobs hold for themselves this pass: that queue's own head of line, never another queue's
+    business), and ``cohort_used`` per cohort (running and placed only).  So a queue's waiting borrower never
+    blocks another queue of its cohort from its own nominal quota, and borrowing means what runs.
+    """
 
     queues: Mapping[str, QueueSpec]
-    used: dict[str, list[int]] = field(default_factory=dict)
+    running_used: dict[str, list[int]] = field(default_factory=dict)
+    held: dict[str, list[int]] = field(default_factory=dict)
     cohort_used: dict[str, list[int]] = field(default_factory=dict)
     cohort_nominal: dict[str, list[int | None]] = field(default_factory=dict)
     jobs_by_user: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -149,7 +157,8 @@ class QuotaBook:
     def of(cls, queues: Mapping[str, QueueSpec], holdings: Iterable[Holding]) -> QuotaBook:
         book = cls(queues)
         for queue in queues.values():
-            book.used[queue.name] = [0, 0, 0]
+            book.running_used[queue.name] = [0, 0, 0]
+            book.held[queue.name] = [0, 0, 0]
             if queue.cohort:
                 total = book.cohort_nominal.setdefault(queue.cohort, [0, 0, 0])
                 for i, (attr, _) in enumerate(_FIELDS):
@@ -167,28 +176,34 @@ class QuotaBook:
         """Count ``amount`` against ``queue`` (a placed or running job: ``running``; a waiting job's hold: not)."""
         if not self.governs(queue):
             return
-        self._add(queue, _values(amount), 1)
-        if running:
-            self._count(queue, owner, amount, 1)
+        values = _values(amount)
+        if not running:
+            _shift(self.held[queue], values, 1)
+            return
+        self._shift_running(queue, values, 1)
+        self._count(queue, owner, amount, 1)
 
     def give_back(self, queue: str | None, owner: str, amount: Amount) -> None:
         """Undo :meth:`take` of a running job (a preemption victim, in a what-if)."""
         if not self.governs(queue):
             return
-        self._add(queue, _values(amount), -1)
+        self._shift_running(queue, _values(amount), -1)
         self._count(queue, owner, amount, -1)
 
-    def _add(self, queue: str, values: list[int], sign: int) -> None:
+    def _shift_running(self, queue: str, values: list[int], sign: int) -> None:
+        _shift(self.running_used[queue], values, sign)
         cohort = self.queues[queue].cohort
-        tallies = [self.used[queue]] + ([self.cohort_used[cohort]] if cohort else [])
-        for tally in tallies:
-            for i, v in enumerate(values):
-                tally[i] += sign * v
+        if cohort:
+            _shift(self.cohort_used[cohort], values, sign)
 
     def _count(self, queue: str, owner: str, amount: Amount, sign: int) -> None:
         key = (queue, owner)
         self.jobs_by_user[key] = self.jobs_by_user.get(key, 0) + sign
         self.gpus_by_user[key] = self.gpus_by_user.get(key, 0) + sign * (amount.gpu or 0)
+
+    def _used(self, queue: str) -> list[int]:
+        """What ``queue`` runs plus what its waiting jobs hold."""
+        return [a + b for a, b in zip(self.running_used[queue], self.held[queue])]
 
     def user_limit(self, queue: str | None, owner: str, amount: Amount) -> str | None:
         """Why ``owner`` may not start one more job of ``amount`` in ``queue`` (per-user limits), or None."""
@@ -209,12 +224,13 @@ class QuotaBook:
         """Would ``queue`` stay within its own nominal quota with ``amount`` more (borrowing nothing)?"""
         if not self.governs(queue):
             return True
-        return _within(self.used[queue], _values(amount), _caps(self.queues[queue].quota))
+        return _within(self._used(queue), _values(amount), _caps(self.queues[queue].quota))
 
     def borrowing(self, queue: str) -> bool:
-        """Is ``queue`` holding more than its nominal quota in some resource (borrowing from its cohort)?"""
-        return self.governs(queue) and any(cap is not None and held > cap
-                                           for held, cap in zip(self.used[queue], _caps(self.queues[queue].quota)))
+        """Do ``queue``'s running jobs hold more than its nominal quota in some resource (borrowing from its
+        cohort)?  What its waiting jobs hold for themselves is not borrowed."""
+        return self.governs(queue) and any(
+            cap is not None and held > cap for held, cap in zip(self.running_used[queue], _caps(self.queues[queue].quota)))
 
     def fits(self, queue: str | None, amount: Amount) -> bool:
         """May ``queue`` hold ``amount`` more: within its nominal quota alone, or with its cohort's idle quota."""
@@ -223,8 +239,9 @@ class QuotaBook:
         spec = self.queues[queue]
         values = _values(amount)
         if not spec.cohort:
-            return _within(self.used[queue], values, _caps(spec.quota))
-        return _within(self.cohort_used[spec.cohort], values, self.cohort_nominal[spec.cohort])
+            return _within(self._used(queue), values, _caps(spec.quota))
+        cohort = [a + b for a, b in zip(self.cohort_used[spec.cohort], self.held[queue])]
+        return _within(cohort, values, self.cohort_nominal[spec.cohort])
 
     def never_fits(self, queue: str | None, amount: Amount) -> str | None:
         """Why ``amount`` could never be held by ``queue``, even with its cohort idle; None when it could."""
@@ -245,22 +262,28 @@ class QuotaBook:
         spec = self.queues[queue]
         values = _values(amount)
         caps = _caps(spec.quota)
-        for i, (attr, word) in enumerate(_FIELDS):
-            cap, used = caps[i], self.used[queue][i]
-            if cap is not None and used + values[i] > cap and not spec.cohort:
-                return (f"waiting: queue {queue!r} quota: needs {_needs(attr, word, values[i])}, "
-                        f"{_fmt(attr, max(cap - used, 0))} of {_fmt(attr, cap)} free")
-        if spec.cohort:
-            total, held = self.cohort_nominal[spec.cohort], self.cohort_used[spec.cohort]
+        if not spec.cohort:
+            used = self._used(queue)
             for i, (attr, word) in enumerate(_FIELDS):
-                if total[i] is not None and held[i] + values[i] > total[i]:
-                    own = caps[i]
-                    mine = "" if own is None else f"; queue {queue!r} holds {_fmt(attr, self.used[queue][i])} of " \
-                                                  f"its {_fmt(attr, own)}"
-                    return (f"waiting: queue {queue!r} quota: needs {_needs(attr, word, values[i])}; cohort "
-                            f"{spec.cohort!r} has {_fmt(attr, max(total[i] - held[i], 0))} of "
-                            f"{_fmt(attr, total[i])} to lend{mine}")
+                if caps[i] is not None and used[i] + values[i] > caps[i]:
+                    return (f"waiting: queue {queue!r} quota: needs {_needs(attr, word, values[i])}, "
+                            f"{_fmt(attr, max(caps[i] - used[i], 0))} of {_fmt(attr, caps[i])} free")
+            return f"waiting: queue {queue!r} quota"
+        total = self.cohort_nominal[spec.cohort]
+        used = [a + b for a, b in zip(self.cohort_used[spec.cohort], self.held[queue])]
+        for i, (attr, word) in enumerate(_FIELDS):
+            if total[i] is not None and used[i] + values[i] > total[i]:
+                mine = "" if caps[i] is None else \
+                    f"; queue {queue!r} uses {_fmt(attr, self.running_used[queue][i])} of its {_fmt(attr, caps[i])}"
+                return (f"waiting: queue {queue!r} quota: needs {_needs(attr, word, values[i])}; cohort "
+                        f"{spec.cohort!r} has {_fmt(attr, max(total[i] - used[i], 0))} of "
+                        f"{_fmt(attr, total[i])} to lend{mine}")
         return f"waiting: queue {queue!r} quota"
+
+
+def _shift(tally: list[int], values: list[int], sign: int) -> None:
+    for i, value in enumerate(values):
+        tally[i] += sign * value
 
 
 def _values(amount: Amount) -> list[int]:

@@ -75,6 +75,8 @@ class AttemptRecord(Record):
     attempt_dir: str | None = None
     #: Each replica, for a distributed job (empty for a job of one replica).
     replicas: list[ReplicaRecord] = Field(default_factory=list)
+    #: The job it was (or is being) stopped to make room for, when the planner preempted it.
+    preempted_by: str | None = None
 
 
 class EventRecord(Record):
@@ -133,8 +135,16 @@ class ShareRecord(Record):
     #: CPU-seconds plus weighted GPU-seconds, decayed (core/fairshare.py): lower goes first among equals.
     score: float
     running: int = 0
-    #: 1 = first among equal-priority jobs' first turns.
+    #: 1 = first among equal-priority jobs' first turns: the effective priority fair share gives.
     rank: int = 0
+    #: The submitter's team (None: a team of one) and its share (``scheduling.shares``).
+    team: str | None = None
+    share: float = 1.0
+    #: The team's decayed score (its members' summed), and that divided by its share: what orders the teams.
+    team_score: float = 0.0
+    team_normalized: float = 0.0
+    #: The order key the planner gets (core/fairshare.py ``fair_keys``): 0 = neither they nor their team ran.
+    key: float = 0.0
 
 
 class UsageRecord(Record):
@@ -197,6 +207,8 @@ class UserRecord(Record):
     role: str
     uid: int | None = None
     created_at: float | None = None
+    #: Fair share counts usage per team first (core/fairshare.py); None: a team of one.
+    team: str | None = None
 
 
 class TokenRecord(Record):

@@ -24,6 +24,7 @@ from pydantic import (
 
 from kubetrain.core.dependencies import MAX_DEPENDENCIES, Dependency
 from kubetrain.core.distributed import MAX_REPLICAS, Distributed
+from kubetrain.core.queues import QUEUE_NAME_RE
 from kubetrain.core.errors import SpecError
 from kubetrain.core.retries import RetryPolicy
 from kubetrain.core.strict import StrictModel, explain_errors
@@ -335,6 +336,9 @@ class JobBody(StrictModel):
     depends_on: list[Dependency] = Field(default_factory=list, alias="dependsOn", max_length=MAX_DEPENDENCIES)
     selector: str = ""
     priority: int = Field(default=0, ge=-1000, le=1000)
+    #: The queue whose quota the job counts against (core/queues.py); none given: the master picks one at
+    #: submit and writes it here (``kubetrain run --queue``, ``kubetrain queue ls``).
+    queue: str | None = Field(default=None, max_length=63)
     active_deadline_seconds: int | None = Field(
         default=None, alias="activeDeadlineSeconds", gt=0, le=MAX_DEADLINE_SECONDS
     )
@@ -352,6 +356,14 @@ class JobBody(StrictModel):
     @classmethod
     def _secret_refs(cls, data: Any) -> Any:
         return _split_secret_env(data)
+
+    @field_validator("queue", mode="before")
+    @classmethod
+    def _queue(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, str) or not QUEUE_NAME_RE.match(value)):
+            raise ValueError(f"{value!r} is not a queue name: use 1-63 lowercase letters, digits and '-', starting "
+                             "and ending with a letter or digit (kubetrain queue ls lists the queues)")
+        return value
 
     @field_validator("replicas", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ import httpx
 
 from kubetrain.core.errors import KubetrainError, MasterUnavailableError, OverloadedError, error_from_response
 from kubetrain.core.experiments import ExperimentSpec
+from kubetrain.core.queue_bodies import QueueBody, QueueRecord
 from kubetrain.core.records import (ExperimentRecord, JobRecord, NodeRecord, Provenance, SecretRecord, TokenRecord,
                                     ShareRecord, UsageRecord, UserRecord, WhoAmI)
 from kubetrain.core.specs import JobSpec
@@ -189,8 +190,14 @@ class Client:
     def info(self) -> dict[str, Any]:
         return self._call("GET", "/api/v1/info")
 
-    def add_user(self, name: str, *, role: str = "member", uid: int | None = None) -> UserRecord:
-        return UserRecord.model_validate(self._call("POST", "/api/v1/users", json={"name": name, "role": role, "uid": uid}))
+    def add_user(self, name: str, *, role: str = "member", uid: int | None = None,
+                 team: str | None = None) -> UserRecord:
+        body = {"name": name, "role": role, "uid": uid, "team": team}
+        return UserRecord.model_validate(self._call("POST", "/api/v1/users", json=body))
+
+    def set_user_team(self, name: str, team: str | None) -> UserRecord:
+        """Move ``name`` to ``team`` (None: no team); admins only."""
+        return UserRecord.model_validate(self._call("PATCH", f"/api/v1/users/{name}", json={"team": team}))
 
     def list_users(self) -> list[UserRecord]:
         return [UserRecord.model_validate(u) for u in self._call("GET", "/api/v1/users")]
@@ -217,6 +224,22 @@ class Client:
 
     def delete_secret(self, name: str) -> None:
         self._delete(f"/api/v1/secrets/{name}")
+
+    def create_queue(self, queue: QueueBody | dict[str, Any], *, update: bool = False) -> QueueRecord:
+        """Create a queue (admins only); ``update``: replace the one of that name instead."""
+        body = queue.to_document() if isinstance(queue, QueueBody) else queue
+        if update:
+            return QueueRecord.model_validate(self._call("PUT", f"/api/v1/queues/{body.get('name')}", json=body))
+        return QueueRecord.model_validate(self._call("POST", "/api/v1/queues", json=body))
+
+    def list_queues(self) -> list[QueueRecord]:
+        return [QueueRecord.model_validate(q) for q in self._call("GET", "/api/v1/queues")]
+
+    def get_queue(self, name: str) -> QueueRecord:
+        return QueueRecord.model_validate(self._call("GET", f"/api/v1/queues/{name}"))
+
+    def delete_queue(self, name: str) -> None:
+        self._delete(f"/api/v1/queues/{name}")
 
     def _delete(self, path: str) -> None:
         self._request("DELETE", path)

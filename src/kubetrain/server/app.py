@@ -28,6 +28,7 @@ from kubetrain.core.identity import Identity
 from kubetrain.core.records import MAX_ATTEMPT, JobRecord, NodeRecord, Provenance, ShareRecord, UsageRecord
 from kubetrain.core.selectors import SelectorError, parse_selector
 from kubetrain.core.experiments import ExperimentSpec
+from kubetrain.core.queue_bodies import QueueBody
 from kubetrain.core.specs import JobSpec
 from kubetrain.core.strict import explain_errors
 from kubetrain.server.auth import Authenticator
@@ -36,6 +37,7 @@ from kubetrain.server.file_routes import add_file_routes
 from kubetrain.server.backpressure import install_backpressure
 from kubetrain.server.guards import install_guards
 from kubetrain.server.identity_routes import add_identity_routes
+from kubetrain.server.queue_routes import add_queue_routes
 from kubetrain.server.services import JobService
 from kubetrain.store.listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_TOKEN, JobQuery, SortOrder, View
 from kubetrain.settings import Settings
@@ -81,7 +83,8 @@ LIST_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"headers": {
 }}}
 
 #: The routes whose body carries a document: their errors are explained against its model (misplaced fields).
-_SPEC_MODELS: dict[str, type[BaseModel]] = {"/api/v1/jobs": JobSpec, "/api/v1/experiments": ExperimentSpec}
+_SPEC_MODELS: dict[str, type[BaseModel]] = {"/api/v1/jobs": JobSpec, "/api/v1/experiments": ExperimentSpec,
+                                             "/api/v1/queues": QueueBody}
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -254,6 +257,7 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
 
     add_experiment_routes(app, service, auth)
     add_identity_routes(app, service, auth)
+    add_queue_routes(app, service, auth)
     if service.files is not None:
         add_file_routes(app, service, service.files, auth)
 
@@ -263,8 +267,8 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
 
     @app.get("/api/v1/share", dependencies=api)
     def share() -> list[ShareRecord]:
-        """Each submitter's decayed usage and place in fair-share order (``kubetrain share``)."""
-        return service.share()
+        """Each submitter's team, decayed usage and place in fair-share order (``kubetrain share``)."""
+        return service.share(settings.team_shares)
 
     @app.get("/api/v1/top", dependencies=api)
     def top(job: Annotated[str | None, Query(max_length=63, description="only this job's attempts")] = None,

@@ -61,7 +61,8 @@ def build_reconciler(settings: Settings, store, engine: Engine) -> Reconciler:
     from kubetrain.server.sweeps import SweepController
 
     reconciler = Reconciler(store, engine, resync_seconds=settings.resync_seconds, fair_share=settings.fair_share,
-                            wake_socket=wake_path(settings))
+                            wake_socket=wake_path(settings), team_shares=settings.team_shares,
+                            preemption=settings.default_preemption)
     reconciler.controllers.append(SweepController(store, settings.home))
     reconciler.prepare_order = RunAsPolicy(settings.security, store).prepare
     reconciler.history_hot_seconds = settings.history.hot_seconds

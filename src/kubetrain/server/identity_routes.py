@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kubetrain import __version__
 from kubetrain.core.errors import SpecError
 from kubetrain.core.identity import (Identity, Role, check_admin, check_may_manage, validate_secret_key,
-                                     validate_secret_name, validate_user_name)
+                                     validate_secret_name, validate_team_name, validate_user_name)
 from kubetrain.core.records import SecretRecord, TokenRecord, UserRecord, WhoAmI
 from kubetrain.server.auth import Authenticator
 from kubetrain.server.services import JobService
@@ -31,6 +31,16 @@ class UserRequest(BaseModel):
     name: str = Field(max_length=32)
     role: Role = Role.MEMBER
     uid: int | None = Field(default=None, ge=1, le=2**31 - 2)
+    #: Fair share counts usage per team first (core/fairshare.py); None: a team of one.
+    team: str | None = Field(default=None, max_length=63)
+
+
+class UserUpdate(BaseModel):
+    """``PATCH /api/v1/users/{name}``: what may change about a user (``kubetrain user set-team``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: The new team; null takes the user out of any team.
+    team: str | None = Field(max_length=63)
 
 
 class TokenRequest(BaseModel):
@@ -69,7 +79,14 @@ def add_identity_routes(app: FastAPI, service: JobService, auth: Authenticator) 
     @app.post("/api/v1/users", status_code=201)
     def add_user(body: UserRequest, caller: Identity = caller_dep) -> UserRecord:
         check_admin(caller, "add users")
-        return store.add_user(validate_user_name(body.name), body.role.value, body.uid, now=time.time())
+        team = None if body.team is None else validate_team_name(body.team)
+        return store.add_user(validate_user_name(body.name), body.role.value, body.uid, now=time.time(), team=team)
+
+    @app.patch("/api/v1/users/{name}")
+    def update_user(name: str, body: UserUpdate, caller: Identity = caller_dep) -> UserRecord:
+        """Change a user's team (admins only: a team's share is a claim on the cluster)."""
+        check_admin(caller, "change users' teams")
+        return store.set_user_team(name, None if body.team is None else validate_team_name(body.team))
 
     @app.delete("/api/v1/users/{name}", status_code=204)
     def remove_user(name: str, caller: Identity = caller_dep) -> Response:

@@ -27,9 +27,8 @@ import os
 import socket
 import threading
 import time
-from collections import Counter
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Mapping
 
 from kubetrain.core.attempts import (
     ActiveAttempt,
@@ -40,7 +39,10 @@ from kubetrain.core.attempts import (
 )
 from kubetrain.core.errors import ConflictError, NotFoundError
 from kubetrain.core.dependencies import Doomed, Hold, Ready, judge
-from kubetrain.core.planning import JobRequest, NodeCapacity, ReplicaSlot, Unschedulable, Waiting, plan
+from kubetrain.core.fairshare import fair_keys
+from kubetrain.core.planning import (JobRequest, NodeCapacity, ReplicaSlot, RunningJob, Situation, Unschedulable,
+                                     Waiting, plan)
+from kubetrain.core.queues import PreemptionPolicy
 from kubetrain.core.states import AttemptState, Reason
 from kubetrain.engines.base import Engine
 from kubetrain.store.store import Store
@@ -92,13 +94,34 @@ def free_capacity(nodes: list[NodeCapacity], active: list[ActiveAttempt]) -> lis
     return out
 
 
+def running_jobs(active: list[ActiveAttempt]) -> tuple[RunningJob, ...]:
+    """Live attempts as the planner weighs them: what each holds, its priority and queue, when it ends at the
+    latest (its start + ``activeDeadlineSeconds``; unknown before it started), whether it is being preempted."""
+    out = []
+    for attempt in active:
+        body = attempt.spec.get("spec") or {}
+        deadline = body.get("activeDeadlineSeconds")
+        ends_at = attempt.started_at + deadline if attempt.started_at is not None and deadline else None
+        out.append(RunningJob(attempt.job, attempt.number, owner=attempt.owner, queue=body.get("queue"),
+                              priority=int(body.get("priority") or 0),
+                              started_at=attempt.started_at or attempt.created_at, ends_at=ends_at,
+                              slots=attempt.holdings(), preempted_by=attempt.preempted_by))
+    return tuple(out)
+
+
 class Reconciler:
     def __init__(self, store: Store, engine: Engine, *, resync_seconds: float = 1.0,
                  wake_socket: str | None = None, clock: Callable[[], float] = time.time,
-                 controllers: list | None = None, fair_share: bool = False) -> None:
+                 controllers: list | None = None, fair_share: bool = False,
+                 team_shares: Mapping[str, float] | None = None,
+                 preemption: PreemptionPolicy = PreemptionPolicy.NEVER) -> None:
         self.store = store
         #: Round-robin over submitters within a priority (see core/planning.py), instead of strict submit order.
         self.fair_share = fair_share
+        #: Fair share's weight per team (``scheduling.shares``; core/fairshare.py).
+        self.team_shares = dict(team_shares or {})
+        #: What a job in no queue may preempt (``scheduling.preemption``; queues have their own policy).
+        self.preemption = preemption
         self.engine = engine
         #: Higher-level controllers (experiments) run each pass, before planning.
         self.controllers = controllers or []
@@ -252,11 +275,15 @@ class Reconciler:
         return [a for a in active if (a.job, a.number) not in done]
 
     def _cancel(self, active: list[ActiveAttempt]) -> None:
+        """Stop, once each, attempts whose job was cancelled, trials past their early-stop grace, and preemption
+        victims (``preempt_requested_at``: the engine's stop is SIGTERM, then SIGKILL after the grace period, so
+        the program can save a checkpoint; the store records the end as ``Preempted``)."""
         now = self.clock()
         for attempt in active:
             key = (attempt.job, attempt.number)
             overdue = attempt.stop_requested_at is not None and now - attempt.stop_requested_at >= EARLY_STOP_GRACE_SECONDS
-            if (attempt.cancel_requested or overdue) and key not in self._cancelled:
+            preempted = attempt.preempt_requested_at is not None
+            if (attempt.cancel_requested or overdue or preempted) and key not in self._cancelled:
                 self.engine.cancel(attempt)
                 self._cancelled.add(key)
 
@@ -267,15 +294,20 @@ class Reconciler:
         previous = {req.key: reason for req, reason in queued}
         requests = [replace(req, reserved_node=self._reservations.get(req.key)) for req, _ in queued]
         requests, held, doomed = self._dependencies(requests)
-        running = Counter(a.owner for a in active) if self.fair_share else None
-        usage = ({owner: u.score for owner, u in self.store.usage(now=self.clock()).items()}
+        now = self.clock()
+        usage = (fair_keys(self.store.usage(now=now), self.store.user_teams(), self.team_shares)
                  if self.fair_share else None)
+        situation = Situation(queues=self.store.queue_specs(), running=running_jobs(active), now=now,
+                              preemption=self.preemption)
         decisions = plan(requests, free_capacity(self.engine.nodes(), active), fair_share=self.fair_share,
-                         running=running, usage=usage)
+                         usage=usage, situation=situation)
         decisions.waiting.extend(held)
         decisions.unschedulable.extend(doomed)
         self._reservations = {w.key: w.reserved_node for w in decisions.waiting if w.reserved_node}
         orders = self.store.commit_plan(decisions, previous, now=self.clock())
+        if decisions.preemptions:  # after the waits are recorded; the next pass's _cancel stops the victims
+            self.store.request_preemptions(decisions.preemptions, now=self.clock())
+            self._wake.set()
         for order in orders:
             self._launch(order)
 

@@ -10,6 +10,7 @@ import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from typing import Annotated, Callable
 
 from typing_extensions import NotRequired, TypedDict
@@ -21,10 +22,11 @@ from kubetrain.core.distributed import replicas_of
 from kubetrain.core.errors import ConflictError, KubetrainError, NotFoundError, SpecError
 from kubetrain.core.identity import Identity, Role, Via, check_may_manage
 from kubetrain.core.experiments import ExperimentSpec
-from kubetrain.core.fairshare import Usage, share_order
+from kubetrain.core.fairshare import share_lines
 from kubetrain.core.records import (MAX_ATTEMPT, ExperimentRecord, JobRecord, MetricPoint, Provenance, ShareRecord,
                                     UsageRecord)
-from kubetrain.core.specs import JobSpec, format_validation_error, validate_job
+from kubetrain.core.queue_bodies import choose_queue
+from kubetrain.core.specs import JobBody, JobSpec, format_validation_error, validate_job
 from kubetrain.core.states import JobState
 from kubetrain.engines.base import Engine
 from kubetrain.core.log_times import Stamper, offset_since
@@ -161,6 +163,16 @@ class JobService:
             self.run_as.check_submit(spec, caller)
         return provenance.model_copy(update={"submitter": caller.name})
 
+    def _with_queue(self, body: JobBody, owner: Identity, field: str) -> JobBody:
+        """``body`` with its queue decided (core/queue_bodies.py's choose_queue) and written in, so the planner
+        reads it from the stored spec and a later change of queues or teams does not move the job."""
+        queues = self.store.queue_specs()
+        if not queues and body.queue is None:
+            return body  # no queues on this master: nothing to decide
+        team = self.store.user_team(owner.name)
+        chosen = choose_queue(body.queue, queues, owner.name, team, admin=owner.is_admin, field=field)
+        return body if chosen == body.queue else body.model_copy(update={"queue": chosen})
+
     def _check_name_free_of_experiments(self, name: str) -> None:
         """A job named like an experiment (or one of its trials) would share its output folder: refused."""
         match = re.match(r"^(.+)-\d+$", name)
@@ -172,6 +184,7 @@ class JobService:
 
     def submit(self, spec: JobSpec, provenance: Provenance, caller: Identity) -> JobRecord:
         provenance = self._admit(spec, caller, provenance)
+        spec = spec.model_copy(update={"spec": self._with_queue(spec.spec, caller, "spec.queue")})
         self._check_dependencies(spec)
         if spec.metadata.name is not None:
             self._check_name_free_of_experiments(spec.metadata.name)
@@ -204,6 +217,9 @@ class JobService:
         if self.sweeps is None:
             raise KubetrainError("this master does not run experiments")
         provenance = self._admit(JobSpec(spec=spec.spec.template), caller, provenance, labels=spec.metadata.labels)
+        # Resolved once, into the template: every trial is in the queue the experiment was submitted to.
+        template = self._with_queue(spec.spec.template, caller, "spec.template.queue")
+        spec = spec.model_copy(update={"spec": spec.spec.model_copy(update={"template": template})})
         if spec.metadata.name is None:
             prefix = spec.metadata.generate_name or "sweep-"
             for _ in range(10):
@@ -307,15 +323,17 @@ class JobService:
         # The records go first: a crash in between leaves folders no job points to, never a job without its log.
         self.engine.forget_attempts(name, numbers)
 
-    def share(self) -> list[ShareRecord]:
-        """Each submitter's decayed usage, jobs running and place in fair-share order (core/fairshare.py)."""
+    def share(self, shares: Mapping[str, float] | None = None) -> list[ShareRecord]:
+        """Each submitter's team, decayed usage, jobs running and place in fair-share order (core/fairshare.py);
+        ``shares``: each team's share (``scheduling.shares``; a team not listed has 1)."""
         running = Counter(a.owner for a in self.store.active_attempts())
-        usage = self.store.usage(now=time.time())
-        empty = Usage()
-        return [ShareRecord(owner=o, cpu_hours=round(usage.get(o, empty).cpu_seconds / 3600, 6),
-                            gpu_hours=round(usage.get(o, empty).gpu_seconds / 3600, 6),
-                            score=round(usage.get(o, empty).score, 1), running=running[o], rank=rank)
-                for rank, o in enumerate(share_order(usage, running), start=1)]
+        lines = share_lines(self.store.usage(now=time.time()), self.store.user_teams(), shares or {}, running)
+        return [ShareRecord(owner=line.owner, cpu_hours=round(line.usage.cpu_seconds / 3600, 6),
+                            gpu_hours=round(line.usage.gpu_seconds / 3600, 6), score=round(line.usage.score, 1),
+                            running=line.running, rank=rank, team=line.team, share=line.share,
+                            team_score=round(line.team_score, 1), team_normalized=round(line.team_normalized, 1),
+                            key=line.key)
+                for rank, line in enumerate(lines, start=1)]
 
     def top(self, job: str | None = None) -> list[UsageRecord]:
         """What running attempts (only ``job``'s, if given) use now, where the engine can tell."""

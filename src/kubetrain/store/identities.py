@@ -28,7 +28,7 @@ def _digest(token: str) -> str:
 
 
 def _user_record(row: UserRow) -> UserRecord:
-    return UserRecord(name=row.name, role=row.role, uid=row.uid, created_at=row.created_at)
+    return UserRecord(name=row.name, role=row.role, uid=row.uid, created_at=row.created_at, team=row.team)
 
 
 def _token_record(row: TokenRow, value: str | None = None) -> TokenRecord:
@@ -46,7 +46,8 @@ class IdentityStore:
             row = s.get(UserRow, name)
             return _user_record(row) if row else None
 
-    def add_user(self, name: str, role: str, uid: int | None, *, now: float, exist_ok: bool = False) -> UserRecord:
+    def add_user(self, name: str, role: str, uid: int | None, *, now: float, exist_ok: bool = False,
+                 team: str | None = None) -> UserRecord:
         with self.session() as s:
             row = s.get(UserRow, name)
             if row is not None:
@@ -54,7 +55,7 @@ class IdentityStore:
                     return _user_record(row)
                 raise ConflictError(f"user {name!r} already exists; remove it first with `kubetrain user rm {name}`",
                                     details={"field": "name", "value": name})
-            row = UserRow(name=name, role=role, uid=uid, created_at=now)
+            row = UserRow(name=name, role=role, uid=uid, created_at=now, team=team)
             s.add(row)
             s.commit()
             return _user_record(row)
@@ -62,6 +63,22 @@ class IdentityStore:
     def list_users(self) -> list[UserRecord]:
         with self.session() as s:
             return [_user_record(r) for r in s.scalars(select(UserRow).order_by(UserRow.name))]
+
+    def set_user_team(self, name: str, team: str | None) -> UserRecord:
+        """Move a user to ``team`` (None: no team); their past usage counts for the new team from now on."""
+        with self.session() as s:
+            row = s.get(UserRow, name)
+            if row is None:
+                raise NotFoundError(f"user {name!r} not found; list users with `kubetrain user ls`",
+                                    details={"field": "name", "value": name})
+            row.team = team
+            s.commit()
+            return _user_record(row)
+
+    def user_teams(self) -> dict[str, str | None]:
+        """Every user's team (None: none), for fair share per team (core/fairshare.py ``fair_keys``)."""
+        with self.session() as s:
+            return {name: team for name, team in s.execute(select(UserRow.name, UserRow.team))}
 
     def remove_user(self, name: str) -> None:
         with self.session() as s:

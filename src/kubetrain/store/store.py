@@ -26,7 +26,8 @@ from kubetrain.core.fairshare import DEFAULT_HALF_LIFE_SECONDS, attempt_charge
 from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Outcome
 from kubetrain.core.planning import JobRequest, Plan
 from kubetrain.core.quantities import parse_cpu, parse_memory
-from kubetrain.core.lifecycle import Finish, JobFacts, Retry, StopAttempt, attempt_ended, cancel_requested
+from kubetrain.core.lifecycle import (Finish, JobFacts, Retry, StopAttempt, attempt_ended, cancel_requested,
+                                      preempted_outcome)
 from kubetrain.core.retries import RetryPolicy
 from kubetrain.core.records import EventRecord, JobRecord, Provenance
 from kubetrain.core.selectors import Requirement, parse_selector
@@ -39,7 +40,9 @@ from kubetrain.store.listing import (DEFAULT_LIMIT, JobPage, JobQuery, SortOrder
                                      job_record, label_rows, list_page, read_job)
 from kubetrain.store.replicas import placement_words, slots_of, with_ends
 from kubetrain.store.housekeeping import HousekeepingStore
+from kubetrain.store.queues import QueueStore
 from kubetrain.store.usage import UsageStore
+from kubetrain.store.preemption import PreemptionStore
 from kubetrain.store.volumes import VolumeStore
 from kubetrain.store.models import (ArchivedAttemptRow, ArchivedEventRow, AttemptRow, EventRow, ExperimentRow,
                                     JobLabelRow, JobRow, MetricRow, live_attempt_clause)
@@ -54,7 +57,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore, UsageStore, HousekeepingStore):
+class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore, UsageStore, HousekeepingStore, PreemptionStore,
+            QueueStore):
     def __init__(self, url: str, *, usage_half_life: float = DEFAULT_HALF_LIFE_SECONDS) -> None:
         self.url = url
         #: How fast past usage stops counting for fair share (``scheduling.halfLife``; store/usage.py applies it).
@@ -239,7 +243,8 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore, UsageStore
                                    memory_bytes=parse_memory(resources["memory"]), gpu=int(resources.get("gpu", 0)),
                                    priority=priority, selector=selectors[selector],
                                    owner=(provenance or {}).get("submitter") or "",
-                                   replicas=replicas_of(spec),
+                                   replicas=replicas_of(spec), queue=body.get("queue"),
+                                   deadline_seconds=body.get("activeDeadlineSeconds"),
                                    depends_on=tuple((d["job"], d.get("condition") or "Succeeded")
                                                     for d in body.get("dependsOn") or ())), wait_reason))
         return out
@@ -271,6 +276,8 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore, UsageStore
                 stop_requested_at=stop_at,
                 owner=(provenance or {}).get("submitter") or "",
                 replicas=slots_of(a.replicas),
+                preempt_requested_at=a.preempt_requested_at,
+                preempted_by=a.preempted_by,
             )
             for a, name, spec, cancel, stop_at, provenance in rows
         ]
@@ -404,6 +411,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore, UsageStore
                     continue  # recorded already (e.g. before a master restart)
                 if self.engine.dialect.name != "sqlite":
                     s.refresh(job_row, with_for_update=True)
+                outcome = preempted_outcome(outcome, attempt.preempted_by)  # the master's reason to stop it
                 end = attempt_ended(self._job_facts(job_row), outcome, number=number, now=now)
                 check_transition("attempt", f"{job}#{number}", attempt.state, end.attempt)
                 attempt.state = end.attempt.value
