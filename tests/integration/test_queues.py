@@ -114,6 +114,10 @@ def test_a_queue_of_one_cpu_runs_its_jobs_one_at_a_time(master, tmp_path: Path) 
     assert waiting.state == "Queued" and not waiting.attempts
     usage = master.client.get_queue("tight").usage
     assert (usage.cpu_millis, usage.running, usage.queued) == (1000, 1, 1)
+    # The queue view lists what waits in it, and why.
+    described = master.cli("queue", "describe", "tight", check=True).stdout
+    [row] = [line for line in described.splitlines() if line.startswith("second ")]
+    assert "queue 'tight' quota: needs 1 CPU, 0 of 1 free" in row, described
     go.touch()
     first = master.wait_state("first")
     second = master.wait_state("second")

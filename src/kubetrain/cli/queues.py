@@ -90,6 +90,10 @@ def describe_queue(record: QueueRecord) -> None:
         ("Users", ", ".join(body.users) or "-"),
         ("Teams", ", ".join(body.teams) or "-"),
     ], render.colour())
+    if record.pending:
+        print(f"\nWaiting ({len(record.pending)} shown, by priority then submit order):")
+        render.table(["JOB", "PRIORITY", "OWNER", "WHY"],
+                     [[job.name, str(job.priority), job.owner or "-", job.reason or "-"] for job in record.pending])
 
 
 def _checked(name: str) -> str:

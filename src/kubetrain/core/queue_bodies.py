@@ -235,6 +235,17 @@ class QueueUsage(BaseModel):
     queued: int = 0
 
 
+class PendingJob(BaseModel):
+    """A queued job of a queue, with the planner's last word on why it waits (``queue describe``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    priority: int = 0
+    owner: str | None = None
+    reason: str | None = None
+
+
 class QueueRecord(BaseModel):
     """A queue as the API lists it: the body an admin wrote, when, and what it holds now."""
 
@@ -243,3 +254,6 @@ class QueueRecord(BaseModel):
     queue: QueueBody
     created_at: float
     usage: QueueUsage = QueueUsage()
+    #: For one queue asked for by name: its queued jobs, by priority then submit order (at most 50), each with
+    #: its wait reason.  Empty in lists.
+    pending: list[PendingJob] = []

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kubetrain.core.errors import ConflictError, NotFoundError
-from kubetrain.core.queue_bodies import QueueBody, QueueRecord, QueueUsage, spec_of_document
+from kubetrain.core.queue_bodies import PendingJob, QueueBody, QueueRecord, QueueUsage, spec_of_document
 from kubetrain.core.queues import QueueSpec
 from kubetrain.core.states import JobState
 from kubetrain.store.models import AttemptRow, JobRow, QueueRow, UserRow, live_attempt_clause
@@ -29,6 +29,8 @@ from kubetrain.store.replicas import slots_of
 _LIST_HINT = "list queues with `kubetrain queue ls`"
 #: At most this many job names in a refusal; the count says the rest.
 _NAMED = 5
+#: Waiting jobs ``queue describe`` lists at most.
+PENDING_SHOWN = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,11 +158,23 @@ class QueueStore:
                 for queue in set(held) | set(counts)}
 
     def queue_records(self, names: list[str] | None = None) -> list[QueueRecord]:
-        """Queues (all, or these) with what each holds now: what ``queue ls`` / ``describe`` show."""
+        """Queues (all, or these) with what each holds now: what ``queue ls`` / ``describe`` show; a queue asked
+        for by name also lists its waiting jobs with their reasons."""
         usage = self.queue_usage()
         stored = self.list_queues() if names is None else [self.get_queue(n) for n in names]
-        return [QueueRecord(queue=q.body, created_at=q.created_at, usage=usage.get(q.body.name, QueueUsage()))
+        return [QueueRecord(queue=q.body, created_at=q.created_at, usage=usage.get(q.body.name, QueueUsage()),
+                            pending=self.queue_pending(q.body.name) if names is not None else [])
                 for q in stored]
+
+    def queue_pending(self, name: str, limit: int = PENDING_SHOWN) -> list[PendingJob]:
+        """Queue ``name``'s queued jobs, by priority then submit order, with each one's last wait reason."""
+        with self.session() as s:
+            rows = s.execute(
+                select(JobRow.name, JobRow.priority, JobRow.provenance, JobRow.wait_reason)
+                .where(JobRow.state == JobState.QUEUED.value, _queue_of_job() == name)
+                .order_by(JobRow.priority.desc(), JobRow.id).limit(limit)).all()
+        return [PendingJob(name=job, priority=priority, owner=(provenance or {}).get("submitter"), reason=reason)
+                for job, priority, provenance, reason in rows]
 
     def user_team(self, name: str) -> str | None:
         """The team of user ``name`` (store/identities.py sets it); None: no team, or no such user."""
