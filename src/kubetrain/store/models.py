@@ -259,7 +259,39 @@ class UserRow(Base):
     uid: Mapped[int | None] = mapped_column(Integer)
     #: The team the user belongs to (fair share per team, queues by team); None: no team.
     team: Mapped[str | None] = mapped_column(String(63))
+    #: Where this user's jobs' notifications go by default (a webhook URL); None: nowhere.
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class WebSessionRow(Base):
+    """A dashboard session (cookie) or one-time login link: only the secret's SHA-256 is stored."""
+
+    __tablename__ = "web_sessions"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), nullable=False, index=True)
+    #: ``session`` (a browser's cookie) or ``link`` (a one-time login link, spent when used).
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    expires_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class NotificationRow(Base):
+    """A webhook message waiting to be delivered (the outbox): retried with backoff until delivered or given up."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_due", "delivered_at", "next_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(253), nullable=False)
+    url: Mapped[str] = mapped_column(String(2048), nullable=False)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    tries: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    next_at: Mapped[float] = mapped_column(Float, nullable=False)
+    delivered_at: Mapped[float | None] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class TokenRow(Base):
