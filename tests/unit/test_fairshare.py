@@ -159,3 +159,18 @@ def test_the_member_of_the_team_that_ran_less_gets_the_whole_node_first():
     # A share of 50 for ml (49100 / 50 < 2000) puts ann first again.
     weighted = plan(jobs, [node("n1")], fair_share=True, usage=fair_keys(usage, teams, {"ml": 50}))
     assert [p.key for p in weighted.placements] == ["ann-1"]
+
+
+def test_distributed_jobs_take_the_same_fair_order():
+    # Two whole-cluster gangs (2 replicas × a whole node): the one of the user who ran less yesterday starts.
+    from kubetrain.core.fairshare import fair_keys
+    from kubetrain.core.planning import plan
+    from tests.unit.test_planning import node
+
+    keys = fair_keys({"heavy": Usage(cpu_seconds=1e6), "light": Usage(cpu_seconds=10.0)}, {}, {})
+    nodes = [node("a", cpu=4000), node("b", cpu=4000)]
+    gangs = [replace(job("heavy-ddp", 1, cpu=4000), owner="heavy", replicas=2),
+             replace(job("light-ddp", 2, cpu=4000), owner="light", replicas=2)]
+    result = plan(gangs, nodes, fair_share=True, usage=keys)
+    assert [p.key for p in result.placements] == ["light-ddp"]
+    assert "needs 2 replicas" in result.waiting[0].reason and result.waiting[0].key == "heavy-ddp"
