@@ -119,6 +119,20 @@ class HistorySettings:
     hot_seconds: float = 3 * 86400.0
 
 
+@dataclass(frozen=True, slots=True)
+class MonitoringSettings:
+    """Usage accounting and the idle-GPU warning (``monitoring:`` in config.yaml; core/usage_accounting.py)."""
+
+    #: Seconds between the controller's usage samples of running attempts (``monitoring.sampleSeconds``,
+    #: ``KUBETRAIN_SAMPLE_SECONDS``); each costs a short CPU window per attempt and one transaction.
+    sample_seconds: float = 10.0
+    #: A job whose every GPU stays below this percent (``monitoring.idleGpu.utilization``,
+    #: ``KUBETRAIN_IDLE_GPU_UTILIZATION``) for ``idle_gpu_seconds`` (``monitoring.idleGpu.minutes`` or
+    #: ``.seconds``, ``KUBETRAIN_IDLE_GPU_SECONDS``) gets one IdleGPU warning and a mark in ``top``.
+    idle_gpu_utilization: float = 5.0
+    idle_gpu_seconds: float = 30 * 60.0
+
+
 #: The local master's usual TCP port (``port:``, ``KUBETRAIN_PORT``); unassigned by IANA, unlike 8080 or 8000.
 DEFAULT_PORT = 8765
 
@@ -159,6 +173,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     processes: ProcessSettings = field(default_factory=ProcessSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
 
     def engine_section(self, name: str) -> Mapping[str, Any]:
         """Engine ``name``'s section of config.yaml (empty when there is none)."""
@@ -266,8 +281,53 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         allowed_hosts=_allowed_hosts(env.get("KUBETRAIN_ALLOWED_HOSTS"), config.get("allowedHosts")),
         processes=_processes(env, _mapping(config.get("master"), "master")),
         history=_history(env.get("KUBETRAIN_HISTORY_HOT_SECONDS"), _mapping(config.get("history"), "history")),
+        monitoring=_monitoring(env, _mapping(config.get("monitoring"), "monitoring")),
     )
     return settings.with_overrides(**overrides)
+
+
+def _monitoring(env: Mapping[str, str], raw: Mapping[str, Any]) -> MonitoringSettings:
+    """``monitoring: {sampleSeconds, idleGpu: {utilization, minutes | seconds}}``, each overridable by a variable."""
+    unknown = set(raw) - {"sampleSeconds", "idleGpu"}
+    if unknown:
+        raise ConfigError(f"config.yaml monitoring: unknown field(s) {sorted(unknown)}; known: ['idleGpu', "
+                          "'sampleSeconds']")
+    idle = _mapping(raw.get("idleGpu"), "monitoring.idleGpu")
+    unknown = set(idle) - {"utilization", "minutes", "seconds"}
+    if unknown:
+        raise ConfigError(f"config.yaml monitoring.idleGpu: unknown field(s) {sorted(unknown)}; known: ['minutes', "
+                          "'seconds', 'utilization']")
+    if "minutes" in idle and "seconds" in idle:
+        raise ConfigError("config.yaml monitoring.idleGpu: give minutes or seconds, not both")
+    defaults = MonitoringSettings()
+
+    def number(variable: str, key: str, configured: Any, low: float, high: float, fix: str) -> float:
+        text = env.get(variable)
+        source, value = (variable, text) if text not in (None, "") else (f"config.yaml monitoring.{key}", configured)
+        try:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            result = float(value)
+        except (TypeError, ValueError):
+            result = float("nan")
+        if not low <= result <= high:
+            raise ConfigError(f"{source}: {value!r} is not {fix}")
+        return result
+
+    sample = number("KUBETRAIN_SAMPLE_SECONDS", "sampleSeconds", raw.get("sampleSeconds", defaults.sample_seconds),
+                    0.1, 86400, "a number of seconds from 0.1 to 86400; use e.g. 10 (the default)")
+    utilization = number("KUBETRAIN_IDLE_GPU_UTILIZATION", "idleGpu.utilization",
+                         idle.get("utilization", defaults.idle_gpu_utilization), 0, 100,
+                         "a percent from 0 to 100; use e.g. 5 (the default; 0 turns the warning off)")
+    if "seconds" in idle:
+        key, configured, scale = "idleGpu.seconds", idle["seconds"], 1.0
+    else:
+        key, configured, scale = "idleGpu.minutes", idle.get("minutes", defaults.idle_gpu_seconds / 60), 60.0
+    if env.get("KUBETRAIN_IDLE_GPU_SECONDS") not in (None, ""):
+        key, scale = "idleGpu.seconds", 1.0
+    window = number("KUBETRAIN_IDLE_GPU_SECONDS", key, configured, 0, 366 * 86400 / scale,
+                    "a positive duration; use e.g. minutes: 30 (the default), or seconds: 60") * scale
+    return MonitoringSettings(sample_seconds=sample, idle_gpu_utilization=utilization, idle_gpu_seconds=window)
 
 
 def _history(variable: str | None, raw: Mapping[str, Any]) -> HistorySettings:

@@ -18,6 +18,7 @@ import typer
 from kubetrain.cli import render
 from kubetrain.cli.choices import Output as OutputFormat
 from kubetrain.cli.choices import Sort as SortOrder
+from kubetrain.cli.dashboard import register as register_dashboard
 from kubetrain.cli.experiments import register
 from kubetrain.cli.files import attach_snapshot
 from kubetrain.cli.files import register as register_files
@@ -502,6 +503,7 @@ register(app, _client, _capture)
 register_files(app, _client)
 register_identity(app, _client)
 register_queues(app, _client)
+register_dashboard(app, _client)
 
 
 def spec_dir(spec) -> str | None:

@@ -34,13 +34,6 @@ def sparkline(values: list[float], width: int = 40) -> str:
     return "".join(SPARK[min(int((v - low) / span * (len(SPARK) - 1)), len(SPARK) - 1)] for v in values)
 
 
-def sorted_trials(record: ExperimentRecord) -> list[TrialRecord]:
-    """Best first by the objective; trials without a value last, by number."""
-    goal = (record.spec.get("spec", {}).get("objective") or {}).get("goal", "maximize")
-    sign = -1 if goal == "maximize" else 1
-    return sorted(record.trials, key=lambda t: (t.objective is None, sign * (t.objective or 0), t.trial))
-
-
 def trial_budget(record: ExperimentRecord) -> int | str:
     """How many trials the experiment makes: its grid's size when that is below maxTrials (the master says;
     an older master does not, and then maxTrials is the answer)."""
@@ -55,7 +48,7 @@ def progress_line(record: ExperimentRecord) -> str:
 
 
 def show_compare(record: ExperimentRecord, output: str | None) -> None:
-    trials = sorted_trials(record)
+    trials = record.best_first()
     metric = (record.spec.get("spec", {}).get("objective") or {}).get("metric", "objective")
     names = [p["name"] for p in record.spec.get("spec", {}).get("parameters", [])]
     if output == "json":
@@ -265,7 +258,7 @@ def describe_experiment(record: ExperimentRecord, events: list[dict[str, Any]]) 
     out = sys.stdout
     out.write(f"\n{render.styled('Trials:', 'bold', on)}\n")
     if record.trials:
-        trials_table(record, sorted_trials(record), metric, [p.name for p in spec.parameters])
+        trials_table(record, record.best_first(), metric, [p.name for p in spec.parameters])
     else:
         out.write("  (none yet)\n")
     out.write(f"\n{render.styled('Events:', 'bold', on)}\n")

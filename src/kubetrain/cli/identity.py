@@ -118,6 +118,27 @@ def register(app: typer.Typer, client: Callable[[], Client]) -> None:
             user = c.set_user_team(name, team)
         typer.echo(f"user/{user.name} {'is in team ' + user.team if user.team else 'is in no team'}")
 
+    @user_app.command("set-webhook")
+    def user_set_webhook(name: str,
+                         url: Annotated[Optional[str], typer.Argument(
+                             help="http(s) URL POSTed a JSON message when one of the user's jobs ends")] = None,
+                         none: Annotated[bool, typer.Option("--none", help="no default webhook")] = False,
+                         ) -> None:
+        """Set a user's default webhook (the user themself or an admin); a job's spec.notifications wins."""
+        if (url is None) == (not none):
+            raise SpecError("give a URL, or --none to remove the user's webhook",
+                            details={"field": "url", "value": url})
+        if url is not None:
+            from kubetrain.core.notifications import check_webhook_url
+
+            try:
+                check_webhook_url(url, "URL")
+            except ValueError as exc:
+                raise SpecError(str(exc), details={"field": "url", "value": url[:200]}) from None
+        with client() as c:
+            answer = c._call("PUT", f"/api/v1/users/{name}/webhook", json={"url": url})
+        typer.echo(f"user/{name} {'notifies ' + answer['url'] if answer.get('url') else 'has no webhook'}")
+
     @user_app.command("ls")
     def user_ls(output: Output = None) -> None:
         """List users."""

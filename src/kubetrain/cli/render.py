@@ -166,9 +166,30 @@ def usage_cells(u: UsageRecord) -> list[str]:
 
 
 def usage_table(records: Sequence[UsageRecord]) -> None:
-    table(["JOB", "ATTEMPT", "REPLICA", "NODE", "OWNER", "CPU USED/LIMIT", "MEMORY USED/LIMIT", "GPU"], [
-        [u.job, str(u.attempt), str(u.replica), u.node or "-", u.owner or "-", *usage_cells(u)] for u in records
+    """``top``'s table; IDLE marks a job whose GPUs have idled for ``monitoring.idleGpu`` (its IdleGPU event)."""
+    table(["JOB", "ATTEMPT", "REPLICA", "NODE", "OWNER", "CPU USED/LIMIT", "MEMORY USED/LIMIT", "GPU", "IDLE"], [
+        [u.job, str(u.attempt), str(u.replica), u.node or "-", u.owner or "-", *usage_cells(u),
+         "IDLE-GPU" if u.idle_gpu else "-"] for u in records
     ])
+
+
+def attempt_usage_line(usage: dict) -> str:
+    """One attempt's sampled usage for ``describe``: CPU average/peak, memory now/peak, each GPU's average/peak."""
+    from kubetrain.core.quantities import format_cpu, format_memory
+
+    parts = []
+    if usage.get("cpu_millis_avg") is not None:
+        parts.append(f"cpu avg {format_cpu(int(usage['cpu_millis_avg']))} peak {format_cpu(int(usage['cpu_millis_peak']))}")
+    if usage.get("memory_peak_bytes") is not None:
+        parts.append(f"memory {format_memory(int(usage.get('memory_bytes') or 0))} now, "
+                     f"{format_memory(int(usage['memory_peak_bytes']))} peak")
+    for key, gpu in sorted((usage.get("gpus") or {}).items()):
+        if gpu.get("utilization_avg") is not None:
+            memory = f", {format_memory(int(gpu['memory_peak_bytes']))} peak" if gpu.get("memory_peak_bytes") else ""
+            parts.append(f"gpu {key} avg {gpu['utilization_avg']:.0f}% peak {gpu['utilization_peak']:.0f}%{memory}")
+    if usage.get("idle_gpu"):
+        parts.append("IDLE GPU")
+    return f"{'; '.join(parts) or 'nothing measured'} ({usage.get('samples', 0)} samples)"
 
 
 def describe(job: JobRecord, *, reruns: Sequence[str] = (), usage: Sequence[UsageRecord] = ()) -> None:
@@ -221,6 +242,9 @@ def describe(job: JobRecord, *, reruns: Sequence[str] = (), usage: Sequence[Usag
              duration(a.started_at, a.finished_at), a.log_path or "-"]
             for a in job.attempts
         ], styles={1: STATE_STYLE})
+        for a in job.attempts:
+            if a.usage:
+                out.write(f"  usage #{a.number}: {attempt_usage_line(a.usage)}\n")
         live = job.attempts[-1]
         if live.preempted_by and live.state in ("Starting", "Running"):
             out.write(f"  preempting: attempt {live.number} is being stopped to make room for job "

@@ -77,6 +77,12 @@ class AttemptRecord(Record):
     replicas: list[ReplicaRecord] = Field(default_factory=list)
     #: The job it was (or is being) stopped to make room for, when the planner preempted it.
     preempted_by: str | None = None
+    #: What the controller's sampler saw while it ran (core/usage_accounting.py ``fold``: CPU, memory live and
+    #: peak, per GPU average and peak); None: never sampled.
+    usage: dict[str, Any] | None = None
+    #: Its GPUs are idle now (the idle-GPU rule, ``monitoring.idleGpu``), and when its IdleGPU event was made.
+    idle_gpu: bool = False
+    idle_gpu_warned_at: float | None = None
 
 
 class EventRecord(Record):
@@ -147,6 +153,14 @@ class ShareRecord(Record):
     key: float = 0.0
 
 
+class GpuUse(Record):
+    """One GPU's reading (NVML, or the fake of ``KUBETRAIN_FAKE_NVML``); None: not measured."""
+
+    index: int
+    utilization: float | None = None
+    memory_bytes: int | None = None
+
+
 class UsageRecord(Record):
     """What one running attempt (one replica of a distributed one) uses now, beside what it asked for."""
 
@@ -165,6 +179,10 @@ class UsageRecord(Record):
     requested_cpu_millis: int = 0
     requested_memory_bytes: int = 0
     requested_gpus: int = 0
+    #: Each GPU's own reading (the mean above is theirs).
+    gpu_devices: list[GpuUse] = Field(default_factory=list)
+    #: Its GPUs have been below ``monitoring.idleGpu.utilization`` for the idle window (``kubetrain top``: IDLE).
+    idle_gpu: bool = False
 
 
 class MetricPoint(Record):
@@ -200,6 +218,13 @@ class ExperimentRecord(Record):
     best_trial: int | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     trials: list[TrialRecord] = Field(default_factory=list)
+
+    def best_first(self) -> list[TrialRecord]:
+        """The trials best first by the objective (its goal read from the spec), those without a value last, by
+        number: the one order ``kubetrain compare`` and the dashboard's experiment page show."""
+        goal = ((self.spec.get("spec") or {}).get("objective") or {}).get("goal", "maximize")
+        sign = -1 if goal == "maximize" else 1
+        return sorted(self.trials, key=lambda t: (t.objective is None, sign * (t.objective or 0), t.trial))
 
 
 class UserRecord(Record):

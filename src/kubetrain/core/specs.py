@@ -26,6 +26,7 @@ from kubetrain.core.dependencies import MAX_DEPENDENCIES, Dependency
 from kubetrain.core.distributed import MAX_REPLICAS, Distributed
 from kubetrain.core.queues import QUEUE_NAME_RE
 from kubetrain.core.errors import SpecError
+from kubetrain.core.notifications import Notifications
 from kubetrain.core.retries import RetryPolicy
 from kubetrain.core.strict import StrictModel, explain_errors
 from kubetrain.core.quantities import QuantityError, format_cpu, parse_cpu, parse_memory
@@ -351,6 +352,8 @@ class JobBody(StrictModel):
     volumes: list[VolumeMount] = Field(default_factory=list, max_length=32)
     environment: Environment | None = None
     image: str | None = Field(default=None, max_length=512)
+    #: A webhook POSTed to when the job ends (core/notifications.py); none: the owner's default, if any.
+    notifications: Notifications | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -32,11 +32,14 @@ from kubetrain.core.queue_bodies import QueueBody
 from kubetrain.core.specs import JobSpec
 from kubetrain.core.strict import explain_errors
 from kubetrain.server.auth import Authenticator
+from kubetrain.server.dashboard import add_dashboard
 from kubetrain.server.experiment_routes import add_experiment_routes
 from kubetrain.server.file_routes import add_file_routes
 from kubetrain.server.backpressure import install_backpressure
 from kubetrain.server.guards import install_guards
 from kubetrain.server.identity_routes import add_identity_routes
+from kubetrain.server.log_routes import add_log_routes
+from kubetrain.server.metrics_route import add_metrics_route
 from kubetrain.server.queue_routes import add_queue_routes
 from kubetrain.server.services import JobService
 from kubetrain.store.listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_TOKEN, JobQuery, SortOrder, View
@@ -121,7 +124,7 @@ class _Utf8Route(APIRoute):
 
 def create_app(settings: Settings, service: JobService, auth: Authenticator | None = None) -> FastAPI:
     app = FastAPI(title="kubetrain", version=__version__, description="One master for every training job.",
-                  responses=ERROR_RESPONSES)
+                  responses=ERROR_RESPONSES, docs_url=None, redoc_url=None)  # /docs: server/dashboard, no CDN
     install_backpressure(app, settings)  # requests in progress per route class, 503 past it: inside the guards
     install_guards(app, settings)  # Host, cross-site, body caps, /healthz, disk full: before any route
     app.router.route_class = _Utf8Route
@@ -258,6 +261,9 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
     add_experiment_routes(app, service, auth)
     add_identity_routes(app, service, auth)
     add_queue_routes(app, service, auth)
+    add_log_routes(app, service, auth)  # GET /api/v1/jobs/{name}/logs/stream: server-sent events
+    add_metrics_route(app, service, auth)  # GET /metrics for Prometheus, token-protected (issue 13)
+    add_dashboard(app, service, auth, settings)
     if service.files is not None:
         add_file_routes(app, service, service.files, auth)
 

@@ -14,6 +14,13 @@ How a caller is known (see ``core/identity.py`` for what each may do):
    loopback.
 3. **A job's token** (``X-Kubetrain-Job-Token``, or as the bearer): only its
    own job's routes, and only while that attempt runs.
+4. **A dashboard session** (the ``kubetrain_session`` cookie, ``HttpOnly``,
+   ``SameSite=Strict``; store/web_sessions.py): a browser that proved who it
+   is once, with a token or a one-time link.  Only when no token is sent.  A
+   POST/PUT/PATCH/DELETE it authenticates must also carry ``X-Kubetrain-CSRF``
+   (:func:`csrf_token` of the session, rendered into our own pages only):
+   besides SameSite and the Origin check in server/guards.py, a request that a
+   foreign page makes the browser send cannot know it.
 
 Tokens are compared in constant time.  A user token the store has vouched
 for is believed for :data:`TOKEN_CACHE_SECONDS` without asking again (a store
@@ -68,6 +75,17 @@ def os_user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid-{uid}"
+
+
+#: The dashboard's session cookie, and the header a cookie-authenticated change must carry.
+SESSION_COOKIE = "kubetrain_session"
+CSRF_HEADER = "x-kubetrain-csrf"
+_STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def csrf_token(session_secret: str) -> str:
+    """The anti-forgery value of a browser session: derived from its secret, which only our pages are given."""
+    return hmac.new(session_secret.encode(), b"kubetrain-csrf", hashlib.sha256).hexdigest()
 
 
 #: Seconds a user token the store vouched for is believed without a store read (Kubernetes caches its token
@@ -129,6 +147,10 @@ class Authenticator:
             identity = self._user_token(token)
             if identity is not None:
                 return identity
+        if token is None and not request.headers.get("x-kubetrain-job-token"):
+            cookie = request.cookies.get(SESSION_COOKIE)
+            if cookie:
+                return self.web_session(request, cookie)
         job_token = request.headers.get("x-kubetrain-job-token") or token
         name = request.path_params.get("name")
         if job_token and name:
@@ -143,6 +165,19 @@ class Authenticator:
             "Local users need none through the Unix socket ($KUBETRAIN_HOME/run/kubetrain.sock, which the CLI uses); "
             "remote users get a token from an admin (`kubetrain token create --user NAME`) and run `kubetrain login URL`"
         )
+
+    def web_session(self, request: Request, secret: str) -> Identity:
+        """The user of a dashboard session cookie; a change it authenticates needs the CSRF header too."""
+        user = self.store.user_for_web_session(secret, now=time.time())
+        if user is None:
+            raise UnauthorizedError("your dashboard session has expired or was ended; log in again at "
+                                    "/dashboard/login (or run `kubetrain dashboard`)")
+        if request.method in _STATE_CHANGING:
+            given = request.headers.get(CSRF_HEADER) or ""
+            if not hmac.compare_digest(given.encode(), csrf_token(secret).encode()):
+                raise ForbiddenError(f"{request.method} with a dashboard session cookie needs the {CSRF_HEADER} "
+                                     "header of the dashboard's own page; scripts send a token instead")
+        return Identity(user.name, Role(user.role), Via.TOKEN, uid=user.uid)
 
     def _local(self, peer: PeerCred) -> Identity:
         name = os_user_name(peer.uid)

@@ -68,7 +68,7 @@ log = logging.getLogger("kubetrain.api")
 _LIST_ROUTE = re.compile(r"/api/v1/(?:jobs|experiments|jobs/[^/]+/artifacts|volumes/[^/]+/files)/?")
 #: Answers streamed for as long as there is something to send (a followed log: until the job ends).
 _STREAM_ROUTE = re.compile(
-    r"/api/v1/(?:jobs/[^/]+/(?:logs|snapshot|artifacts/.+)|volumes/[^/]+/files/.+)")
+    r"/api/v1/(?:jobs/[^/]+/(?:logs|logs/stream|snapshot|artifacts/.+)|volumes/[^/]+/files/.+)")
 #: Seconds a ``Retry-After`` may say at the most: past it a caller would rather hear the master is busy.
 MAX_RETRY_AFTER = 30
 #: Weight of the newest request in a class's mean duration (which the ``Retry-After`` hint comes from).

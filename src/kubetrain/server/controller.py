@@ -59,6 +59,8 @@ def build_reconciler(settings: Settings, store, engine: Engine) -> Reconciler:
     """The reconcile loop with its controllers: the sweep controller, and run-as/secrets at each launch."""
     from kubetrain.server.runas import RunAsPolicy
     from kubetrain.server.sweeps import SweepController
+    from kubetrain.server.notifier import add_notifier
+    from kubetrain.server.usage_sampler import add_usage_sampler
 
     reconciler = Reconciler(store, engine, resync_seconds=settings.resync_seconds, fair_share=settings.fair_share,
                             wake_socket=wake_path(settings), team_shares=settings.team_shares,
@@ -66,6 +68,8 @@ def build_reconciler(settings: Settings, store, engine: Engine) -> Reconciler:
     reconciler.controllers.append(SweepController(store, settings.home))
     reconciler.prepare_order = RunAsPolicy(settings.security, store).prepare
     reconciler.history_hot_seconds = settings.history.hot_seconds
+    add_usage_sampler(settings, store, engine, reconciler)  # usage accounting, idle-GPU warning (issue 13)
+    add_notifier(settings, store, reconciler)  # webhooks on jobs' ends, off the loop (server/notifier.py)
     return reconciler
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kubetrain import __version__
 from kubetrain.core.errors import SpecError
+from kubetrain.core.notifications import check_webhook_url
 from kubetrain.core.identity import (Identity, Role, check_admin, check_may_manage, validate_secret_key,
                                      validate_secret_name, validate_team_name, validate_user_name)
 from kubetrain.core.records import SecretRecord, TokenRecord, UserRecord, WhoAmI
@@ -41,6 +42,13 @@ class UserUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: The new team; null takes the user out of any team.
     team: str | None = Field(max_length=63)
+
+
+class WebhookBody(BaseModel):
+    """``PUT /api/v1/users/{name}/webhook``: the user's default notification URL (null: none)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(max_length=4096)
 
 
 class TokenRequest(BaseModel):
@@ -97,6 +105,26 @@ def add_identity_routes(app: FastAPI, service: JobService, auth: Authenticator) 
         store.remove_user(name)
         auth.forget_tokens()
         return Response(status_code=204)
+
+    @app.get("/api/v1/users/{name}/webhook")
+    def user_webhook(name: str, caller: Identity = caller_dep) -> WebhookBody:
+        """Where the user's jobs notify on their end unless a job names its own webhook (theirs or an admin's)."""
+        check_may_manage(caller, name, f"user {name!r}'s webhook", "read")
+        return WebhookBody(url=store.user_webhook(name))
+
+    @app.put("/api/v1/users/{name}/webhook")
+    def set_user_webhook(name: str, body: WebhookBody, caller: Identity = caller_dep) -> WebhookBody:
+        """Set (or clear, with null) the user's default webhook: the user themself or an admin."""
+        check_may_manage(caller, name, f"user {name!r}'s webhook", "change")
+        url = body.url
+        if url is not None:
+            try:
+                url = check_webhook_url(url, "url")
+            except ValueError as exc:
+                raise SpecError(str(exc), details={"field": "url", "value": url[:200]}) from None
+        if name == caller.name and store.get_user(name) is None:  # a local user not yet recorded, as for tokens
+            store.add_user(name, caller.role.value, caller.uid, now=time.time(), exist_ok=True)
+        return WebhookBody(url=store.set_user_webhook(name, url))
 
     # -- tokens --------------------------------------------------------------
     @app.post("/api/v1/tokens", status_code=201)

@@ -206,7 +206,9 @@ class Reconciler:
         self._cancel(still_active)
         for controller in self.controllers:
             controller.reconcile()
+        started = time.monotonic()
         self._schedule(still_active)
+        self.schedule_seconds = time.monotonic() - started  # published by server/usage_sampler.py (/metrics)
         self._archive_history()
         self._delete_expired()
 

@@ -339,8 +339,14 @@ class JobService:
         """What running attempts (only ``job``'s, if given) use now, where the engine can tell."""
         if not self.engine.capabilities.live_usage:
             return []
-        return self.engine.usage([a for a in self.store.active_attempts()
-                                  if a.state == "Running" and (job is None or a.job == job)])
+        records = self.engine.usage([a for a in self.store.active_attempts()
+                                     if a.state == "Running" and (job is None or a.job == job)])
+        if records:  # the idle-GPU mark is the controller's sampler's verdict (server/usage_sampler.py)
+            stored = self.store.live_usage()
+            for record in records:
+                usage, _warned = stored.get((record.job, record.attempt), (None, None))
+                record.idle_gpu = bool((usage or {}).get("idle_gpu"))
+        return records
 
     def _log_start(self, name: str, number: int, replica: int, since: float | None,
                    timestamps: bool) -> tuple[int, Callable[[bytes, int], bytes]]:

@@ -66,14 +66,30 @@ class IdentityStore:
 
     def set_user_team(self, name: str, team: str | None) -> UserRecord:
         """Move a user to ``team`` (None: no team); their past usage counts for the new team from now on."""
+        return self._set_user_field(name, "team", team)
+
+    def set_user_webhook(self, name: str, url: str | None) -> str | None:
+        """Where ``name``'s jobs notify by default (None: nowhere); ``url`` checked by the caller."""
+        self._set_user_field(name, "webhook_url", url)
+        return url
+
+    def _set_user_field(self, name: str, column: str, value: str | None) -> UserRecord:
         with self.session() as s:
             row = s.get(UserRow, name)
             if row is None:
                 raise NotFoundError(f"user {name!r} not found; list users with `kubetrain user ls`",
                                     details={"field": "name", "value": name})
-            row.team = team
+            setattr(row, column, value)
             s.commit()
             return _user_record(row)
+
+    def user_webhook(self, name: str) -> str | None:
+        with self.session() as s:
+            row = s.get(UserRow, name)
+            if row is None:
+                raise NotFoundError(f"user {name!r} not found; list users with `kubetrain user ls`",
+                                    details={"field": "name", "value": name})
+            return row.webhook_url
 
     def user_teams(self) -> dict[str, str | None]:
         """Every user's team (None: none), for fair share per team (core/fairshare.py ``fair_keys``)."""

@@ -200,7 +200,8 @@ _REPLICA_FIELDS = frozenset(ReplicaRecord.model_fields) - {"replica"}
 def _attempt_columns(table: type[AttemptRow] | type[ArchivedAttemptRow]) -> tuple:
     return (table.job_id, table.number, table.state, table.reason, table.message, table.node, table.gpus,
             table.created_at, table.started_at, table.finished_at, table.exit_code, table.signal,
-            table.peak_memory_bytes, table.cpu_seconds, table.handle, table.replicas, table.preempted_by)
+            table.peak_memory_bytes, table.cpu_seconds, table.handle, table.replicas, table.preempted_by,
+            table.usage, table.idle_gpu_warned_at)
 
 
 def _statement(query: JobQuery, after: int | str | None) -> Select:
@@ -309,6 +310,7 @@ def job_record(row: JobRow | Row[Any], *, spec: dict, provenance: Provenance,
                 replicas=[ReplicaRecord(replica=index, **{k: v for k, v in r.items() if k in _REPLICA_FIELDS})
                           for index, r in enumerate(a.replicas or ())],
                 preempted_by=a.preempted_by,
+                usage=a.usage, idle_gpu=bool((a.usage or {}).get("idle_gpu")), idle_gpu_warned_at=a.idle_gpu_warned_at,
             )
             for a in attempts
         ],

@@ -163,6 +163,11 @@ class _AttemptColumns:
     #: room for, and when it was asked to stop; its end is then recorded as ``Preempted`` (infrastructure budget).
     preempted_by: Mapped[str | None] = mapped_column(String(253))
     preempt_requested_at: Mapped[float | None] = mapped_column(Float)
+    #: What the controller's usage sampler saw (core/usage_accounting.py ``fold``: CPU, memory live and peak,
+    #: average and peak per GPU, the idle-GPU clock); NULL: never sampled.  Written once per sample round.
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: When the attempt's one ``IdleGPU`` event was made (its GPUs idle for ``monitoring.idleGpu``); NULL: never.
+    idle_gpu_warned_at: Mapped[float | None] = mapped_column(Float)
 
 
 class AttemptRow(_AttemptColumns, Base):
@@ -225,6 +230,16 @@ class UsageRow(Base):
     owner: Mapped[str] = mapped_column(String(64), primary_key=True)
     cpu_seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
     gpu_seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class GaugeRow(Base):
+    """A figure the controller publishes for the API processes' ``/metrics`` (the last scheduling pass's time)."""
+
+    __tablename__ = "gauges"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, nullable=False)
     at: Mapped[float] = mapped_column(Float, nullable=False)
 
 

@@ -20,28 +20,31 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from kubetrain.core.distributed import replicas_of
 from kubetrain.core.errors import ConflictError, NotFoundError
 from kubetrain.core.fairshare import DEFAULT_HALF_LIFE_SECONDS, attempt_charge
-from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Outcome
-from kubetrain.core.planning import JobRequest, Plan
+from kubetrain.core.attempts import AttemptHandle, LaunchOrder, Outcome
+from kubetrain.core.planning import Plan
 from kubetrain.core.quantities import parse_cpu, parse_memory
 from kubetrain.core.lifecycle import (Finish, JobFacts, Retry, StopAttempt, attempt_ended, cancel_requested,
                                       preempted_outcome)
 from kubetrain.core.retries import RetryPolicy
 from kubetrain.core.records import EventRecord, JobRecord, Provenance
-from kubetrain.core.selectors import Requirement, parse_selector
+from kubetrain.core.selectors import Requirement
 from kubetrain.core.specs import JobSpec
 from kubetrain.core.states import AttemptState, JobState, Reason, check_transition
 from kubetrain.store.experiments import ExperimentStore
 from kubetrain.store.metrics import MetricStore
+from kubetrain.store.notifications import NotificationStore
 from kubetrain.store.identities import IdentityStore
 from kubetrain.store.listing import (DEFAULT_LIMIT, JobPage, JobQuery, SortOrder, View, attempts_by_job, job_events,
                                      job_record, label_rows, list_page, read_job)
-from kubetrain.store.replicas import placement_words, slots_of, with_ends
+from kubetrain.store.replicas import placement_words, with_ends
 from kubetrain.store.housekeeping import HousekeepingStore
+from kubetrain.store.loop_reads import LoopReads
 from kubetrain.store.queues import QueueStore
 from kubetrain.store.usage import UsageStore
+from kubetrain.store.usage_samples import UsageSampleStore
+from kubetrain.store.web_sessions import WebSessionStore
 from kubetrain.store.preemption import PreemptionStore
 from kubetrain.store.volumes import VolumeStore
 from kubetrain.store.models import (ArchivedAttemptRow, ArchivedEventRow, AttemptRow, EventRow, ExperimentRow,
@@ -57,8 +60,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore, UsageStore, HousekeepingStore, PreemptionStore,
-            QueueStore):
+class Store(LoopReads, ExperimentStore, MetricStore, VolumeStore, IdentityStore, UsageStore, HousekeepingStore,
+            PreemptionStore, QueueStore, WebSessionStore, UsageSampleStore, NotificationStore):
     def __init__(self, url: str, *, usage_half_life: float = DEFAULT_HALF_LIFE_SECONDS) -> None:
         self.url = url
         #: How fast past usage stops counting for fair share (``scheduling.halfLife``; store/usage.py applies it).
@@ -221,67 +224,6 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore, UsageStore
                                   .order_by(JobRow.id)))
 
     # -- reconcile-loop reads ---------------------------------------------
-    def queued(self, *, now: float | None = None) -> list[tuple[JobRequest, str | None]]:
-        """Planner inputs for every queued job ready to start (backoff over), with its last wait reason."""
-        with self.session() as s:
-            query = (select(JobRow.id, JobRow.name, JobRow.priority, JobRow.spec, JobRow.wait_reason, JobRow.provenance)
-                     .where(JobRow.state == JobState.QUEUED.value).order_by(JobRow.id))
-            if now is not None:
-                query = query.where((JobRow.not_before.is_(None)) | (JobRow.not_before <= now))
-            rows = s.execute(query).all()
-        # Stored specs were validated at submit: read the few fields the planner needs instead of
-        # re-validating every queued document on every pass.
-        selectors: dict[str, tuple] = {}
-        out = []
-        for job_id, name, priority, spec, wait_reason, provenance in rows:
-            body = spec["spec"]
-            resources = body["resources"]
-            selector = body.get("selector") or ""
-            if selector not in selectors:
-                selectors[selector] = parse_selector(selector)
-            out.append((JobRequest(key=name, seq=job_id, cpu_millis=parse_cpu(resources["cpu"]),
-                                   memory_bytes=parse_memory(resources["memory"]), gpu=int(resources.get("gpu", 0)),
-                                   priority=priority, selector=selectors[selector],
-                                   owner=(provenance or {}).get("submitter") or "",
-                                   replicas=replicas_of(spec), queue=body.get("queue"),
-                                   deadline_seconds=body.get("activeDeadlineSeconds"),
-                                   depends_on=tuple((d["job"], d.get("condition") or "Succeeded")
-                                                    for d in body.get("dependsOn") or ())), wait_reason))
-        return out
-
-    def active_attempts(self) -> list[ActiveAttempt]:
-        with self.session() as s:
-            rows = s.execute(
-                select(AttemptRow, JobRow.name, JobRow.spec, JobRow.cancel_requested, JobRow.stop_requested_at,
-                       JobRow.provenance)
-                .join(JobRow, JobRow.id == AttemptRow.job_id)
-                .where(live_attempt_clause())  # ix_attempts_live: live attempts only, however long the history
-                .order_by(AttemptRow.id)
-            ).all()
-        return [
-            ActiveAttempt(
-                job=name,
-                number=a.number,
-                state=a.state,
-                node=a.node,
-                gpus=tuple(a.gpus or ()),
-                cpu_millis=a.cpu_millis,
-                memory_bytes=a.memory_bytes,
-                token=a.token,
-                spec=spec,
-                handle=AttemptHandle.from_json(a.handle),
-                created_at=a.created_at,
-                started_at=a.started_at,
-                cancel_requested=cancel,
-                stop_requested_at=stop_at,
-                owner=(provenance or {}).get("submitter") or "",
-                replicas=slots_of(a.replicas),
-                preempt_requested_at=a.preempt_requested_at,
-                preempted_by=a.preempted_by,
-            )
-            for a, name, spec, cancel, stop_at, provenance in rows
-        ]
-
     # -- reconcile-loop writes --------------------------------------------
     def commit_plan(self, plan: Plan, previous_waits: dict[str, str | None], *, now: float) -> list[LaunchOrder]:
         """Record one planning pass in one transaction; return the attempts to launch."""
@@ -585,6 +527,7 @@ class Store(ExperimentStore, MetricStore, VolumeStore, IdentityStore, UsageStore
         if ttl is not None and row.experiment_id is None:  # trials live and go with their experiment
             row.delete_after = now + ttl
         s.add(EventRow(job_id=row.id, attempt=attempt, time=now, type=event_type, reason=reason.value, message=message))
+        self._queue_notification(s, row, state.value, reason.value, message, now)  # webhook outbox: same commit
 
     def _job_record(self, s: Session, row: JobRow, *, with_events: bool = False,
                     attempts: list[AttemptRow] | None = None,

@@ -66,6 +66,7 @@ from kubetrain.engines.local import supervisor as sv
 from kubetrain.engines.local.cgroups import AttemptCgroup
 from kubetrain.engines.local.inventory import Inventory
 from kubetrain.engines.local import usage as usage_of
+from kubetrain.engines.local import logparts
 from kubetrain.engines.local.logpump import TIMES
 from kubetrain.engines.local.volumes import LocalVolumes
 from kubetrain.engines.logfiles import replica_log
@@ -466,11 +467,8 @@ class LocalEngine(LocalVolumes, Engine):
 
     def log_marks(self, job: str, number: int, replica: int = 0) -> list[tuple[int, float]] | None:
         """The time marks the log pump keeps beside the log (``<log>.times``; engines/local/logpump.py)."""
-        path = self.attempt_dir(job, number) / (replica_log(replica) + TIMES)
-        try:
-            return parse_marks(path.read_text(errors="replace"))
-        except FileNotFoundError:
-            return []  # nothing written yet (or a log from before marks were kept)
+        # Both files' marks, at offsets that count across rotations as read_log's do; [] when none yet.
+        return parse_marks(logparts.read_marks(str(self.attempt_dir(job, number) / replica_log(replica)), TIMES))
 
     def usage(self, active: list[ActiveAttempt]) -> list[UsageRecord]:
         """Each running replica's CPU (over a short window), working-set memory and GPUs, from its cgroups."""
@@ -487,28 +485,18 @@ class LocalEngine(LocalVolumes, Engine):
             slots = attempt.holdings()
             slot = slots[replica] if replica < len(slots) else ReplicaSlot(
                 attempt.node or "", attempt.gpus, attempt.cpu_millis, attempt.memory_bytes)
-            utilisation, gpu_memory = usage_of.gpu_readings(slot.gpus)
+            devices = usage_of.gpu_devices(slot.gpus)
+            utilisation, gpu_memory = usage_of.gpu_readings(slot.gpus, devices)
             out.append(UsageRecord(
                 job=attempt.job, attempt=attempt.number, replica=replica, node=attempt.node, owner=attempt.owner,
                 cpu_millis=reading.cpu_millis, memory_bytes=reading.memory_bytes, gpus=list(slot.gpus),
                 gpu_utilization=utilisation, gpu_memory_bytes=gpu_memory, requested_cpu_millis=slot.cpu_millis,
-                requested_memory_bytes=slot.memory_bytes, requested_gpus=len(slot.gpus)))
+                requested_memory_bytes=slot.memory_bytes, requested_gpus=len(slot.gpus), gpu_devices=devices))
         return out
 
     def read_log(self, job: str, number: int, offset: int, replica: int = 0) -> tuple[bytes, int]:
-        name = replica_log(replica)
-        path = self.attempt_dir(job, number) / name
-        prefix = b""
-        try:
-            with open(path, "rb") as fh:
-                if os.fstat(fh.fileno()).st_size < offset:
-                    # Rotated under a follower: go on from the start of the new file.
-                    prefix, offset = f"[kubetrain: log rotated; the previous part is in {name}.1]\n".encode(), 0
-                fh.seek(offset)
-                data = fh.read(1 << 20)
-        except FileNotFoundError:
-            return b"", offset
-        return prefix + data, offset + len(data)
+        """``offset`` counts every byte since the attempt began, across rotations (engines/local/logparts.py)."""
+        return logparts.read_log(str(self.attempt_dir(job, number) / replica_log(replica)), offset)
 
 
 def _replica_requests(order: LaunchOrder, body: JobBody, attempt_dir: Path) -> list[files.ReplicaRequest]:

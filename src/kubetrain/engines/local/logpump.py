@@ -5,6 +5,11 @@ pipe (the writer blocks) and the disk holds at most two files of
 ``max_bytes`` — the newest output in ``output.log``, the previous chunk in
 ``output.log.1``.  Runs on a thread of the supervisor.
 
+A rotation names the new file in ``.output.log.parts`` (``logparts.py``)
+*before* the new file takes the name ``output.log``, so a follower can tell
+which file holds which bytes and reads the rest of the old file before the
+new one: ``logs -f`` loses nothing to a rotation it keeps up with.
+
 Beside each file, ``<file>.times`` says when its output arrived: one
 ``offset time`` line per chunk written, at most one per
 :data:`MARK_SECONDS`, so ``kubetrain logs --timestamps / --since`` can say when each
@@ -26,7 +31,7 @@ import threading
 import time
 
 from kubetrain.core.quantities import format_memory
-
+from kubetrain.engines.local.logparts import Part, read_parts, write_parts
 
 #: Output arriving within this long of the last time mark shares it (the precision of ``logs --timestamps``).
 MARK_SECONDS = 0.1
@@ -50,7 +55,14 @@ class LogPump:
         self._last_mark = 0.0
         self._marked_size = -1
         self._times_size = 0
-        self._open(truncate=False)
+        #: The log's parts (logparts.py), the current file last; one part until the first rotation.
+        self.parts: list[Part] = []
+        if self._open(truncate=False):
+            inode = os.fstat(self.fd).st_ino
+            # A supervisor started again on the same log goes on with the generation it had reached.
+            known = read_parts(path)
+            mine = [i for i, p in enumerate(known) if p.inode == inode]
+            self.parts = known[:mine[-1] + 1] if mine else [Part(0, inode, 0)]
         self.thread = threading.Thread(target=self._run, name="log-pump", daemon=True)
 
     def _open(self, *, truncate: bool) -> bool:
@@ -65,17 +77,43 @@ class LogPump:
             return False
 
     def _rotate(self) -> None:
+        """Start a new file.  It is created beside the log and named in the parts file before it becomes
+        ``output.log``; if any step fails the old file stays open and is written on (tried again next write)."""
+        nxt = self.path + ".next"
+        try:
+            fd = os.open(nxt, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW,
+                         0o600)
+        except OSError:
+            return
+        try:
+            last = self.parts[-1] if self.parts else Part(0, 0, 0)
+            part = Part(last.generation + 1, os.fstat(fd).st_ino, last.base + self.size)
+            write_parts(self.path, [*self.parts, part])
+            os.replace(self.path, self.path + ".1")
+        except OSError:
+            os.close(fd)
+            try:
+                os.unlink(nxt)
+            except OSError:
+                pass
+            return
+        try:
+            os.replace(self.path + TIMES, self.path + ".1" + TIMES)
+        except OSError:
+            pass  # no marks yet; the new file starts without any all the same
+        try:
+            os.unlink(self.path + TIMES)  # the old file's marks were not moved: never let them describe the new one
+        except OSError:
+            pass
+        try:
+            os.replace(nxt, self.path)
+        except OSError:
+            pass  # the same folder: cannot fail short of the folder vanishing; written on under .next then
         if self.fd is not None:
             os.close(self.fd)
-            self.fd = None
-        for suffix in ("", TIMES):
-            try:
-                os.replace(self.path + suffix, self.path + ".1" + suffix)
-            except OSError:
-                pass  # nothing to keep; the new file starts empty all the same
+        self.fd, self.size, self.parts = fd, 0, [*self.parts, part][-4:]
         self._last_mark, self._marked_size, self._times_size = 0.0, -1, 0
-        if self._open(truncate=True):
-            self.rotations += 1
+        self.rotations += 1
 
     def _drop(self, count: int, reason: str | None) -> None:
         self.dropped += count
@@ -111,7 +149,8 @@ class LogPump:
     def write(self, data: bytes) -> None:
         with self._lock:
             if self.fd is None:
-                self._open(truncate=False)
+                if self._open(truncate=False) and not self.parts:
+                    self.parts = [Part(0, os.fstat(self.fd).st_ino, 0)]
             elif (self.size + len(data) > self.max_bytes or self._times_size > self.max_bytes // 16) and self.size > 0:
                 self._rotate()
             fd = self.fd

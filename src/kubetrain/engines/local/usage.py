@@ -8,7 +8,7 @@ so a job that streams a data set through the page cache does not look as if
 it were near its limit.  GPUs are the attempt's own devices (the embedded
 engine hands them out whole), read through NVML where it is installed.
 
-Reads only; standard library (plus nvml when present).
+Reads only; standard library (plus nvml when present, through engines/gpus.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kubetrain.core.records import GpuUse
+from kubetrain.engines.gpus import gpu_reader
 from kubetrain.engines.local.cgroups import _read
 
 WINDOW_SECONDS = 0.25
@@ -78,26 +80,19 @@ def sample(cgroups: Sequence[dict], window: float = WINDOW_SECONDS) -> list[Read
     return out
 
 
-def gpu_readings(devices: Sequence[int]) -> tuple[float | None, int | None]:
-    """(mean utilisation percent, memory used in bytes) of these GPU indices; (None, None) without NVML."""
+def gpu_devices(devices: Sequence[int]) -> list[GpuUse]:
+    """Each of these GPU indices' utilisation and memory in use (engines/gpus.py: NVML, or the test fake)."""
+    readings = gpu_reader().read(list(devices)) if devices else {}
+    return [GpuUse(index=i, utilization=readings.get(i, (None, None))[0], memory_bytes=readings.get(i, (None, None))[1])
+            for i in devices]
+
+
+def gpu_readings(devices: Sequence[int], per_device: Sequence[GpuUse] | None = None,
+                 ) -> tuple[float | None, int | None]:
+    """(mean utilisation percent, memory used in bytes) of these GPU indices; (None, None) where unknown."""
     if not devices:
         return None, None
-    try:
-        import pynvml  # nvidia-ml-py
-    except ImportError:
+    known = [d for d in (gpu_devices(devices) if per_device is None else per_device) if d.utilization is not None]
+    if not known:
         return None, None
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no driver: nothing to read
-        return None, None
-    try:
-        utilisation, memory = [], 0
-        for index in devices:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            utilisation.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-            memory += pynvml.nvmlDeviceGetMemoryInfo(handle).used
-        return sum(utilisation) / len(utilisation), memory
-    except Exception:  # noqa: BLE001 - a declared GPU NVML does not know: say nothing rather than fail top
-        return None, None
-    finally:
-        pynvml.nvmlShutdown()
+    return sum(d.utilization for d in known) / len(known), sum(d.memory_bytes or 0 for d in known)
