@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 from kubetrain.core.errors import (
     ConflictError,
+    EngineError,
     ForbiddenError,
     NotFoundError,
     PayloadTooLargeError,
@@ -83,7 +84,11 @@ class FileService:
         self._need_volumes()
         if any(row.name == name for row in self.store.list_volumes()):
             raise ConflictError(f"volume {name!r} already exists; use it, or `kubetrain volume rm {name}` first")
-        self.engine.provision_volume(name, size_bytes)  # a folder, or a claim in the cluster: the engine's choice
+        try:
+            self.engine.provision_volume(name, size_bytes)  # a folder, or a claim in the cluster: the engine's choice
+        except OSError as exc:  # the machine refused (mkfs, mount): said, not a 500 with a traceback in the log
+            raise EngineError(f"volume {name!r} could not be made: {exc}; try again, or create it without --size",
+                              details={"volume": name}) from None
         row = self.store.create_volume(name, size_bytes, now=time.time(), owner=owner)
         return self._volume_view(row)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 #: Suffix of a volume's image beside its folder.
@@ -57,6 +58,29 @@ def _run(argv: list[str], what: str) -> None:
         raise OSError(f"{what} failed: {(done.stderr or done.stdout).strip()[-400:]}")
 
 
+#: Tries of a loop mount that lost a race for a loop device (see :func:`_mount`).
+MOUNT_TRIES = 5
+
+
+def _mount(image: Path, folder: Path) -> None:
+    """Loop-mount ``image`` at ``folder``.
+
+    ``mount -o loop`` picks the first free loop device; one that another mount
+    is just releasing (autoclear is asynchronous) can look free and then refuse
+    with "already mounted or mount point busy".  That race is the kernel's, not
+    a fault of the image, so it is retried on the next device a few times.
+    """
+    for attempt in range(MOUNT_TRIES):
+        try:
+            _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(folder)], f"mounting volume {folder.name}")
+            return
+        except OSError as exc:
+            if "already mounted or mount point busy" not in str(exc) or is_mounted(folder) \
+                    or attempt == MOUNT_TRIES - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
 def provision(folder: Path, size_bytes: int) -> None:
     """Make (once) and mount the image behind ``folder``; idempotent, and a remount after a reboot."""
     image = image_path(folder)
@@ -71,7 +95,7 @@ def provision(folder: Path, size_bytes: int) -> None:
             os.chmod(image, 0o600)
             _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "root_owner=0:0", str(image)],
                  f"making the filesystem of volume {folder.name}")
-        _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(folder)], f"mounting volume {folder.name}")
+        _mount(image, folder)
     except OSError:
         if made:  # never leave a half-made image that every restart would try to mount
             image.unlink(missing_ok=True)

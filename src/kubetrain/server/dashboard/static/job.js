@@ -208,6 +208,11 @@
     }
     const body = document.getElementById("usage-body");
     body.replaceChildren.apply(body, rows);
+    // The IdleGPU mark: the live reading says so, or the running attempt's stored verdict does.
+    const last = (job.attempts || [])[(job.attempts || []).length - 1];
+    const idle = live.some(function (u) { return u.idle_gpu; }) || (job.state === "Running" && last && last.idle_gpu);
+    const mark = document.getElementById("idle-gpu");
+    if (mark) mark.hidden = !idle;
   }
 
   // -- artifacts -----------------------------------------------------------------------------------------

@@ -59,6 +59,14 @@
     badge.setAttribute("data-testid", "job-state-" + job.name);
     state.appendChild(badge);
     if (job.reason && job.reason !== "Completed") state.appendChild(kt.el("span", " " + job.reason, "muted"));
+    const last = (job.attempts || [])[(job.attempts || []).length - 1];
+    if (job.state === "Running" && last && last.idle_gpu) {
+      // The sampler's IdleGPU verdict (core/usage_accounting.py): GPUs held but left idle.
+      const idle = kt.el("span", " IDLE GPU", "idle-gpu");
+      idle.setAttribute("data-testid", "idle-gpu-" + job.name);
+      idle.title = "holds GPUs below the idle threshold; see the job's IdleGPU event";
+      state.appendChild(idle);
+    }
     tr.appendChild(state);
     const owner = job.provenance ? job.provenance.submitter : null;
     tr.appendChild(kt.el("td", owner || "-"));
