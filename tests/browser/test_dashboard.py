@@ -49,17 +49,20 @@ def test_log_in_and_a_job_submitted_from_the_cli_appears_without_a_reload(master
     assert master.client.get_job("from-cli").state == "Cancelled"
 
 
-def test_the_job_page_streams_its_log_as_the_job_prints(master, browser) -> None:
-    program = "import time\nfor i in range(75):\n    print(f'line {i:03d}', flush=True)\n    time.sleep(0.2)\n"
-    master.cli("run", "--name", "printer", "--", PYTHON, "-c", program, check=True)
+def test_the_job_page_streams_its_log_as_the_job_prints(master, browser, tmp_path) -> None:
+    # Ten lines, then the job waits for the test's go-ahead, then 65 more: what the page shows before the
+    # go-ahead was streamed while the job ran, not read once at its end.
+    go = tmp_path / "go"
+    program = ("import os, time\nfor i in range(75):\n    print(f'line {i:03d}', flush=True)\n"
+               f"    while i == 9 and not os.path.exists({str(go)!r}):\n        time.sleep(0.05)\n")
+    master.cli("run", "--name", "printer", "--no-snapshot", "--", PYTHON, "-c", program, check=True)
     _open_by_link(browser, master)
     browser.get(master.url + "/dashboard/jobs/printer")
     wait = WebDriverWait(browser, WAIT, poll_frequency=0.1)
-    wait.until(EC.text_to_be_present_in_element(_testid("log"), "line 003"))
-    # Seen while the job still prints: the page follows the log, it does not show it once at the end.
-    assert master.client.get_job("printer").state in ("Queued", "Running"), "the job ended before its log was seen"
-    seen_early = browser.find_element(*_testid("log")).text
-    assert "line 074" not in seen_early
+    wait.until(EC.text_to_be_present_in_element(_testid("log"), "line 009"))
+    assert master.client.get_job("printer").state == "Running"
+    assert "line 010" not in browser.find_element(*_testid("log")).text
+    go.touch()
     wait.until(EC.text_to_be_present_in_element(_testid("log"), "line 074"))
     wait.until(EC.text_to_be_present_in_element(_testid("job-state"), "Succeeded"))
     lines = browser.find_element(*_testid("log")).text.splitlines()

@@ -60,3 +60,33 @@ def test_an_unmounted_image_is_mounted_again_with_its_data(tmp_path: Path):
         assert (folder / "model.pt").read_bytes() == b"weights"
     finally:
         volume_images.release(folder)
+
+
+def test_the_maker_and_a_remount_at_once_mount_the_image_once(tmp_path: Path):
+    # The API process makes a volume while the controller, starting, remounts images it finds unmounted: both
+    # call provision on the same folder at once.  One mount results, and neither call fails.
+    import threading
+
+    folder = tmp_path / "volumes" / "raced"
+    errors: list[BaseException] = []
+
+    def provision(size: int) -> None:
+        try:
+            volume_images.provision(folder, size)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    try:
+        for _ in range(5):
+            threads = [threading.Thread(target=provision, args=(size,)) for size in (10 * MI, 0, 0)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            mounts = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                      if f" {folder} " in line]
+            assert errors == [] and len(mounts) == 1, (errors, mounts)
+            volume_images.release(folder)
+            assert not volume_images.is_mounted(folder)
+    finally:
+        volume_images.release(folder)

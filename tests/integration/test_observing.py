@@ -84,7 +84,8 @@ def test_a_sized_volume_refuses_writes_beyond_its_size(master):
         over = master.wait_state("too-big")
         assert over.state == "Failed" and "No space left on device" in master.cli("logs", "too-big").stdout
     finally:
-        master.cli("volume", "rm", "small")
+        removed = master.cli("volume", "rm", "small")
+    assert removed.returncode == 0, removed.stderr
     assert not volume_images.is_mounted(master.home / "volumes" / "small")
 
 

@@ -17,10 +17,12 @@ to the kernel, not to the master) and mounts any that are not.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: Suffix of a volume's image beside its folder.
@@ -58,33 +60,29 @@ def _run(argv: list[str], what: str) -> None:
         raise OSError(f"{what} failed: {(done.stderr or done.stdout).strip()[-400:]}")
 
 
-#: Tries of a loop mount that lost a race for a loop device (see :func:`_mount`).
-MOUNT_TRIES = 5
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Hold the home's volume lock (``volumes/.images.lock``) while an image is made, mounted or released.
 
-
-def _mount(image: Path, folder: Path) -> None:
-    """Loop-mount ``image`` at ``folder``.
-
-    ``mount -o loop`` picks the first free loop device; one that another mount
-    is just releasing (autoclear is asynchronous) can look free and then refuse
-    with "already mounted or mount point busy".  That race is the kernel's, not
-    a fault of the image, so it is retried on the next device a few times.
+    The API process makes a volume while the controller, starting up, may be remounting every image it finds
+    unmounted (:meth:`~kubetrain.engines.local.volumes.LocalVolumes.remount_volumes`): without one lock both
+    could mount the same image (the second mount failed as "already mounted or mount point busy"), or one could
+    find an image mkfs had not finished.  Checks of "is it mounted" are made under the lock.
     """
-    for attempt in range(MOUNT_TRIES):
-        try:
-            _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(folder)], f"mounting volume {folder.name}")
-            return
-        except OSError as exc:
-            if "already mounted or mount point busy" not in str(exc) or is_mounted(folder) \
-                    or attempt == MOUNT_TRIES - 1:
-                raise
-            time.sleep(0.1 * (attempt + 1))
+    with open(folder.parent / ".images.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def provision(folder: Path, size_bytes: int) -> None:
     """Make (once) and mount the image behind ``folder``; idempotent, and a remount after a reboot."""
-    image = image_path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder):
+        _provision(folder, size_bytes)
+
+
+def _provision(folder: Path, size_bytes: int) -> None:
+    image = image_path(folder)
     if is_mounted(folder):
         return
     made = not image.exists()
@@ -95,7 +93,7 @@ def provision(folder: Path, size_bytes: int) -> None:
             os.chmod(image, 0o600)
             _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "root_owner=0:0", str(image)],
                  f"making the filesystem of volume {folder.name}")
-        _mount(image, folder)
+        _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(folder)], f"mounting volume {folder.name}")
     except OSError:
         if made:  # never leave a half-made image that every restart would try to mount
             image.unlink(missing_ok=True)
@@ -106,9 +104,12 @@ def provision(folder: Path, size_bytes: int) -> None:
 
 def release(folder: Path) -> None:
     """Unmount and remove the image (the volume is being deleted); a folder that is no image is left alone."""
-    if is_mounted(folder):
-        _run(["umount", str(folder)], f"unmounting volume {folder.name}")
-    image_path(folder).unlink(missing_ok=True)
+    if not folder.parent.is_dir():
+        return
+    with _exclusive(folder):
+        if is_mounted(folder):
+            _run(["umount", str(folder)], f"unmounting volume {folder.name}")
+        image_path(folder).unlink(missing_ok=True)
 
 
 def enforced(folder: Path) -> bool:

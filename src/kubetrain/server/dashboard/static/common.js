@@ -24,6 +24,7 @@ window.kt = (function () {
     if (!response.ok) {
       const error = new Error((data && data.message) || ("HTTP " + response.status));
       error.status = response.status;
+      error.retryAfter = response.headers.get("Retry-After");
       throw error;
     }
     return {data: data, headers: response.headers};

@@ -35,6 +35,7 @@
   async function act(verb, name, button) {
     button.disabled = true;
     const status = document.getElementById("list-status");
+    let next = POLL_MS;
     try {
       const path = "/api/v1/jobs/" + encodeURIComponent(name) + "/" + verb;
       const result = await kt.api("POST", path, verb === "rerun" ? {} : undefined);
@@ -105,6 +106,7 @@
     clearTimeout(timer);
     const f = filters();
     const status = document.getElementById("list-status");
+    let next = POLL_MS;
     try {
       const result = await kt.api("GET", listUrl(f));
       let jobs = result.data || [];
@@ -119,10 +121,17 @@
       status.dataset.updated = String(Date.now());
       status.textContent = jobs.length + " jobs" + more;
     } catch (error) {
-      status.textContent = "could not list jobs: " + error.message;
+      if (error.status === 503) {
+        // The master sheds list requests when busy (server/backpressure.py) and says when to come back: keep
+        // the rows shown and ask again soon, instead of an error and an empty table until the next poll.
+        next = Math.min(Math.max(Number(error.retryAfter || 0) * 1000, 200 + Math.random() * 300), POLL_MS);
+        status.textContent = status.textContent.replace(/ \(master busy.*\)$/, "") + " (master busy, retrying)";
+      } else {
+        status.textContent = "could not list jobs: " + error.message;
+      }
     } finally {
       busy = false;
-      timer = setTimeout(refresh, POLL_MS);
+      timer = setTimeout(refresh, next);
     }
   }
 
