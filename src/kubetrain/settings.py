@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import yaml
 
 from kubetrain.core.errors import ConfigError, SpecError
+from kubetrain.core.fairshare import DEFAULT_HALF_LIFE_SECONDS
 from kubetrain.core.identity import validate_team_name
 from kubetrain.core.quantities import QuantityError, parse_cpu, parse_memory
 from kubetrain.core.queues import PreemptionPolicy
@@ -129,7 +130,7 @@ class MonitoringSettings:
     #: A job whose every GPU stays below this percent (``monitoring.idleGpu.utilization``,
     #: ``KUBETRAIN_IDLE_GPU_UTILIZATION``) for ``idle_gpu_seconds`` (``monitoring.idleGpu.minutes`` or
     #: ``.seconds``, ``KUBETRAIN_IDLE_GPU_SECONDS``) gets one IdleGPU warning and a mark in ``top``.
-    idle_gpu_utilization: float = 5.0
+    idle_gpu_utilization: float = 5.0  # core/usage_accounting.py's IdleRule defaults (kept light: no pydantic here)
     idle_gpu_seconds: float = 30 * 60.0
 
 
@@ -160,7 +161,7 @@ class Settings:
     #: ``KUBETRAIN_FAIR_SHARE=1``) instead of strict submit order.
     fair_share: bool = False
     #: How fast past usage stops counting for fair share (``scheduling.halfLife``: 7d, 12h; core/fairshare.py).
-    usage_half_life: float = 7 * 24 * 3600.0
+    usage_half_life: float = DEFAULT_HALF_LIFE_SECONDS
     #: Each team's share of the cluster for fair share (``scheduling.shares: {ml: 2, infra: 1}``): a team's usage
     #: counts divided by it; a team not listed, and a user without a team, has share 1 (core/fairshare.py).
     team_shares: dict[str, float] = field(default_factory=dict)

@@ -166,13 +166,8 @@ def backfill(job: JobRequest, eligible: list[Room], now: float) -> Placement | N
         if job.cpu_millis > slot.cpu + slot.reserved_cpu or job.memory_bytes > slot.memory + slot.reserved_memory:
             continue
         shadow = slot.shadow()
-        if shadow is not None and end <= shadow:
-            take = tuple(slot.gpus[: job.gpu])  # devices the reservation does not need before its shadow
-            del slot.gpus[: job.gpu]
-            slot.cpu -= job.cpu_millis
-            slot.memory -= job.memory_bytes
-            slot.ending.append((end, job.cpu_millis, job.memory_bytes, job.gpu))
-            return Placement(job.key, slot.node.name, take, job.cpu_millis, job.memory_bytes)
+        if shadow is not None and end <= shadow:  # it holds what it takes only until before the shadow
+            return Placement(job.key, slot.node.name, slot.take(job, end), job.cpu_millis, job.memory_bytes)
     return None
 
 

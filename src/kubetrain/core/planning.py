@@ -224,17 +224,15 @@ PREEMPTING_JOBS_PER_PASS = 8
 
 
 def plan(jobs: list[JobRequest], nodes: list[NodeCapacity], *, fair_share: bool = False,
-         running: Mapping[str, int] | None = None, usage: Mapping[str, float] | None = None,
-         situation: Situation | None = None) -> Plan:
+         usage: Mapping[str, float] | None = None, situation: Situation | None = None) -> Plan:
     """Decide, for each queued job, start-on-node, wait-with-reason or never-fits, and whom to preempt.
 
-    ``running``: attempts running per owner (derived from ``situation.running`` when not given); ``usage``: each
-    owner's fair-share order key (core/fairshare.py); both for ``fair_share`` only.  ``situation``: queues,
-    live attempts and the time (quotas, preemption, deadline-aware backfill); without it, none of those apply.
+    ``usage``: each owner's fair-share order key (core/fairshare.py), for ``fair_share`` only (the turns count
+    each owner's attempts in ``situation.running``).  ``situation``: queues, live attempts and the time (quotas,
+    preemption, deadline-aware backfill); without it, none of those apply.
     """
     situation = situation or Situation()
-    if fair_share and running is None:
-        running = Counter(r.owner for r in situation.running)
+    running = Counter(r.owner for r in situation.running) if fair_share else None
     return _Pass(nodes, situation).run(queue_order(jobs, fair_share=fair_share, running=running, usage=usage))
 
 
@@ -276,11 +274,11 @@ class _Pass:
         if eligible is None:
             eligible = [r for r in self.rooms if matches(job.selector, r.node.labels)]
             self.eligible_cache[job.selector] = eligible
-        never = self.never_fits(job, eligible)
+        amount = Amount(job.cpu_millis * job.replicas, job.memory_bytes * job.replicas, job.gpu * job.replicas)
+        never = self.never_fits(job, amount, eligible)
         if never is not None:
             self.result.unschedulable.append(Unschedulable(job.key, never))
             return
-        amount = Amount(job.cpu_millis * job.replicas, job.memory_bytes * job.replicas, job.gpu * job.replicas)
         book = self.book
         if book is not None and book.governs(job.queue):
             limit = book.user_limit(job.queue, job.owner, amount)
@@ -311,7 +309,7 @@ class _Pass:
         reason = wait_reason(job, candidates)
         self.result.waiting.append(Waiting(job.key, reason, reserve(job, candidates)))
 
-    def never_fits(self, job: JobRequest, eligible: list[Room]) -> str | None:
+    def never_fits(self, job: JobRequest, amount: Amount, eligible: list[Room]) -> str | None:
         if job.replicas > 1:
             shape = (job.selector, job.cpu_millis, job.memory_bytes, job.gpu, job.replicas)
             if shape not in self.verdicts:
@@ -320,8 +318,7 @@ class _Pass:
         else:
             never = _never_fits(job, [r.node for r in eligible], self.all_nodes)
         if never is None and self.book is not None:
-            never = self.book.never_fits(job.queue, Amount(job.cpu_millis * job.replicas,
-                                                           job.memory_bytes * job.replicas, job.gpu * job.replicas))
+            never = self.book.never_fits(job.queue, amount)
         return never
 
     def preempt(self, job: JobRequest, amount: Amount, eligible: list[Room]) -> bool:

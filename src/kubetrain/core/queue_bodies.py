@@ -95,10 +95,6 @@ class NominalQuota(StrictModel):
                              "cap GPUs")
         return value
 
-    def amount(self) -> Amount:
-        return Amount(cpu_millis=None if self.cpu is None else parse_cpu(self.cpu),
-                      memory_bytes=None if self.memory is None else parse_memory(self.memory), gpu=self.gpu)
-
 
 class PerUser(StrictModel):
     """Caps on one submitter within the queue (Slurm's MaxJobsPerUser / MaxTRESPerUser=gres/gpu)."""
@@ -144,11 +140,9 @@ class QueueBody(StrictModel):
         return list(dict.fromkeys(value))
 
     def to_spec(self) -> QueueSpec:
-        """The planner's form: integers, None for what is not capped."""
-        return QueueSpec(name=self.name, quota=self.nominal_quota.amount(), cohort=self.cohort,
-                         preemption=PreemptionPolicy(self.preemption),
-                         max_running_jobs=self.per_user.max_running_jobs, max_gpus=self.per_user.max_gpus,
-                         users=tuple(self.users), teams=tuple(self.teams))
+        """The planner's form: integers, None for what is not capped (the one mapping, :func:`spec_of_document`,
+        that the store's reads use too)."""
+        return spec_of_document(self.to_document())
 
     @classmethod
     def from_spec(cls, spec: QueueSpec) -> QueueBody:

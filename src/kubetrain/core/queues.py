@@ -59,27 +59,6 @@ class Amount:
     memory_bytes: int | None = None
     gpu: int | None = None
 
-    def plus(self, other: Amount, times: int = 1) -> Amount:
-        return Amount(_add(self.cpu_millis, other.cpu_millis, times), _add(self.memory_bytes, other.memory_bytes, times),
-                      _add(self.gpu, other.gpu, times))
-
-    def words(self) -> str:
-        parts = []
-        if self.gpu:
-            parts.append(f"{self.gpu} GPU{'s' if self.gpu != 1 else ''}")
-        if self.cpu_millis is not None:
-            parts.append(f"{format_cpu(self.cpu_millis)} CPU")
-        if self.memory_bytes is not None:
-            parts.append(f"{format_memory(self.memory_bytes)} memory")
-        return ", ".join(parts) or "no resources"
-
-
-ZERO = Amount(0, 0, 0)
-
-
-def _add(a: int | None, b: int | None, times: int) -> int | None:
-    return (a or 0) + (b or 0) * times
-
 
 @dataclass(frozen=True, slots=True)
 class QueueSpec:

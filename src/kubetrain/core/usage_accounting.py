@@ -23,8 +23,7 @@ from typing import Any
 
 from kubetrain.core.records import UsageRecord
 
-#: Defaults of ``monitoring:`` in config.yaml (settings.py reads them).
-DEFAULT_SAMPLE_SECONDS = 10.0
+#: Defaults of ``monitoring.idleGpu`` (settings.py repeats them as literals: it must not import pydantic).
 DEFAULT_IDLE_UTILIZATION = 5.0
 DEFAULT_IDLE_SECONDS = 30 * 60.0
 

@@ -150,6 +150,5 @@ def dashboard_url(settings: Settings) -> Callable[[str], str | None]:
 def add_notifier(settings: Settings, store, reconciler) -> Notifier:
     """Attach the sender thread to ``reconciler``: it starts with the loop's threads and stops with them."""
     notifier = Notifier(store, dashboard_url(settings))
-    reconciler._threads.append(threading.Thread(target=notifier.run, args=(reconciler._stop,),
-                                                name="webhook-sender", daemon=True))
+    reconciler.add_thread(notifier.run, "webhook-sender")
     return notifier

@@ -140,6 +140,8 @@ class Reconciler:
         self._reservations: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
         self.passes = 0
+        #: How long the last scheduling step took (``/metrics``, through server/usage_sampler.py); None: no pass yet.
+        self.schedule_seconds: float | None = None
         #: Finished jobs older than this leave the hot tables (``history.hotSeconds``; None: never).
         self.history_hot_seconds: float | None = None
         self._history_due = 0.0
@@ -163,6 +165,11 @@ class Reconciler:
             self._threads.append(listener)
         for thread in self._threads:
             thread.start()
+
+    def add_thread(self, target: Callable[[threading.Event], None], name: str) -> None:
+        """Run ``target(stop_event)`` beside the loop: started by :meth:`start`, asked to end by :meth:`stop`
+        (the usage sampler and the webhook sender live with the loop, in the controller)."""
+        self._threads.append(threading.Thread(target=target, args=(self._stop,), name=name, daemon=True))
 
     def stop(self) -> None:
         self._stop.set()
@@ -208,7 +215,7 @@ class Reconciler:
             controller.reconcile()
         started = time.monotonic()
         self._schedule(still_active)
-        self.schedule_seconds = time.monotonic() - started  # published by server/usage_sampler.py (/metrics)
+        self.schedule_seconds = time.monotonic() - started
         self._archive_history()
         self._delete_expired()
 
@@ -231,7 +238,7 @@ class Reconciler:
             return
         names = self.store.expired_jobs(now=self.clock(), limit=HISTORY_BATCH)
         if names:  # kept while a queued job's dependsOn still names it: deleting it would doom that job
-            waited_for = {job for request, _ in self.store.queued() for job, _ in request.depends_on}
+            waited_for = self.store.waited_for()
             names = [n for n in names if n not in waited_for]
         for name in names:  # one at a time: a job deleted meanwhile (kubetrain delete) must not stop the others
             try:
@@ -290,13 +297,13 @@ class Reconciler:
                 self._cancelled.add(key)
 
     def _schedule(self, active: list[ActiveAttempt]) -> None:
-        queued = self.store.queued(now=self.clock())
+        now = self.clock()
+        queued = self.store.queued(now=now)
         if not queued:
             return
         previous = {req.key: reason for req, reason in queued}
         requests = [replace(req, reserved_node=self._reservations.get(req.key)) for req, _ in queued]
         requests, held, doomed = self._dependencies(requests)
-        now = self.clock()
         usage = (fair_keys(self.store.usage(now=now), self.store.user_teams(), self.team_shares)
                  if self.fair_share else None)
         situation = Situation(queues=self.store.queue_specs(), running=running_jobs(active), now=now,
@@ -306,9 +313,8 @@ class Reconciler:
         decisions.waiting.extend(held)
         decisions.unschedulable.extend(doomed)
         self._reservations = {w.key: w.reserved_node for w in decisions.waiting if w.reserved_node}
-        orders = self.store.commit_plan(decisions, previous, now=self.clock())
-        if decisions.preemptions:  # after the waits are recorded; the next pass's _cancel stops the victims
-            self.store.request_preemptions(decisions.preemptions, now=self.clock())
+        orders = self.store.commit_plan(decisions, previous, now=now)  # victims are marked in it too
+        if decisions.preemptions:  # the next pass's _cancel stops them: now, not a resync later
             self._wake.set()
         for order in orders:
             self._launch(order)

@@ -78,7 +78,6 @@ class UsageSampler:
 def add_usage_sampler(settings: Settings, store, engine: Engine, reconciler) -> UsageSampler:
     """Attach a sampler thread to ``reconciler``: it starts with the loop's threads and stops with them."""
     sampler = UsageSampler(store, engine, settings.monitoring,
-                           pass_seconds=lambda: getattr(reconciler, "schedule_seconds", None))
-    reconciler._threads.append(threading.Thread(target=sampler.run, args=(reconciler._stop,),
-                                                name="usage-sampler", daemon=True))
+                           pass_seconds=lambda: reconciler.schedule_seconds)
+    reconciler.add_thread(sampler.run, "usage-sampler")
     return sampler

@@ -86,3 +86,16 @@ class LoopReads:
             )
             for a, name, spec, cancel, stop_at, provenance in rows
         ]
+
+    def waited_for(self) -> set[str]:
+        """The jobs some queued job's ``dependsOn`` names (a TTL deletion spares them): only that list of each
+        queued spec is read, not the whole planner input :meth:`queued` builds."""
+        with self.session() as s:
+            lists = s.scalars(select(JobRow.spec["spec"]["dependsOn"]).where(JobRow.state == JobState.QUEUED.value))
+            return {d["job"] for deps in lists if deps for d in deps}
+
+    def backing_off(self, *, now: float) -> set[str]:
+        """The queued jobs still inside a retry's backoff (``not_before`` ahead): names only, one light read."""
+        with self.session() as s:
+            return set(s.scalars(select(JobRow.name).where(JobRow.state == JobState.QUEUED.value,
+                                                           JobRow.not_before > now)))

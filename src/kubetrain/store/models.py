@@ -165,7 +165,8 @@ class _AttemptColumns:
     preempt_requested_at: Mapped[float | None] = mapped_column(Float)
     #: What the controller's usage sampler saw (core/usage_accounting.py ``fold``: CPU, memory live and peak,
     #: average and peak per GPU, the idle-GPU clock); NULL: never sampled.  Written once per sample round.
-    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: Deferred: the reconcile loop loads live attempts every pass and never needs it.
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)
     #: When the attempt's one ``IdleGPU`` event was made (its GPUs idle for ``monitoring.idleGpu``); NULL: never.
     idle_gpu_warned_at: Mapped[float | None] = mapped_column(Float)
 

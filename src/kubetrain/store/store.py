@@ -38,7 +38,7 @@ from kubetrain.store.notifications import NotificationStore
 from kubetrain.store.identities import IdentityStore
 from kubetrain.store.listing import (DEFAULT_LIMIT, JobPage, JobQuery, SortOrder, View, attempts_by_job, job_events,
                                      job_record, label_rows, list_page, read_job)
-from kubetrain.store.replicas import placement_words, with_ends
+from kubetrain.store.replicas import placement_words, slots_of, with_ends
 from kubetrain.store.housekeeping import HousekeepingStore
 from kubetrain.store.loop_reads import LoopReads
 from kubetrain.store.queues import QueueStore
@@ -233,9 +233,10 @@ class Store(LoopReads, ExperimentStore, MetricStore, VolumeStore, IdentityStore,
                 w.key for w in plan.waiting if previous_waits.get(w.key) != w.reason
             ]
             rows: dict[str, JobRow] = {}
-            if names:
+            if names or plan.preemptions:
                 # Locked until commit, so a cancel from the API cannot slip in between read and write.
                 self._lock_for_write(s)
+            if names:
                 query = select(JobRow).where(JobRow.name.in_(names)).order_by(JobRow.id).with_for_update()
                 rows = {r.name: r for r in s.scalars(query)}
             for placement in plan.placements:
@@ -285,6 +286,7 @@ class Store(LoopReads, ExperimentStore, MetricStore, VolumeStore, IdentityStore,
                 if row is None or row.state != JobState.QUEUED.value:
                     continue
                 self._finish_job(s, row, JobState.FAILED, Reason(never.cause), never.reason, now, event_type="Warning")
+            self._mark_preemptions(s, plan.preemptions, now=now)  # the loop's _cancel stops them next pass
             s.commit()
         return orders
 
@@ -368,7 +370,7 @@ class Store(LoopReads, ExperimentStore, MetricStore, VolumeStore, IdentityStore,
                 attempt.finished_at = now
                 if attempt.started_at is None:
                     attempt.started_at = outcome.started_at or now
-                gpus = sum(len(r.get("gpus") or ()) for r in attempt.replicas) if attempt.replicas else len(attempt.gpus)
+                gpus = sum(len(slot.gpus) for slot in slots_of(attempt.replicas)) or len(attempt.gpus or ())
                 self.charge_usage(s, (job_row.provenance or {}).get("submitter") or "",
                                   *attempt_charge(attempt.cpu_millis, gpus, attempt.started_at, now), now=now)
                 if job_row.started_at is None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from kubetrain.core.records import UsageRecord
 from kubetrain.core.states import JobState
@@ -48,7 +48,8 @@ class UsageSampleStore:
             self._lock_for_write(s)
             if readings:
                 rows = s.execute(select(AttemptRow, JobRow.name).join(JobRow, JobRow.id == AttemptRow.job_id)
-                                 .where(live_attempt_clause()).with_for_update(of=AttemptRow)).all()
+                                 .where(live_attempt_clause()).options(undefer(AttemptRow.usage))
+                                 .with_for_update(of=AttemptRow)).all()
                 for attempt, name in rows:
                     records = readings.get((name, attempt.number))
                     if records is None:

@@ -6,20 +6,19 @@ user) it holds a session secret in a cookie.  As for API tokens, only the
 secret's SHA-256 is stored: a copy of the database opens no session.  A link
 lives a minute and is spent by its first use (deleted in the transaction that
 reads it), so a link seen later — in a shell history, a proxy log — opens
-nothing.  Removing a user removes their sessions (the foreign key cascades,
-and :meth:`WebSessionStore.drop_user_sessions` says so for dialects that
-ignore it).
+nothing.  Removing a user removes their sessions (the foreign key cascades;
+the store turns foreign keys on for SQLite too).
 """
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from kubetrain.core.records import UserRecord
+from kubetrain.store.identities import _digest, _user_record
 from kubetrain.store.models import UserRow, WebSessionRow
 
 #: How long a one-time login link works, unused.
@@ -30,8 +29,8 @@ LINK = "link"
 SESSION = "session"
 
 
-def web_secret_hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+#: The secret's SHA-256, as for API tokens (store/identities.py).
+web_secret_hash = _digest
 
 
 class WebSessionStore:
@@ -78,8 +77,7 @@ class WebSessionStore:
             s.add(WebSessionRow(hash=web_secret_hash(session_secret), user=user, kind=SESSION, created_at=now,
                                 expires_at=now + seconds))
             s.commit()
-            return session_secret, UserRecord(name=user_row.name, role=user_row.role, uid=user_row.uid,
-                                              created_at=user_row.created_at, team=user_row.team)
+            return session_secret, _user_record(user_row)
 
     def user_for_web_session(self, secret: str, *, now: float) -> UserRecord | None:
         """The user of a live browser session (never of a link: a link is only ever spent)."""
@@ -91,18 +89,10 @@ class WebSessionStore:
             row, user = found
             if row.kind != SESSION or row.expires_at <= now:
                 return None
-            return UserRecord(name=user.name, role=user.role, uid=user.uid, created_at=user.created_at,
-                              team=user.team)
+            return _user_record(user)
 
     def delete_web_session(self, secret: str) -> None:
         """Log out: the session stops working at once, in every API process."""
         with self.session() as s:
             s.execute(delete(WebSessionRow).where(WebSessionRow.hash == web_secret_hash(secret)))
-            s.commit()
-
-    def drop_user_sessions(self, user: str) -> None:
-        """Every session and link of ``user`` (its removal cascades too; this is for a role change or a
-        lock-out, and for stores whose foreign keys are off)."""
-        with self.session() as s:
-            s.execute(delete(WebSessionRow).where(WebSessionRow.user == user))
             s.commit()

@@ -14,6 +14,8 @@ installed it (found without importing the package), so ``/docs`` needs no CDN.
 
 from __future__ import annotations
 
+import functools
+
 import hmac
 import importlib.util
 import time
@@ -58,12 +60,14 @@ def package_dir(package: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+@functools.cache
 def plotly_js() -> Path | None:
     root = package_dir("plotly")
     path = root / "package_data" / "plotly.min.js" if root else None
     return path if path is not None and path.is_file() else None
 
 
+@functools.cache
 def swagger_dir() -> Path | None:
     root = package_dir("swagger_ui_bundle")
     found = sorted((root / "vendor").glob("swagger-ui-*")) if root else []

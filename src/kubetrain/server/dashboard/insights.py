@@ -93,7 +93,8 @@ def add_insight_pages(app: FastAPI, service: JobService, auth: Authenticator, se
         caller = page_caller(auth, request)
         now = time.time()
         queued = store.queued()
-        ready = {req.key for req, _ in store.queued(now=now)}
+        waiting_out_backoff = store.backing_off(now=now)
+        ready = {req.key for req, _ in queued if req.key not in waiting_out_backoff}
         active = store.active_attempts()
         usage = (fair_keys(store.usage(now=now), store.user_teams(), settings.team_shares)
                  if settings.fair_share else None)

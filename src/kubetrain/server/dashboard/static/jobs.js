@@ -35,7 +35,6 @@
   async function act(verb, name, button) {
     button.disabled = true;
     const status = document.getElementById("list-status");
-    let next = POLL_MS;
     try {
       const path = "/api/v1/jobs/" + encodeURIComponent(name) + "/" + verb;
       const result = await kt.api("POST", path, verb === "rerun" ? {} : undefined);
