@@ -159,7 +159,7 @@ def test_object_names_stay_valid_dns_labels_and_distinct(name: str) -> None:
 
 def test_settings_come_from_config_then_environment_and_unknown_keys_are_refused(tmp_path) -> None:
     from kubetrain.core.errors import ConfigError
-    from kubetrain.engines.kubernetes.engine import kubernetes_settings
+    from kubetrain.engines.kubernetes.config import kubernetes_settings
     from kubetrain.settings import load_settings
 
     (tmp_path / "config.yaml").write_text(
