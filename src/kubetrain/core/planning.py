@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from kubetrain.core.capacity import (Room, backfill, block_words, capacity_fits, gang_wait_reason, idle_room, place,
                                      place_gang, plural, reserve, reserve_gang, rooms_words, wait_reason)
@@ -108,6 +108,23 @@ class NodeCapacity:
     free_memory_bytes: int | None = None
     free_gpus: tuple[int, ...] | None = None
     schedulable: bool = True
+
+    def less(self, slots: Iterable[ReplicaSlot]) -> NodeCapacity:
+        """This node with ``slots`` (what this master's live attempts hold on it) taken off what is free.
+
+        The engine's own free figures are the starting point where it gives them: on a shared cluster they
+        are what *other* tenants leave (on a shared cluster), while the totals stay allocatable,
+        so a job blocked only by someone else's pods waits instead of failing as never-fitting.  GPUs others
+        hold are counted, not named: they come off the end of the devices this master has not taken."""
+        slots = list(slots)
+        cpu = self.cpu_millis if self.free_cpu_millis is None else self.free_cpu_millis
+        memory = self.memory_bytes if self.free_memory_bytes is None else self.free_memory_bytes
+        others = 0 if self.free_gpus is None else len(self.gpus) - len(self.free_gpus)
+        taken = {g for s in slots for g in s.gpus}
+        left = [g for g in self.gpus if g not in taken]
+        return replace(self, free_cpu_millis=cpu - sum(s.cpu_millis for s in slots),
+                       free_memory_bytes=memory - sum(s.memory_bytes for s in slots),
+                       free_gpus=tuple(left[:max(len(left) - others, 0)]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,13 +157,12 @@ class Engine(abc.ABC):
         records = []
         for node in self.nodes():
             mine = [s for a in active for s in a.holdings() if s.node == node.name]
-            used = {g for s in mine for g in s.gpus}
+            free = node.less(mine)
             records.append(NodeRecord(
                 name=node.name, engine=self.name, labels=dict(node.labels), cpu_millis=node.cpu_millis,
                 memory_bytes=node.memory_bytes, gpus=list(node.gpus),
-                free_cpu_millis=node.cpu_millis - sum(s.cpu_millis for s in mine),
-                free_memory_bytes=node.memory_bytes - sum(s.memory_bytes for s in mine),
-                free_gpus=[g for g in node.gpus if g not in used],
+                free_cpu_millis=free.free_cpu_millis, free_memory_bytes=free.free_memory_bytes,
+                free_gpus=list(free.free_gpus or ()),
                 running=len({(a.job, a.number) for a in active if any(s.node == node.name for s in a.holdings())}),
             ))
         return records

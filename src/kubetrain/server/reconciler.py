@@ -73,25 +73,13 @@ def send_wake(path: str, message: bytes = WAKE_ANY) -> None:
 
 
 def free_capacity(nodes: list[NodeCapacity], active: list[ActiveAttempt]) -> list[NodeCapacity]:
-    """Nodes with what active attempts hold taken off (every replica of a gang on its own node)."""
+    """Nodes with what active attempts hold taken off (every replica of a gang on its own node), from the
+    engine's own free figures where it gives them (other tenants' pods on a shared cluster)."""
     held: dict[str, list[ReplicaSlot]] = {}
     for attempt in active:
         for slot in attempt.holdings():
             held.setdefault(slot.node, []).append(slot)
-    out = []
-    for node in nodes:
-        mine = held.get(node.name, [])
-        used_gpus = {g for s in mine for g in s.gpus}
-        out.append(
-            NodeCapacity(
-                name=node.name, cpu_millis=node.cpu_millis, memory_bytes=node.memory_bytes, gpus=node.gpus,
-                labels=node.labels, schedulable=node.schedulable,
-                free_cpu_millis=node.cpu_millis - sum(s.cpu_millis for s in mine),
-                free_memory_bytes=node.memory_bytes - sum(s.memory_bytes for s in mine),
-                free_gpus=tuple(g for g in node.gpus if g not in used_gpus),
-            )
-        )
-    return out
+    return [node.less(held.get(node.name, ())) for node in nodes]
 
 
 def running_jobs(active: list[ActiveAttempt]) -> tuple[RunningJob, ...]:
