@@ -33,6 +33,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def test_a_deadline_met_between_the_jobs_and_the_pods_list_is_a_deadline(cluster: Cluster, tmp_path: Path) -> None:
     under = KubernetesTarget(cluster, tmp_path / "scratch")
     engine = under.engine
+    engine._watching = False  # the LIST path (the watches' is tests/engines/test_k8s_watch_race.py)
     attempt = launch(under, "slow", "import time; time.sleep(120)", activeDeadlineSeconds=2)
     pod = running(under, attempt).handle.data["pod"]
     list_jobs = engine.batch.list_namespaced_job

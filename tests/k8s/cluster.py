@@ -1,7 +1,7 @@
 """The ``Cluster`` handed to Kubernetes tests: a fake one over real HTTP, or a real one from a kubeconfig.
 
 Why: engine tests must speak the real API through the official client either way, so the only
-difference a test sees is ``cluster.real`` (and ``add_node``, which only the fake can do).
+difference a test sees is ``cluster.real`` (and ``add_node``/``add_tenant_pod``, which only the fake can do).
 
 The fake runs kmock's server, the fake API (:mod:`.fake_apiserver`) and the fake kubelet
 (:mod:`.fake_kubelet`) on an event loop in a background thread; the test thread reaches them with the
@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import random
 import string
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -26,7 +27,7 @@ import kmock
 import pytest
 from kubernetes import client, config
 
-from .fake_apiserver import NAMESPACES, NODES, FakeApiServer, now
+from .fake_apiserver import NAMESPACES, NODES, PODS, FakeApiServer, now
 from .fake_kubelet import FakeKubelet
 
 T = TypeVar("T")
@@ -58,6 +59,7 @@ class FakeBackend:
                 self.server = server
                 self.kubelet = kubelet = FakeKubelet(server, self.folder)
                 server.log_source = kubelet.log_source
+                server.metrics_source = kubelet.pod_metrics  # metrics-server is there; None: as if not installed
                 for name in ("default", FAKE_NAMESPACE):
                     await server.add(NAMESPACES, None, {"metadata": {"name": name}})
                 task = asyncio.create_task(kubelet.run())
@@ -108,18 +110,27 @@ class Cluster:
     def batch(self) -> client.BatchV1Api:
         return client.BatchV1Api(self.api_client)
 
-    def add_node(self, name: str, *, cpu: str = "4", memory: str = "16Gi", gpus: int = 0,
-                 labels: dict[str, str] | None = None, unschedulable: bool = False, ready: bool = True) -> None:
-        """Register a v1 Node in the fake (allocatable = capacity); skips the test on a real cluster."""
+    def _fake_server(self, what: str) -> FakeApiServer:
         if self.real or self.fake is None or self.fake.server is None:
-            pytest.skip("add_node needs the fake cluster (KUBETRAIN_TEST_KUBECONFIG is set)")
+            pytest.skip(f"{what} needs the fake cluster (KUBETRAIN_TEST_KUBECONFIG is set)")
+        return self.fake.server
+
+    def add_node(self, name: str, *, cpu: str = "4", memory: str = "16Gi", gpus: int = 0,
+                 labels: dict[str, str] | None = None, unschedulable: bool = False, ready: bool = True,
+                 taints: list[dict[str, str]] | None = None) -> None:
+        """Register a v1 Node in the fake (allocatable = capacity); skips the test on a real cluster.
+
+        ``taints``: as Kubernetes writes them, ``{"key": .., "value": .., "effect": "NoSchedule"}``."""
+        server = self._fake_server("add_node")
         resources = {"cpu": cpu, "memory": memory, "pods": "110", "ephemeral-storage": "100Gi",
                      **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
         stamp = now()
-        spec: dict[str, Any] = {}
+        spec: dict[str, Any] = {"taints": [{**taint, "timeAdded": stamp} for taint in taints or []]}
         if unschedulable:
-            spec = {"unschedulable": True, "taints": [{"key": "node.kubernetes.io/unschedulable",
-                                                       "effect": "NoSchedule", "timeAdded": stamp}]}
+            spec = {"unschedulable": True, "taints": [*spec["taints"], {"key": "node.kubernetes.io/unschedulable",
+                                                                        "effect": "NoSchedule", "timeAdded": stamp}]}
+        if not spec["taints"]:
+            del spec["taints"]
         body = {
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                                                   "kubernetes.io/arch": "amd64", **(labels or {})}},
@@ -132,7 +143,29 @@ class Cluster:
                                 "message": "kubelet is posting ready status" if ready else "fake: not ready",
                                 "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}]},
         }
-        self.fake.call(self.fake.server.add(NODES, None, body))
+        self.fake.call(server.add(NODES, None, body))
+
+    def add_tenant_pod(self, name: str, node: str, cpu: str, memory: str, gpus: int = 0,
+                       namespace: str = "other-team") -> dict[str, Any]:
+        """Another tenant's pod, bound to ``node`` (as after the kube-scheduler bound it), running a sleep.
+
+        Its requests hold part of the node for everyone else; ``namespace`` is created if missing.  Skips the
+        test on a real cluster, where other tenants are whoever is there."""
+        server = self._fake_server("add_tenant_pod")
+        assert self.fake is not None
+        requests = {"cpu": cpu, "memory": memory, **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
+        body = {"metadata": {"name": name, "labels": {"app": name}},
+                "spec": {"nodeName": node, "restartPolicy": "Never", "containers": [{
+                    "name": "main", "image": "busybox",
+                    "command": [sys.executable, "-c", "import time; time.sleep(3600)"],
+                    "resources": {"requests": requests}}]},
+                "status": {"phase": "Pending"}}
+
+        async def create() -> dict[str, Any]:  # on the fake's loop, where its state lives
+            if server.get(NAMESPACES, None, namespace) is None:
+                await server.add(NAMESPACES, None, {"metadata": {"name": namespace}})
+            return await server.add(PODS, namespace, body)
+        return self.fake.call(create())
 
     def wait_for(self, predicate: Callable[[], T], timeout: float = 10, what: str = "condition",
                  interval: float = 0.02) -> T:

@@ -9,8 +9,20 @@ API server in ways the client or the engine would notice, this subclass fills in
   ``resourceVersion``), ``apiVersion``/``kind``, Job defaults (selector and ``job-name`` labels), checks the
   namespace exists, and answers **201** (kmock answers 200);
 * errors carry the real ``reason`` (``AlreadyExists``, ``NotFound``, ``Conflict``...) and ``details``;
-* list and watch honour ``labelSelector`` / ``fieldSelector`` (kmock ignores them); watch honours
-  ``timeoutSeconds`` and ``resourceVersion``, and ends when the server stops (else aiohttp waits 60 s);
+* list and watch honour ``labelSelector`` / ``fieldSelector`` (kmock ignores them), in one namespace or
+  in all (``GET /api/v1/pods``);
+* resourceVersions are one counter over all kinds, stamped when a change is committed (as etcd's
+  revision), and every change is kept in a history, so a **watch** behaves like the real server's: from
+  ``resourceVersion=N`` it replays exactly what happened after N (deletions included), then streams;
+  without one (or ``0``) it starts with an ``ADDED`` per existing object; ``allowWatchBookmarks=true``
+  gets a ``BOOKMARK`` every :attr:`FakeApiServer.bookmark_interval` seconds; ``timeoutSeconds`` ends it;
+  an RV older than the compaction horizon answers the ``ERROR`` event with a ``410 Expired`` Status
+  (a LIST with ``resourceVersionMatch=Exact``: HTTP 410).  :meth:`FakeApiServer.compact` moves the
+  horizon past every RV handed out and ends the open watches, as an API server restart after an etcd
+  compaction does, so tests can force the ``410`` path; the history is also trimmed past ``history_limit``;
+* :attr:`FakeApiServer.request_counts` counts requests per (verb, resource), so tests can assert load;
+* ``metrics.k8s.io/v1beta1`` pods (PodMetricsList) are served from :attr:`FakeApiServer.metrics_source`
+  when it is set, else 404 as on a cluster without metrics-server;
 * ``PUT`` (replace, with the resourceVersion precondition) and ``DELETE`` on a collection are served;
 * ``/api/v1/namespaces[/{name}]`` works (kmock's path parser takes it for a namespace scope and fails);
   deleting a namespace deletes what is in it;
@@ -24,6 +36,8 @@ Everything runs on the event loop of one background thread; other threads go thr
 from __future__ import annotations
 
 import asyncio
+import bisect
+import collections
 import copy
 import datetime as dt
 import itertools
@@ -33,13 +47,14 @@ import re
 import traceback
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import parsing
+from kmock._internal import aiobus, parsing
 from kmock._internal.k8s import KubernetesObjectConflictError
 
 from .matching import field_matcher, label_matcher
@@ -65,6 +80,9 @@ NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for genera
 
 #: (namespace, pod, container) -> (log file or None if not started, still running?)
 LogSource = Callable[[str, str, str], tuple[Path | None, bool]]
+#: namespace (None: all) -> the PodMetrics items a metrics-server would report.
+MetricsSource = Callable[[str | None], list[dict[str, Any]]]
+METRICS_PATH = re.compile(r"/apis/metrics\.k8s\.io/v1beta1(?:/namespaces/([^/]+))?/pods/?")
 
 
 def now() -> str:
@@ -94,18 +112,71 @@ def not_found(resource: kmock.resource, name: str | None) -> kmock.KubernetesErr
                  kind=resource.plural)
 
 
+def expired(rv: int, horizon: int) -> kmock.KubernetesError:
+    return error(410, "Expired", f"too old resource version: {rv} ({horizon})")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed change, as a watch from an older resourceVersion replays it."""
+    rv: int
+    resource: kmock.resource
+    type: str  # ADDED, MODIFIED, DELETED
+    object: dict[str, Any]  # a copy as it was then
+
+
+class RecordingBus(aiobus.Bus):
+    """kmock's event bus, which also hands every change to the server's history as it is published.
+
+    Every write path (kmock's own create/patch/delete, and :meth:`FakeApiServer.add`/``mutate``/``remove``)
+    publishes on a bus, so this is the one place where a change gets its resourceVersion and is recorded.
+    """
+
+    def __init__(self, record: Callable[[Any], None]) -> None:
+        super().__init__()
+        self._record = record
+
+    async def put(self, *items: Any) -> None:
+        for item in items:
+            self._record(item)  # synchronously: no request sees the object between the write and its RV
+        await super().put(*items)
+
+
+class RecordingBuses(dict):
+    def __init__(self, record: Callable[[kmock.resource, Any], None]) -> None:
+        super().__init__()
+        self._record = record
+
+    def __missing__(self, resource: kmock.resource) -> RecordingBus:
+        bus = self[resource] = RecordingBus(lambda event: self._record(resource, event))
+        return bus
+
+
 # ---------------------------------------------------------------- the server
 
 @attrs.define(kw_only=True)
 class FakeApiServer(kmock.KubernetesEmulator):
     log_source: LogSource | None = None
+    #: PodMetrics for ``metrics.k8s.io``; None answers 404, as a cluster without metrics-server.
+    metrics_source: MetricsSource | None = None
+    #: Seconds between BOOKMARK events on watches that allow them (the real server: about a minute).
+    bookmark_interval: float = 0.5
+    #: Changes kept for watches from an older resourceVersion; past it the oldest are compacted (410).
+    history_limit: int = 10_000
     closing: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     internal_errors: list[str] = attrs.field(factory=list, init=False)
+    #: (verb, resource plural) -> requests served: list, watch, get, create, update, patch, delete, deletecollection.
+    request_counts: collections.Counter[tuple[str, str]] = attrs.field(factory=collections.Counter, init=False)
     _rv: itertools.count = attrs.field(factory=lambda: itertools.count(1), init=False)
     _last_rv: int = attrs.field(default=0, init=False)
+    _history: list[Change] = attrs.field(factory=list, init=False)
+    _horizon: int = attrs.field(default=0, init=False)  # a watch from an RV below this gets 410
+    _generation: int = attrs.field(default=0, init=False)  # bumped by compact(): open watches end
+    _changed: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        self._buses = RecordingBuses(self._record)
         for resource, (kind, namespaced) in KNOWN.items():
             self.resources[resource] = kmock.ResourceInfo(
                 kind=kind, namespaced=namespaced, singular=kind.lower(),
@@ -114,6 +185,43 @@ class FakeApiServer(kmock.KubernetesEmulator):
     def next_rv(self) -> str:
         self._last_rv = next(self._rv)
         return str(self._last_rv)
+
+    @property
+    def resource_version(self) -> int:
+        """The newest resourceVersion handed out (what a LIST answers now)."""
+        return self._last_rv
+
+    def _record(self, resource: kmock.resource, event: Any) -> None:
+        """Commit a published change: stamp a new resourceVersion on the stored object, keep a copy."""
+        obj = event.get("object") if isinstance(event, dict) else None
+        if not isinstance(obj, dict) or event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+            return
+        # ``raw`` is a shallow copy: its metadata is the stored version's, so the stamp is the object's RV.
+        obj.setdefault("metadata", {})["resourceVersion"] = rv = self.next_rv()
+        self._history.append(Change(int(rv), resource, event["type"], copy.deepcopy(obj)))
+        if len(self._history) > self.history_limit:
+            dropped = self._history[: len(self._history) - self.history_limit * 9 // 10]
+            del self._history[: len(dropped)]
+            self._horizon = dropped[-1].rv
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def compact(self) -> int:
+        """Forget all history and end every open watch: a watch or an Exact LIST from any resourceVersion
+        handed out so far now gets ``410 Expired`` (an API server restarted after etcd compacted).
+        Returns the new horizon."""
+        self._horizon = int(self.next_rv())
+        self._history.clear()
+        self._generation += 1
+        self._wake()
+        return self._horizon
+
+    def counted(self, verb: str, plural: str) -> int:
+        """How many ``verb`` requests on ``plural`` (e.g. ``("list", "pods")``) were served so far."""
+        return self.request_counts[(verb, plural)]
 
     # ---- helpers for the in-process controllers (call them on the server's loop)
 
@@ -214,6 +322,9 @@ class FakeApiServer(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         # kmock's path parser reads ".../namespaces/{x}/..." as a namespace scope, so it cannot address the
         # namespaces resource itself (it fails with a 500 on /api/v1/namespaces): parse those paths here.
+        metrics = METRICS_PATH.fullmatch(raw_request.path)
+        if metrics is not None and raw_request.method == "GET":
+            return await self._serve_metrics(metrics[1])
         m = re.fullmatch(r"/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?", raw_request.path)
         if m is None:
             return await super().__call__(raw_request)
@@ -236,10 +347,30 @@ class FakeApiServer(kmock.KubernetesEmulator):
         except Exception as exc:  # rendered as a Status, as kmock does
             return await self._render_error(exc)
 
+    async def _serve_metrics(self, namespace: str | None) -> aiohttp.web.StreamResponse:
+        self.request_counts[("list", "pods.metrics.k8s.io")] += 1
+        if self.metrics_source is None:
+            return await self._render_error(error(404, "NotFound", "the server could not find the requested "
+                                                                   "resource"))
+        return aiohttp.web.json_response({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
+                                          "metadata": {}, "items": self.metrics_source(namespace)})
+
+    @staticmethod
+    def _verb(request: kmock.Request) -> str:
+        if request.method == kmock.method.PUT:
+            return "update"
+        if request.method == kmock.method.PATCH:
+            return "patch"
+        if request.method == kmock.method.DELETE:
+            return "delete" if request.name else "deletecollection"
+        return {kmock.action.LIST: "list", kmock.action.WATCH: "watch", kmock.action.FETCH: "get",
+                kmock.action.CREATE: "create"}.get(request.action, str(request.method).lower())
+
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         resource = request.resource
         if resource is None or resource.plural is None:
             return await super()._handle(request)
+        self.request_counts[(self._verb(request), resource.plural)] += 1
         if request.method == kmock.method.GET and resource == PODS and request.subresource == "log":
             return await self._serve_log(request)
         if request.method == kmock.method.PUT and request.name:
@@ -297,40 +428,72 @@ class FakeApiServer(kmock.KubernetesEmulator):
     async def _serve_list(self, request: kmock.Request) -> kmock.Payload:
         assert request.resource is not None
         match = self._matcher(request)
+        wanted_rv = request.params.get("resourceVersion", "")
+        if request.params.get("resourceVersionMatch") == "Exact" and wanted_rv.isdigit() \
+                and int(wanted_rv) < self._horizon:
+            raise expired(int(wanted_rv), self._horizon)
         items = [raw for ns, name, raw in self.items(request.resource)
                  if self._in_scope(request, ns, name) and match(raw)]
         return {"apiVersion": api_version_of(request.resource), "kind": kind_of(request.resource) + "List",
                 "metadata": {"resourceVersion": str(self._last_rv)}, "items": items}
 
     async def _serve_watch(self, request: kmock.Request):  # type: ignore[override]
-        assert request.resource is not None
+        """A watch as the real server streams it: replay after ``resourceVersion`` (or the current objects
+        as ADDED without one), then changes; BOOKMARKs when allowed; 410 for a compacted RV."""
+        resource = request.resource
+        assert resource is not None
         match = self._matcher(request)
-        since = int(request.params["resourceVersion"]) if request.params.get("resourceVersion", "").isdigit() else 0
+        asked = request.params.get("resourceVersion", "")
         timeout = float(request.params.get("timeoutSeconds") or 0)
+        bookmarks = request.params.get("allowWatchBookmarks") == "true"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout > 0 else None
+        generation = self._generation
         yield b""  # send the headers now
 
         def wanted(raw: dict[str, Any]) -> bool:
             meta = raw.get("metadata") or {}
             return self._in_scope(request, meta.get("namespace"), meta.get("name")) and match(raw)
 
-        bus = self._buses[request.resource]
-        marker = await bus.mark()  # before the snapshot, so that nothing falls in between
-        try:
-            for _, _, raw in self.items(request.resource):  # "since": a rough cut by resourceVersion
-                if wanted(raw) and int(raw["metadata"].get("resourceVersion") or 0) > since:
-                    yield {"type": "ADDED", "object": raw}
-            while not self.closing.is_set() and (deadline is None or loop.time() < deadline):
-                wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - loop.time()))
-                try:
-                    event = await asyncio.wait_for(bus.get(since=marker), wait)
-                except TimeoutError:
-                    continue
-                if wanted(event.get("object") or {}):
-                    yield event
-        finally:
-            await bus.unmark(marker)
+        if asked.isdigit() and int(asked) > 0:
+            seen = int(asked)
+        else:  # "Get State and Start at Most Recent": the objects now, then what follows
+            seen = self._last_rv
+            for current in [copy.deepcopy(raw) for _, _, raw in self.items(resource) if wanted(raw)]:
+                yield {"type": "ADDED", "object": current}
+        next_bookmark = loop.time() + self.bookmark_interval
+        while True:
+            if seen < self._horizon:  # compacted before or while we streamed
+                yield {"type": "ERROR", "object": {
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": expired(seen, self._horizon).message, "reason": "Expired", "code": 410}}
+                return
+            changed = self._changed  # taken before reading, so a change after the read wakes us
+            batch = self._history[bisect.bisect_right(self._history, seen, key=lambda c: c.rv):]
+            for change in batch:
+                seen = change.rv
+                if change.resource == resource and wanted(change.object):
+                    yield {"type": change.type, "object": change.object}
+            if batch:
+                continue  # more may have come while those were sent
+            if self.closing.is_set() or generation != self._generation:
+                return
+            now_ = loop.time()
+            if deadline is not None and now_ >= deadline:
+                return
+            if bookmarks and now_ >= next_bookmark:
+                # Nothing unsent since the scan above (no await in between): every change up to the newest
+                # RV has been seen, and any later one gets a higher RV.
+                seen = max(seen, self._last_rv)
+                yield {"type": "BOOKMARK", "object": {"kind": kind_of(resource), "apiVersion": api_version_of(resource),
+                                                      "metadata": {"resourceVersion": str(seen)}}}
+                next_bookmark = now_ + self.bookmark_interval
+                continue
+            wait = min([0.2, *(t - now_ for t in (deadline, next_bookmark if bookmarks else None) if t is not None)])
+            try:
+                await asyncio.wait_for(changed.wait(), max(0.0, wait))
+            except TimeoutError:
+                pass
 
     async def _serve_replace(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         resource, body = request.resource, request.data

@@ -13,15 +13,24 @@ closely enough for the shapes the engine reads:
   the ``batch.kubernetes.io/job-completion-index`` annotation and label and the hostname ``<job>-<index>``
   (its ``subdomain`` from the template); it is Complete when every index succeeded, and with its
   ``backoffLimit: 0`` Failed as soon as one pod fails or vanishes, its other pods then deleted;
-* scheduler: the first node that is Ready, schedulable, matches ``nodeSelector`` / required node
-  affinity and has room for the pod's requests; else ``PodScheduled=False``/``Unschedulable``;
+* scheduler: the first node that is Ready, schedulable, whose ``NoSchedule``/``NoExecute`` taints the pod
+  tolerates, matches ``nodeSelector`` / required node affinity and has room for the pod's requests next to
+  every other non-terminal pod bound to it, in any namespace (other tenants); else ``PodScheduled=False``/
+  ``Unschedulable`` with the kube-scheduler's message.  A pod whose ``persistentVolumeClaim`` does not exist
+  is never placed (``persistentvolumeclaim "X" not found``).  Each such verdict is a ``FailedScheduling``
+  Warning Event on the pod (a repeat bumps its ``count`` at most every :data:`EVENT_REPEAT_SECONDS`, as the
+  scheduler's retries and the event correlator do); a binding is a ``Scheduled`` Normal Event;
 * kubelet: runs ``initContainers`` then the container as a local process (``command + args``, the image
   is ignored; env = ``os.environ`` minus ``KUBETRAIN_*`` plus the container's ``env`` (secrets, fieldRefs,
   cluster DNS, per-pod ports and mounts as :mod:`.fake_pod_env` models them); cwd = ``workingDir`` (through
   the mounts) if it exists here, else a temp dir), stdout+stderr merged into the log file served at
   ``/log``; a deleted pod's process is killed.  ``resources.limits.memory`` is enforced like the kernel
   would: a process whose peak resident memory (``VmHWM``, polled) passes it ends ``OOMKilled``
-  (exit code 137; a hog must live past one poll).  ``KUBETRAIN_FAKE_OOM=1`` in a container's env forces that after ``OOM_AFTER_SECONDS``.
+  (exit code 137; a hog must live past one poll).  ``KUBETRAIN_FAKE_OOM=1`` in a container's env forces that
+  after ``OOM_AFTER_SECONDS``;
+* metrics-server: :meth:`FakeKubelet.pod_metrics` gives ``metrics.k8s.io`` PodMetrics of running pods, CPU
+  in nanocores from ``/proc/<pid>/stat`` deltas and memory (``VmRSS``) in Ki, the container's whole process
+  group summed.
 
 It polls the server's objects every ``interval`` seconds on the server's own event loop, so it never races
 with request handlers; process starts are quick enough not to stall that loop.
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import re
 import signal
@@ -41,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import kmock
 from kubernetes.utils import parse_quantity
 
 from . import fake_pod_env
@@ -54,9 +65,17 @@ from .fake_apiserver import (
     now,
     random_suffix,
 )
-from .matching import placement_ok
+from .matching import placement_ok, untolerated
 
 OOM_AFTER_SECONDS = 0.2
+EVENTS = kmock.resource("", "v1", "events")
+CLAIMS = kmock.resource("", "v1", "persistentvolumeclaims")
+#: Seconds between two counts of one repeated scheduling verdict (the scheduler retries with a backoff from 1 s).
+EVENT_REPEAT_SECONDS = 1.0
+#: The shortest CPU window that pod_metrics measures over; a read sooner gives the last rate again.
+CPU_WINDOW_SECONDS = 0.2
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 TERMINAL = ("Succeeded", "Failed")
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
@@ -72,6 +91,9 @@ class ContainerRun:
     reason: str | None = None
     message: str | None = None
     finished_at: str | None = None
+    #: (CPU clock ticks, monotonic time) at the last metrics read, and the rate measured then (nanocores).
+    cpu_mark: tuple[int, float] | None = None
+    nanocores: int = 0
 
 
 @dataclass
@@ -112,12 +134,40 @@ def _is(obj: dict[str, Any], kind: str) -> bool:
 
 
 def _requests(pod: dict[str, Any]) -> dict[str, float]:
-    total: dict[str, float] = {}
-    for container in pod["spec"].get("containers") or []:
+    """What a pod holds on its node, as the kube-scheduler counts it: max(sum of the containers, each init
+    container) + overhead, a limit standing in for a missing request; and one of the node's ``pods``."""
+    def one(container: dict[str, Any]) -> dict[str, float]:
         resources = container.get("resources") or {}
-        for name, value in {**(resources.get("limits") or {}), **(resources.get("requests") or {})}.items():
-            total[name] = total.get(name, 0) + float(parse_quantity(value))
+        return {name: float(parse_quantity(value))
+                for name, value in {**(resources.get("limits") or {}), **(resources.get("requests") or {})}.items()}
+    total: dict[str, float] = {"pods": 1}
+    for container in pod["spec"].get("containers") or []:
+        for name, value in one(container).items():
+            total[name] = total.get(name, 0) + value
+    for container in pod["spec"].get("initContainers") or []:
+        for name, value in one(container).items():
+            total[name] = max(total.get(name, 0), value)
+    for name, value in (pod["spec"].get("overhead") or {}).items():
+        total[name] = total.get(name, 0) + float(parse_quantity(value))
     return total
+
+
+def _process_table() -> dict[int, list[tuple[int, int]]]:
+    """pgid -> [(utime+stime+cutime+cstime ticks, VmRSS KiB)] of every process now (one /proc scan)."""
+    table: dict[int, list[tuple[int, int]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/statm", encoding="ascii") as statm:
+                pages = int(statm.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        table.setdefault(int(fields[2]), []).append((ticks, pages * PAGE_KIB))
+    return table
 
 
 class FakeKubelet:
@@ -129,6 +179,8 @@ class FakeKubelet:
         self.ports: dict[tuple[str | None, str, str], str] = {}
         self.finished_jobs: set[str] = set()
         self.errors: list[str] = []
+        #: (namespace, pod uid, reason, message) -> (Event name, monotonic time of its last count)
+        self.events: dict[tuple[str, str, str, str], tuple[str, float]] = {}
 
     # ---- lifecycle
 
@@ -193,6 +245,13 @@ class FakeKubelet:
             await s.mutate(JOBS, namespace, name, lambda j, stamp=stamp, n=active: j.setdefault("status", {}).update(
                 active=n, ready=0, terminating=0, startTime=stamp, uncountedTerminatedPods={}))
 
+        # Garbage collection by owner, as the real collector does: a pod whose Job is gone goes too, whether
+        # that Job was still running or had ended (an ended Job's pods stay until their Job is deleted).
+        for namespace, pod_name, pod in s.items(PODS):
+            owners = [o for o in (pod["metadata"].get("ownerReferences") or []) if o.get("kind") == "Job"]
+            if owners and not any(o.get("uid") in alive for o in owners):
+                self._kill_pod(namespace, pod_name)
+                await s.remove(PODS, namespace, pod_name)
         for uid, (namespace, name, pod_names, started) in list(self.jobs.items()):
             job = alive.get(uid)
             if job is None:  # the Job is gone: garbage-collect its pods, whatever the propagation policy
@@ -256,8 +315,18 @@ class FakeKubelet:
 
     # ---- scheduler
 
-    def _schedule(self, pod: dict[str, Any]) -> tuple[str | None, str]:
+    def _missing_claim(self, pod: dict[str, Any], namespace: str | None) -> str | None:
+        for volume in pod["spec"].get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim and self.server.get(CLAIMS, namespace, claim) is None:
+                return claim
+        return None
+
+    def _schedule(self, pod: dict[str, Any], namespace: str | None = None) -> tuple[str | None, str]:
         nodes = self.server.items(NODES)
+        claim = self._missing_claim(pod, namespace)
+        if claim is not None:  # the VolumeBinding plugin's PreFilter: no node is even looked at
+            return None, f'0/{len(nodes)} nodes are available: persistentvolumeclaim "{claim}" not found.'
         used: dict[str, dict[str, float]] = {}
         for _, _, other in self.server.items(PODS):
             node = other["spec"].get("nodeName")
@@ -272,6 +341,8 @@ class FakeKubelet:
                 reason = "node(s) were not ready"
             elif (node.get("spec") or {}).get("unschedulable"):
                 reason = "node(s) were unschedulable"
+            elif (taint := untolerated(pod, node)) is not None:
+                reason = f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
             elif not placement_ok(pod, node):
                 reason = "node(s) didn't match Pod's node affinity/selector"
             else:
@@ -304,12 +375,15 @@ class FakeKubelet:
                 if pod.get("status", {}).get("phase") in TERMINAL or pod["metadata"].get("deletionTimestamp"):
                     continue
                 if not pod["spec"].get("nodeName"):
-                    node, message = self._schedule(pod)
+                    node, message = self._schedule(pod, namespace)
                     if node is None:
                         since = now()
                         await s.mutate(PODS, namespace, name, lambda p, m=message, t=since: self._unschedulable(p, m, t))
+                        await self._event(namespace, pod, "FailedScheduling", message)
                         continue
                     await s.mutate(PODS, namespace, name, lambda p, n=node: p["spec"].update(nodeName=n))
+                    await self._event(namespace, pod, "Scheduled", f"Successfully assigned {namespace}/{name} to "
+                                      f"{node}", kind="Normal")
                 run = self.pods[key] = PodRun(uid=pod["metadata"]["uid"], folder=self.folder / f"{namespace}-{name}")
                 run.folder.mkdir(parents=True, exist_ok=True)
             if run.phase not in TERMINAL:
@@ -320,6 +394,66 @@ class FakeKubelet:
             self._kill_pod(*key)
             if all(c.proc is None or c.proc.poll() is not None for c in self.pods[key].containers.values()):
                 del self.pods[key]
+
+    async def _event(self, namespace: str, pod: dict[str, Any], reason: str, message: str,
+                     kind: str = "Warning") -> None:
+        """Post a v1 Event about ``pod`` as the scheduler does; the same one again only bumps its ``count``."""
+        meta = pod["metadata"]
+        key = (namespace, meta["uid"], reason, message)
+        seen = self.events.get(key)
+        stamp = now()
+        if seen is None:
+            name = f"{meta['name']}.{time.time_ns():x}"
+            self.events[key] = (name, time.monotonic())
+            with contextlib.suppress(kmock.KubernetesError):  # its namespace is being deleted: no event
+                await self.server.add(EVENTS, namespace, {
+                    "metadata": {"name": name, "namespace": namespace},
+                    "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": namespace, "name": meta["name"],
+                                       "uid": meta["uid"], "resourceVersion": meta.get("resourceVersion")},
+                    "reason": reason, "message": message, "type": kind, "count": 1,
+                    "firstTimestamp": stamp, "lastTimestamp": stamp, "source": {"component": "default-scheduler"},
+                    "reportingComponent": "default-scheduler", "reportingInstance": "default-scheduler-fake"})
+        elif time.monotonic() - seen[1] >= EVENT_REPEAT_SECONDS:
+            self.events[key] = (seen[0], time.monotonic())
+            await self.server.mutate(EVENTS, namespace, seen[0], lambda e, t=stamp: e.update(
+                count=int(e.get("count") or 1) + 1, lastTimestamp=t))
+
+    # ---- metrics-server
+
+    def pod_metrics(self, namespace: str | None) -> list[dict[str, Any]]:
+        """``metrics.k8s.io/v1beta1`` PodMetrics of the running pods in ``namespace`` (None: all), as
+        metrics-server gives them: each running container's CPU rate (nanocores) and working set (Ki)."""
+        table = _process_table()
+        out = []
+        for (pod_ns, name), run in list(self.pods.items()):
+            pod = self.server.get(PODS, pod_ns, name)
+            if (namespace is not None and pod_ns != namespace) or pod is None or run.phase in TERMINAL \
+                    or (pod.get("status") or {}).get("phase") != "Running":
+                continue
+            containers = []
+            for container_name, container in run.containers.items():
+                if container.proc is None or container.exit_code is not None:
+                    continue
+                group = table.get(container.proc.pid, ())  # its process started a session: pgid = pid
+                ticks, rss = sum(t for t, _ in group), sum(r for _, r in group)
+                self._rate(container, ticks)
+                containers.append({"name": container_name,
+                                   "usage": {"cpu": f"{container.nanocores}n", "memory": f"{rss}Ki"}})
+            if containers:
+                out.append({"kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
+                            "metadata": {"name": name, "namespace": pod_ns, "creationTimestamp": now(),
+                                         "labels": dict(pod["metadata"].get("labels") or {})},
+                            "timestamp": now(), "window": "15s", "containers": containers})
+        return out
+
+    @staticmethod
+    def _rate(container: ContainerRun, ticks: int) -> None:
+        """CPU rate since the last read (or since the start), over at least CPU_WINDOW_SECONDS."""
+        mark = container.cpu_mark or (0, container.started)
+        elapsed = time.monotonic() - mark[1]
+        if container.cpu_mark is None or elapsed >= CPU_WINDOW_SECONDS:
+            container.nanocores = int(max(ticks - mark[0], 0) / CLOCK_TICKS / max(elapsed, 1e-3) * 1e9)
+            container.cpu_mark = (ticks, time.monotonic())
 
     @staticmethod
     def _unschedulable(pod: dict[str, Any], message: str, since: str) -> None:

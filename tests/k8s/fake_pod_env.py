@@ -16,7 +16,8 @@ otherwise lacks, and a gang (an Indexed Job's pods finding each other) needs all
 * **volume mounts**: the fake cannot mount, so an env value that is a path under a container's
   ``mountPath`` is turned into the host folder behind that volume: an ``emptyDir`` lives in the pod's
   folder (gone with the pod), a ``persistentVolumeClaim`` in ``<fake>/claims/<namespace>/<claim>`` (kept
-  across pods, so a checkpoint outlives an attempt as on a real claim), ``subPath`` included.
+  across pods, so a checkpoint outlives an attempt as on a real claim), ``subPath`` included.  A claim that
+  does not exist never gets here: the fake scheduler keeps such a pod ``Pending`` (fake_kubelet.py).
 """
 
 from __future__ import annotations

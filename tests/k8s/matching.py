@@ -1,4 +1,4 @@
-"""Selector matching for the fake cluster: label and field selectors (API side), node placement (scheduler).
+"""Selector matching for the fake cluster: label and field selectors (API side), node placement and taints (scheduler).
 
 Why a module of its own: both the fake API server (``labelSelector``/``fieldSelector`` on list, watch and
 delete-collection, which kmock ignores) and the fake scheduler (``nodeSelector``, required node affinity)
@@ -101,3 +101,25 @@ def placement_ok(pod: dict[str, Any], node: dict[str, Any]) -> bool:
                 .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
     terms = required.get("nodeSelectorTerms") or []
     return not terms or any(all(expression_ok(labels, e) for e in t.get("matchExpressions") or []) for t in terms)
+
+
+def _tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
+    """Kubernetes' ``Toleration.ToleratesTaint``: an empty key with Exists matches every key, an empty effect
+    every effect; Equal (the default) needs the same value."""
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    if toleration.get("key") and toleration["key"] != taint.get("key"):
+        return False
+    if toleration.get("operator", "Equal") == "Exists":
+        return True
+    return bool(toleration.get("key")) and (toleration.get("value") or "") == (taint.get("value") or "")
+
+
+def untolerated(pod: dict[str, Any], node: dict[str, Any]) -> dict[str, Any] | None:
+    """The node's first ``NoSchedule``/``NoExecute`` taint the pod does not tolerate; None when it may go there.
+    ``PreferNoSchedule`` is a preference the scheduler scores, never a bar."""
+    tolerations = pod["spec"].get("tolerations") or []
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not any(_tolerates(t, taint) for t in tolerations):
+            return taint
+    return None

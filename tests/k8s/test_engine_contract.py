@@ -7,6 +7,8 @@ Commands use ``python3`` so that they run in the default image as well.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,11 +26,13 @@ HOG = "import time; x = bytearray(600 * 2**20); print(len(x), flush=True); time.
 
 
 @pytest.fixture
-def engine(cluster, tmp_path: Path) -> KubernetesEngine:
+def engine(cluster, tmp_path: Path) -> Iterator[KubernetesEngine]:
     if not cluster.real:
         cluster.add_node("node-1", cpu="8", memory="32Gi")  # without a node every pod stays Pending, as on a cluster
     settings = KubernetesSettings(namespace=cluster.namespace, master_id="kt-test-a")
-    return KubernetesEngine(settings, cluster.api_client, attempts_dir=tmp_path / "attempts")
+    engine = KubernetesEngine(settings, cluster.api_client, attempts_dir=tmp_path / "attempts")
+    yield engine
+    engine.stop()  # its watches, before the cluster goes
 
 
 def order(name: str, code: str, number: int = 1, **body) -> tuple[LaunchOrder, ActiveAttempt]:

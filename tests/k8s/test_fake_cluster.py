@@ -217,6 +217,43 @@ def test_pod_waits_unschedulable_until_a_node_fits(cluster: Cluster):
     assert (pod.status.phase, pod.spec.node_name) == ("Succeeded", "node-1")
 
 
+def test_a_repeated_scheduling_verdict_is_one_event_whose_count_grows(cluster: Cluster, monkeypatch):
+    from . import fake_kubelet
+
+    monkeypatch.setattr(fake_kubelet, "EVENT_REPEAT_SECONDS", 0.05)  # the scheduler's backoff, shortened
+    if not cluster.real:
+        cluster.add_node("small", cpu="1")
+    core = client.CoreV1Api(cluster.api_client)
+    body = job(cluster, "too-big", "print('never')")
+    body["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "1000"}}
+    client.BatchV1Api(cluster.api_client).create_namespaced_job(cluster.namespace, body)
+    name = only_pod(cluster, "too-big").metadata.name
+
+    def counted() -> Any:
+        found = core.list_namespaced_event(cluster.namespace, field_selector=f"involvedObject.name={name}").items
+        return len(found) == 1 and (found[0].count or 0) >= 3 and found[0]
+    event = cluster.wait_for(counted, what="one FailedScheduling event counted three times", timeout=30)
+    assert (event.reason, event.type, event.involved_object.kind) == ("FailedScheduling", "Warning", "Pod")
+    assert "Insufficient cpu" in event.message and event.last_timestamp >= event.first_timestamp
+
+
+def test_pod_metrics_are_served_for_running_pods(k8s: Cluster):
+    if k8s.real:
+        pytest.skip("metrics-server samples every 15-60 s on a real cluster: too slow for this check")
+    client.BatchV1Api(k8s.api_client).create_namespaced_job(k8s.namespace, job(
+        k8s, "burner", "x = bytearray(32 * 2**20)\nwhile True: pass", labels={"app": "burner"}))
+    custom = client.CustomObjectsApi(k8s.api_client)
+
+    def reading() -> Any:
+        items = custom.list_namespaced_custom_object("metrics.k8s.io", "v1beta1", k8s.namespace, "pods")["items"]
+        usage = items[0]["containers"][0]["usage"] if items else {}
+        return (usage and int(usage["memory"].removesuffix("Ki")) >= 32 * 1024
+                and int(usage["cpu"].removesuffix("n")) > 10**8 and items[0])
+    item = k8s.wait_for(reading, what="a PodMetrics reading of the busy pod")
+    assert item["metadata"]["labels"]["app"] == "burner" and item["containers"][0]["name"] == "main"
+    assert item["kind"] == "PodMetrics" and item["window"]
+
+
 def test_watch_streams_the_pod_lifecycle(k8s: Cluster):
     batch, core = client.BatchV1Api(k8s.api_client), client.CoreV1Api(k8s.api_client)
     batch.create_namespaced_job(k8s.namespace, job(k8s, "watched", "import time; time.sleep(0.5)",

@@ -125,7 +125,8 @@ def test_a_job_of_one_replica_renders_as_before() -> None:
 def test_a_gang_name_too_long_for_its_pod_hostnames_is_refused_at_submit(tmp_path: Path) -> None:
     from kubetrain.engines.kubernetes.engine import KubernetesEngine
 
-    engine = KubernetesEngine(SETTINGS, None, attempts_dir=tmp_path)
+    # ReadWriteMany results: a gang's validation then needs no node list (there is no API here).
+    engine = KubernetesEngine(replace(SETTINGS, results_access_mode="ReadWriteMany"), None, attempts_dir=tmp_path)
     longest = longest_job_name(4)
     engine.validate(spec(name="a" * longest, replicas=4))
     engine.validate(spec(name="a" * 63))  # a job of one has no such limit
@@ -344,7 +345,8 @@ class StillRunning:
 def test_a_gang_ends_only_once_none_of_its_pods_runs(tmp_path: Path) -> None:
     from kubetrain.engines.kubernetes.engine import KubernetesEngine
 
-    engine = KubernetesEngine(KubernetesSettings(namespace="ml", master_id="kt-gang"), None, attempts_dir=tmp_path)
+    engine = KubernetesEngine(KubernetesSettings(namespace="ml", master_id="kt-gang"), None, attempts_dir=tmp_path,
+                              watch=False)
     api = StillRunning()
     engine.batch = engine.core = engine.logs.core = api
     the_attempt = replace(attempt(), spec={"spec": {"replicas": 2}})

@@ -75,8 +75,8 @@ def test_jobs_submitted_to_the_master_run_as_kubernetes_jobs(cluster, master_fac
     assert master.wait_state("reader", "Succeeded", "Failed").state == "Succeeded"
     master.cli("volume", "rm", "datasets", check=True)
     assert json.loads(master.cli("volume", "ls", "-o", "json", check=True).stdout) == []
-    cluster.wait_for(lambda: not cluster.core.list_namespaced_persistent_volume_claim(cluster.namespace).items,
-                     what="the claim to be deleted")
+    cluster.wait_for(lambda: "datasets" not in {c.metadata.name for c in cluster.core.list_namespaced_persistent_volume_claim(
+        cluster.namespace).items}, what="the claim to be deleted")
     claim_spec = tmp_path / "claim.yaml"
     claim_spec.write_text(yaml.safe_dump({"apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": "data"},
                                           "spec": {"command": ["true"],

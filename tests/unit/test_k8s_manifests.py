@@ -135,7 +135,85 @@ def test_a_snapshot_is_fetched_by_an_init_container_with_the_job_token() -> None
     assert init_env["KUBETRAIN_JOB_TOKEN"] == {"secretKeyRef": {"name": "digits-1-token", "key": "token"}}
     assert init["image"] == container(manifest)["image"] == "registry.example/ml/train:1.4"
     assert container(manifest)["workingDir"] == "/kubetrain/code/src"
-    assert "initContainers" not in render(job())["spec"]["template"]["spec"]
+    assert {m["mountPath"] for m in init["volumeMounts"]} == {"/kubetrain/code", "/kubetrain/sdk"}
+
+
+def test_every_job_gets_the_sdk_from_the_init_container_first_on_its_pythonpath() -> None:
+    """Any image with python3 works: the SDK comes from the master, even for a job without a snapshot."""
+    manifest = render(job(env={"PYTHONPATH": "/opt/lib"}))
+    (init,) = manifest["spec"]["template"]["spec"]["initContainers"]
+    init_env = {e["name"]: e.get("value") or e["valueFrom"] for e in init["env"]}
+    assert init_env["KUBETRAIN_SDK_URL"] == "http://master:8080/api/v1/jobs/digits/sdk"
+    assert init_env["KUBETRAIN_SDK_DIR"] == "/kubetrain/sdk" and "KUBETRAIN_SNAPSHOT_URL" not in init_env
+    assert init["command"][:2] == ["python3", "-c"]
+    assert env(manifest)["PYTHONPATH"] == "/kubetrain/sdk:/opt/lib"
+    assert env(render(job()))["PYTHONPATH"] == "/kubetrain/sdk"
+    sdk = {m["mountPath"]: m for m in container(manifest)["volumeMounts"]}["/kubetrain/sdk"]
+    assert sdk["readOnly"] is True  # the job cannot change the SDK it reports with
+    # Without a URL pods could not reach the master: no init container, and PYTHONPATH as the spec says.
+    alone = render(job(env={"PYTHONPATH": "/opt/lib"}), settings=KubernetesSettings(namespace="ml"))
+    assert "initContainers" not in alone["spec"]["template"]["spec"]
+    assert env(alone)["PYTHONPATH"] == "/opt/lib"
+
+
+def test_outputs_always_go_to_the_results_claim_never_an_emptydir() -> None:
+    trial = job()
+    trial.metadata.labels["kubetrain.io/experiment"] = "sweep"
+    for spec, sub_path in ((job(), "digits"), (trial, "sweep/digits")):
+        manifest = render(spec, settings=KubernetesSettings(namespace="ml"))
+        volumes = {v["name"]: v for v in manifest["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["output"] == {"name": "output", "persistentVolumeClaim": {"claimName": "kubetrain-results"}}
+        mount = {m["mountPath"]: m for m in container(manifest)["volumeMounts"]}["/kubetrain/output"]
+        assert mount["subPath"] == sub_path
+        assert env(manifest)["KUBETRAIN_CHECKPOINT_DIR"] == "/kubetrain/output/checkpoints"  # on the claim too
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_results_claim_is_valid_labelled_as_ours_and_configurable(version: str) -> None:
+    from kubetrain.engines.kubernetes.manifests import render_results_claim
+
+    claim = render_results_claim(KubernetesSettings(namespace="ml", master_id="kt-1"))
+    kubernetes_validate.validate(claim, version, strict=True)
+    assert claim["metadata"]["name"] == "kubetrain-results"
+    assert claim["metadata"]["labels"] == {"kubetrain.io/master": "kt-1", "kubetrain.io/results": "true"}
+    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}}}
+    shared = render_results_claim(KubernetesSettings(results_claim="out", results_access_mode="ReadWriteMany",
+                                                     results_storage_class="nfs", results_size="1Ti"))
+    kubernetes_validate.validate(shared, version, strict=True)
+    assert shared["spec"] == {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Ti"}},
+                              "storageClassName": "nfs"}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kueue_mode_submits_suspended_jobs_labelled_with_the_local_queue(version: str) -> None:
+    settings = KubernetesSettings(namespace="ml", master_url="http://master:8080", kueue_queue="team-a")
+    for spec in (SPECS["everything"], job(replicas=2)):
+        manifest = render(spec, settings=settings)
+        kubernetes_validate.validate(manifest, version, strict=True)
+        assert manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+        assert manifest["spec"]["suspend"] is True
+        # On the Job only: Kueue reads the Job's label; the pods keep exactly our own labels.
+        assert "kueue.x-k8s.io/queue-name" not in manifest["spec"]["template"]["metadata"]["labels"]
+    plain = render(job())
+    assert "suspend" not in plain["spec"] and "kueue.x-k8s.io/queue-name" not in plain["metadata"]["labels"]
+
+
+@pytest.mark.parametrize(("mode", "nodes", "refused"), [
+    ("ReadWriteOnce", 1, False), ("ReadWriteOnce", 3, True), ("ReadWriteMany", 3, False),
+    ("ReadWriteOncePod", 1, True)])
+def test_a_gang_on_a_results_claim_one_node_at_a_time_is_refused_with_the_fix(mode: str, nodes: int,
+                                                                               refused: bool) -> None:
+    from kubetrain.core.errors import SpecError
+    from kubetrain.engines.kubernetes.manifests import check_results_access
+
+    settings = KubernetesSettings(results_access_mode=mode)
+    check_results_access(settings, job(), schedulable_nodes=nodes)  # one pod: always fine
+    if not refused:
+        check_results_access(settings, job(replicas=2), schedulable_nodes=nodes)
+        return
+    with pytest.raises(SpecError, match="resultsAccessMode: ReadWriteMany") as caught:
+        check_results_access(settings, job(replicas=2), schedulable_nodes=nodes)
+    assert caught.value.details == {"field": "spec.replicas", "value": 2}
 
 
 def test_deadline_image_default_shell_and_priority_class() -> None:
@@ -177,6 +255,18 @@ def test_settings_come_from_config_then_environment_and_unknown_keys_are_refused
     (tmp_path / "config.yaml").write_text("kubernetes:\n  masterId: 'not a label!'\n")
     with pytest.raises(ConfigError, match="masterId"):
         kubernetes_settings(load_settings({"KUBETRAIN_HOME": str(tmp_path)}), {}, master_url=None)
+    assert (k8s.results_claim, k8s.results_access_mode, k8s.volume_access_mode) == (
+        "kubetrain-results", "ReadWriteOnce", "ReadWriteOnce")
+    (tmp_path / "config.yaml").write_text("kubernetes:\n  resultsAccessMode: ReadWriteMany\n  resultsSize: 1Ti\n"
+                                          "  resultsMountPath: /results\n  kueueQueue: team-a\n")
+    shared = kubernetes_settings(load_settings({"KUBETRAIN_HOME": str(tmp_path)}), {}, master_url=None)
+    assert (shared.results_access_mode, shared.results_size, shared.results_mount_path, shared.kueue_queue) == (
+        "ReadWriteMany", "1Ti", "/results", "team-a")
+    for field, value in (("resultsAccessMode", "ReadWriteAll"), ("volumeAccessMode", "RWX"),
+                         ("kueueQueue", "Team A"), ("resultsSize", "lots"), ("resultsMountPath", "results")):
+        (tmp_path / "config.yaml").write_text(f"kubernetes:\n  {field}: {value}\n")
+        with pytest.raises(ConfigError, match=f"kubernetes.{field}"):
+            kubernetes_settings(load_settings({"KUBETRAIN_HOME": str(tmp_path)}), {}, master_url=None)
     (tmp_path / "config.yaml").write_text("kubernetes:\n  namespce: ml\n")
     with pytest.raises(ConfigError, match="namespce"):
         kubernetes_settings(load_settings({"KUBETRAIN_HOME": str(tmp_path)}), {}, master_url=None)
@@ -192,7 +282,8 @@ def test_volume_claims_are_valid_and_labelled_as_ours(version: str) -> None:
     claim = render_claim("datasets", 5 * 2**30, settings)
     kubernetes_validate.validate(claim, version, strict=True)
     assert claim["spec"]["resources"]["requests"]["storage"] == str(5 * 2**30)
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"] == "nfs"
+    # ReadWriteOnce by default: ReadWriteMany fails to provision on many default storage classes.
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"] and claim["spec"]["storageClassName"] == "nfs"
     assert claim["metadata"]["labels"]["kubetrain.io/master"] == "kt-1"
     assert render_claim("d", None, KubernetesSettings())["spec"]["resources"]["requests"]["storage"] == "10Gi"
     assert "storageClassName" not in render_claim("d", None, KubernetesSettings())["spec"]

@@ -160,7 +160,7 @@ def test_a_running_pod_reports_the_node_the_scheduler_chose() -> None:
     ([{"key": "anything", "effect": "NoSchedule"}], ({"operator": "Exists"},), True),  # tolerates every taint
 ])
 def test_tainted_nodes_count_only_for_pods_that_tolerate_them(taints, tolerations, schedulable: bool) -> None:
-    from kubetrain.engines.kubernetes.engine import _capacity
+    from kubetrain.engines.kubernetes.capacity import _capacity
 
     node = {"metadata": {"name": "n1", "labels": {}}, "spec": {"taints": taints},
             "status": {"allocatable": {"cpu": "4", "memory": "16Gi"}, "conditions": [{"type": "Ready", "status": "True"}]}}
@@ -237,7 +237,8 @@ def test_a_deadline_is_never_read_as_an_error_whatever_moves_between_the_two_lis
     from kubetrain.engines.kubernetes.engine import KubernetesEngine
     from kubetrain.engines.kubernetes.manifests import KubernetesSettings
 
-    engine = KubernetesEngine(KubernetesSettings(namespace="ml", master_id="kt-race"), None, attempts_dir=tmp_path)
+    engine = KubernetesEngine(KubernetesSettings(namespace="ml", master_id="kt-race"), None, attempts_dir=tmp_path,
+                              watch=False)
     engine.batch = engine.core = engine.logs.core = MovingCluster(DEADLINE_PATHS[path], start)
     seen = []
     for _ in range(4):
@@ -257,3 +258,33 @@ def test_a_pod_that_ended_before_its_job_says_how_waits_for_the_job() -> None:
     done = interpret(attempt(), job(), [pod("Succeeded", terminated={"exitCode": 0, "reason": "Completed"})],
                      AttemptHandle())
     assert done.phase is Phase.RUNNING
+
+
+def kueue_job(queue: str | None = "team-a", suspend: bool = True) -> dict:
+    """A Job as Kueue holds it before admission: suspended (the Job controller marks it so), no pods."""
+    held = {"metadata": {"name": "digits-1", "labels": {"kubetrain.io/job": "digits"}},
+            "spec": {"suspend": suspend},
+            "status": {"conditions": [{"type": "Suspended", "status": "True", "reason": "JobSuspended",
+                                       "message": "Job suspended"}] if suspend else []}}
+    if queue:
+        held["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = queue
+    return held
+
+
+def test_a_job_waiting_for_kueue_is_starting_and_says_which_queue() -> None:
+    seen = interpret(attempt(state="Starting", started=None), kueue_job(), [], AttemptHandle())
+    assert seen.phase is Phase.STARTING
+    assert seen.notes == ("waiting for Kueue to admit it (LocalQueue team-a)",)
+    # Admitted (Kueue unsuspended it), pod not made yet: starting, nothing to say about Kueue.
+    admitted = interpret(attempt(state="Starting", started=None), kueue_job(suspend=False), [], AttemptHandle())
+    assert admitted.phase is Phase.STARTING and admitted.notes == ()
+    # Suspended by someone else, not through a queue: no claim about Kueue.
+    assert interpret(attempt(state="Starting", started=None), kueue_job(queue=None), [], AttemptHandle()).notes == ()
+
+
+def test_a_job_kueue_suspends_after_it_ran_is_evicted_for_the_infrastructure_budget() -> None:
+    """Kueue preempting a workload suspends its Job (its pods go): the cluster's doing, retried as a new attempt."""
+    gone = pod("Failed", terminated={"exitCode": 143, "reason": "Error"})
+    seen = interpret(attempt(state="Running", started=1.0), kueue_job(), [gone], AttemptHandle())
+    assert seen.phase is Phase.ENDED and seen.outcome.reason == Reason.EVICTED
+    assert "Kueue" in seen.outcome.message

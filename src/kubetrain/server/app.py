@@ -41,6 +41,7 @@ from kubetrain.server.identity_routes import add_identity_routes
 from kubetrain.server.log_routes import add_log_routes
 from kubetrain.server.metrics_route import add_metrics_route
 from kubetrain.server.queue_routes import add_queue_routes
+from kubetrain.server.sdk_route import add_sdk_route
 from kubetrain.server.services import JobService
 from kubetrain.store.listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_TOKEN, JobQuery, SortOrder, View
 from kubetrain.settings import Settings
@@ -263,6 +264,7 @@ def create_app(settings: Settings, service: JobService, auth: Authenticator | No
     add_queue_routes(app, service, auth)
     add_log_routes(app, service, auth)  # GET /api/v1/jobs/{name}/logs/stream: server-sent events
     add_metrics_route(app, service, auth)  # GET /metrics for Prometheus, token-protected (issue 13)
+    add_sdk_route(app, auth)  # GET /api/v1/jobs/{name}/sdk: the in-job SDK for pods' init containers (issue 15)
     add_dashboard(app, service, auth, settings)
     if service.files is not None:
         add_file_routes(app, service, service.files, auth)

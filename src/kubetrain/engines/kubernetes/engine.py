@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -31,7 +32,7 @@ import urllib3
 from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, LaunchOrder, Phase
 from kubetrain.core.errors import ConfigError, EngineError, NotFoundError, SpecError
 from kubetrain.core.planning import NodeCapacity
-from kubetrain.core.quantities import parse_cpu, parse_memory
+from kubetrain.core.records import NodeRecord, UsageRecord
 from kubetrain.core.specs import JobSpec
 from kubetrain.core.distributed import replicas_of
 from kubetrain.engines.base import Capabilities, Engine, Observation
@@ -41,15 +42,18 @@ from kubetrain.engines.kubernetes.gang_status import (
     interpret_gang,
     is_live,
 )
+from kubetrain.engines.kubernetes.capacity import PodLister, node_capacities
 from kubetrain.engines.kubernetes.config import kubernetes_settings
+from kubetrain.engines.kubernetes.events import event_notes
+from kubetrain.engines.kubernetes.informer import ClusterWatch, about, by_attempt
 from kubetrain.engines.kubernetes.logs import LogKeeper
 from kubetrain.engines.kubernetes.manifests import (
     ATTEMPT_LABEL,
-    GPU_RESOURCE,
     JOB_LABEL,
     MASTER_LABEL,
     KubernetesSettings,
     object_name,
+    check_results_access,
     render_claim,
     render_job,
     render_secret,
@@ -57,7 +61,9 @@ from kubetrain.engines.kubernetes.manifests import (
     secret_of,
     selector_for,
 )
+from kubetrain.engines.kubernetes.results import attached_node, copy_folder, ensure_results_claim, local_outputs, output_location
 from kubetrain.engines.kubernetes.status import interpret, newest
+from kubetrain.engines.kubernetes.usage import PodMetricsReader, usage_records
 from kubetrain.settings import Settings
 
 log = logging.getLogger("kubetrain.kubernetes")
@@ -108,10 +114,10 @@ class KubernetesEngine(Engine):
     #: snapshots from the master; the kube-scheduler places pods on the cluster's nodes.  No accounting yet:
     #: outcomes carry no peak memory or CPU time (metrics-server is not asked).  Gangs: an Indexed Job each.
     capabilities = Capabilities(volumes=True, claims_volumes=True, serves_snapshots=True, multi_node=True,
-                                replicas=True)
+                                replicas=True, live_usage=True)
 
     def __init__(self, settings: KubernetesSettings, api_client: Any, *, attempts_dir: Path,
-                 snapshots_dir: Path | None = None) -> None:
+                 snapshots_dir: Path | None = None, watch: bool = True) -> None:
         kubernetes = _kubernetes()
         self.settings = settings
         self.api_client = api_client
@@ -122,6 +128,17 @@ class KubernetesEngine(Engine):
         self.snapshots_dir = snapshots_dir
         self.logs = LogKeeper(self.core, settings.namespace, attempts_dir, self.ApiException)
         self._next_sweep = 0.0  # monotonic time of the next leftover-Secret sweep
+        #: Jobs, Pods and Events watched (informer.py), started by the first observe; ``watch=False``: every pass
+        #: LISTs instead (tests that play the LIST path through a fake API object).
+        self._watching = watch
+        self._watch: ClusterWatch | None = None
+        self.custom_objects = kubernetes.client.CustomObjectsApi(api_client)
+        #: Every non-terminal pod of the cluster (or of our namespace, where the master may not read others).
+        self.pod_lister = PodLister(self.core, settings.namespace, self._call)
+        self.pod_metrics = PodMetricsReader(self.custom_objects, settings.namespace, selector_for(settings), self._call)
+        #: This master's live attempts, as of the last pass: the planner counts what their pods hold itself.
+        self._active_keys: set[tuple[str, int]] = set()
+        self._results_claim_ready = False  # made on the first launch, once per process (results.py)
 
     # -- helpers -------------------------------------------------------------
     def _call(self, call, *args, what: str, allow: tuple[int, ...] = (), **kwargs) -> Any:
@@ -177,9 +194,27 @@ class KubernetesEngine(Engine):
         return f"PersistentVolumeClaim {self.settings.namespace}/{name}", None
 
     def output_dir(self, job: str, spec: JobSpec | None = None) -> Path:
-        where = (f"on claim {self.settings.results_claim!r} under {job}/" if self.settings.results_claim
-                 else "in the pod only (no kubernetes.resultsClaim is configured)")
-        raise NotFoundError(f"job {job!r} ran on Kubernetes: its outputs are {where}, not on the master")
+        """The results claim's folder where this master mounts it (in the cluster), else this master's copy,
+        fetched through a short-lived helper pod (results.py)."""
+        if spec is None:
+            raise NotFoundError(f"job {job!r}: its spec is needed to find its outputs on the results claim")
+        if self.settings.results_mount_path:
+            return Path(self.settings.results_mount_path) / output_location(self.settings, job, spec)
+        found = self._call(self.batch.list_namespaced_job, self.settings.namespace,
+                           label_selector=f"{selector_for(self.settings)},{JOB_LABEL}={job}", limit=1,
+                           what=f"list the Jobs of {job}") or {}
+        node = None
+        if self.settings.results_access_mode != "ReadWriteMany":
+            node = attached_node(self.settings, (self._call(self.core.list_namespaced_pod, self.settings.namespace,
+                                                            label_selector=selector_for(self.settings),
+                                                            what="list pods") or {}).get("items", []))
+        return local_outputs(self.core, self.settings, job=job, spec=spec, attempts_dir=self.attempts_dir,
+                             live=bool(found.get("items")), call=self._call, node=node)
+
+    def forget_attempts(self, job: str, numbers: list[int]) -> None:
+        """A deleted job's copy of its outputs goes with it (the results claim keeps the originals)."""
+        shutil.rmtree(copy_folder(self.attempts_dir, job), ignore_errors=True)
+        (self.attempts_dir / job / "outputs.json").unlink(missing_ok=True)
 
     def validate(self, spec: JobSpec) -> None:
         for volume in spec.spec.volumes:
@@ -198,6 +233,10 @@ class KubernetesEngine(Engine):
                             f"{spec.spec.replicas} replicas on Kubernetes may have at most {longest}, because each "
                             "replica's pod hostname <job>-<attempt>-<replica> must be a DNS label (63 characters); "
                             "use a shorter name", details={"field": "metadata.name", "value": spec.metadata.name})
+        schedulable = 1  # a gang on a claim not ReadWriteMany fits only a cluster of one node (manifests.py)
+        if spec.spec.replicas > 1 and self.settings.results_access_mode != "ReadWriteMany":
+            schedulable = sum(1 for node in self.nodes() if node.schedulable)
+        check_results_access(self.settings, spec, schedulable_nodes=schedulable)
         if spec.spec.snapshot and not self.settings.master_url:
             raise SpecError("spec.snapshot: pods fetch code from the master, but no URL reachable from pods is "
                             "configured; set kubernetes.masterUrl, or bake the code into spec.image")
@@ -207,11 +246,25 @@ class KubernetesEngine(Engine):
         return (self._call(self.core.list_node, what="list nodes") or {}).get("items", [])
 
     def nodes(self) -> list[NodeCapacity]:
-        return [_capacity(node, self.settings.tolerations) for node in self._node_list()]
+        """The cluster's nodes: totals allocatable, free what every other pod leaves (capacity.py)."""
+        return node_capacities(self._node_list(), self.pod_lister(), master_id=self.settings.master_id,
+                               active_keys=self._active_keys, tolerations=self.settings.tolerations)
+
+    def describe_nodes(self, active: list[ActiveAttempt]) -> list[NodeRecord]:
+        self._active_keys = {(a.job, a.number) for a in active}  # an API process never runs observe()
+        return super().describe_nodes(active)
+
+    def usage(self, active: list[ActiveAttempt]) -> list[UsageRecord]:
+        """What running pods use now, from metrics-server (none without it): ``top``, the usage sampler's peaks."""
+        metrics = self.pod_metrics.read()
+        return usage_records(metrics, self._ours("pods"), active) if metrics else []
 
     # -- attempts ------------------------------------------------------------
     def launch(self, order: LaunchOrder) -> AttemptHandle:
         spec = JobSpec.model_validate(order.spec)
+        if not self._results_claim_ready:  # outputs and checkpoints go there: made on first use
+            ensure_results_claim(self.core, self.settings, self._call)
+            self._results_claim_ready = True
         manifest = render_job(order, spec, self.settings)
         name = manifest["metadata"]["name"]
         secret = render_secret(order, self.settings)
@@ -266,11 +319,12 @@ class KubernetesEngine(Engine):
         return out
 
     def observe(self, active: list[ActiveAttempt]) -> list[Observation]:
+        self._active_keys = {(a.job, a.number) for a in active}
         # Jobs first, then Pods, on purpose: the pods read are never older than their Job, so a Job's verdict
         # always comes with its pod's end, and a pod that ended after its Job was read waits for the verdict
         # (status.interpret) instead of being guessed at.  Two LISTs are not one snapshot; this order makes
         # every interleaving safe (tests/unit/test_k8s_status.py plays them), no watch needed.
-        jobs, pods = self._ours("jobs"), self._ours("pods")
+        jobs, pods, events = self._read()
         out = []
         for attempt in active:
             key = (attempt.job, attempt.number)
@@ -280,9 +334,11 @@ class KubernetesEngine(Engine):
             handle = self._handle(attempt.job, attempt.number, AttemptHandle.of(attempt.handle))
             replicas = replicas_of(attempt.spec)
             if replicas > 1:
-                out.append(self._observe_gang(attempt, job, pods.get(key, []), handle, replicas))
+                gang = self._observe_gang(attempt, job, pods.get(key, []), handle, replicas)
+                out.append(_with_events(gang, [job, *pods.get(key, [])], events))
                 continue
-            observation = interpret(attempt, job, pods.get(key, []), handle)
+            observation = _with_events(interpret(attempt, job, pods.get(key, []), handle),
+                                       [job, *pods.get(key, [])], events)
             pod = _pod_name(pods.get(key, []))
             if observation.phase is Phase.ENDED:
                 self.logs.keep(attempt.job, attempt.number, pod)
@@ -315,6 +371,23 @@ class KubernetesEngine(Engine):
                 self._call(self.core.delete_namespaced_secret, objects[0]["metadata"]["name"],
                            self.settings.namespace, what="delete a leftover token Secret", allow=(404,))
         return out
+
+    def _read(self) -> tuple[dict[tuple[str, int], list[dict[str, Any]]], dict[tuple[str, int], list[dict[str, Any]]],
+                             list[dict[str, Any]]]:
+        """This pass's Jobs and Pods by attempt (the pods never older than a Job's verdict) and the Events
+        about them: from the watches (informer.py) once they have synced, else two LISTs, Jobs first."""
+        if self._watch is None and self._watching:
+            self._watch = ClusterWatch(self.batch, self.core, namespace=self.settings.namespace,
+                                       label_selector=selector_for(self.settings)).start()
+        try:
+            view = self._watch.view() if self._watch is not None else None
+        except self.ApiException as exc:  # its fallback LIST of pods
+            raise EngineError(f"Kubernetes API, list pods: {exc.status} {exc.reason}: {_message(exc)}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise EngineError(f"cannot reach the Kubernetes API (list pods): {exc}") from None
+        if view is None:
+            return self._ours("jobs"), self._ours("pods"), []
+        return by_attempt(view.jobs), by_attempt(view.pods), view.events
 
     def _observe_gang(self, attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dict[str, Any]],
                       handle: AttemptHandle, replicas: int) -> Observation:
@@ -390,7 +463,18 @@ class KubernetesEngine(Engine):
             raise EngineError(f"Kubernetes API: {exc.status} {exc.reason}: {_message(exc)}") from None
 
     def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
         self.logs.stop()
+
+
+def _with_events(observation: Observation, objects: list[dict[str, Any] | None],
+                 events: list[dict[str, Any]]) -> Observation:
+    """A starting attempt's notes plus the Warning events about its Job and pods (FailedMount, image pulls...)."""
+    if observation.phase is not Phase.STARTING or not events:
+        return observation
+    extra = event_notes(about(events, [o for o in objects if o]), known=observation.notes)
+    return replace(observation, notes=observation.notes + extra) if extra else observation
 
 
 def _is_gang(job: dict[str, Any]) -> bool:
@@ -407,34 +491,3 @@ def _message(exc: Any) -> str:
         return json.loads(exc.body).get("message") or ""
     except (TypeError, ValueError, AttributeError):
         return str(exc.body or "")[:200]
-
-
-def tolerated(taint: dict[str, Any], tolerations: tuple[dict[str, Any], ...]) -> bool:
-    """Kubernetes' rule: a toleration matches a taint's key (or all keys), its value (Equal) and its effect."""
-    for toleration in tolerations:
-        if toleration.get("key") not in (None, "", taint.get("key")):
-            continue
-        if toleration.get("effect") not in (None, "", taint.get("effect")):
-            continue
-        if toleration.get("operator", "Equal") == "Exists" or toleration.get("value", "") == taint.get("value", ""):
-            return True
-    return False
-
-
-def _capacity(node: dict[str, Any], tolerations: tuple[dict[str, Any], ...] = ()) -> NodeCapacity:
-    """A node as the planner sees it: not schedulable when cordoned, not Ready, or tainted against our pods
-    (e.g. a control-plane node), so that a job no node can take fails at once as Unschedulable."""
-    status = node.get("status") or {}
-    allocatable = status.get("allocatable") or status.get("capacity") or {}
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-    gpus = int(allocatable.get(GPU_RESOURCE, "0") or 0)
-    return NodeCapacity(
-        name=node["metadata"]["name"],
-        cpu_millis=parse_cpu(allocatable.get("cpu", "0")),
-        memory_bytes=parse_memory(allocatable.get("memory", "0")),
-        gpus=tuple(range(gpus)),
-        labels=dict((node.get("metadata") or {}).get("labels") or {}),
-        schedulable=ready and not (node.get("spec") or {}).get("unschedulable", False) and not any(
-            taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerated(taint, tolerations)
-            for taint in (node.get("spec") or {}).get("taints") or []),
-    )

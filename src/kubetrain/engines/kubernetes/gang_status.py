@@ -39,6 +39,7 @@ from kubetrain.engines.kubernetes.status import (
     _init_failure,
     _waiting_notes,
     interpret,
+    kueue_wait,
     newest,
     timestamp,
 )
@@ -163,6 +164,11 @@ def interpret_gang(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: lis
         return ended(reason, f"replica {index}: {message}", code, signal)
     if failed:
         return ended(Reason.LOST, f"its Job failed before the code ran: {failed.get('message') or failed.get('reason')}")
+    waiting = kueue_wait(job)
+    if waiting is not None:  # Kueue holds the whole gang (suspended Job) until its queue admits it
+        if attempt.started_at:
+            return ended(Reason.EVICTED, "Kueue suspended its Job after it started (preempted or evicted by its queue)")
+        return Observation(*key, Phase.STARTING, handle, notes=(waiting,))
     started = [i for i, pod in indexed.items() if _started(pod)]
     if len(started) == replicas:
         return Observation(*key, Phase.RUNNING, handle, started_at=started_at)

@@ -11,12 +11,18 @@ for several Kubernetes versions.  The choices, and why:
   the job for exactly that much, and the kernel enforces it (Guaranteed QoS).
 * **The selector** becomes ``nodeSelector`` for plain equalities and a required node
   affinity for ``in``/``notin``/``exists``/``!key`` (same semantics as our planner).
-* **Named volumes are PersistentVolumeClaims** of the same name; outputs go to the
-  results claim (``subPath: <job>``) when one is configured.
+* **Named volumes are PersistentVolumeClaims** of the same name.
+* **Outputs (and so checkpoints, under the output folder) always go to the results claim**
+  (``subPath: <experiment>/<job>`` or ``<job>``), made on first use (``results.py``): an emptyDir
+  would lose them with the pod, and the master could not show them.
 * **``/dev/shm``** is a memory ``emptyDir`` sized to the memory limit: the runtime's
   64 MB default kills PyTorch DataLoader workers.
-* **The code snapshot** is fetched from the master by an init container with the
-  job's own token, so servers need no shared disk and no registry push per change.
+* **One init container** (any image with ``python3``) fetches, with the job's own token, the in-job
+  SDK (``/kubetrain/sdk``, put first on ``PYTHONPATH``) and the code snapshot if there is one: so
+  the training image needs no kubetrain installed, servers need no shared disk, and no registry
+  push is needed per change.  Only when ``masterUrl`` is set: without it pods cannot reach the master.
+* **Kueue mode** (``kueueQueue``): the Job carries ``kueue.x-k8s.io/queue-name`` and is created
+  suspended; Kueue unsuspends it when its LocalQueue admits it (the Job integration's contract).
 * **The job token** (metrics, the snapshot download) sits in a Secret per attempt,
   referenced by the pod, never in the Job object itself.
 * **Labels** ``kubetrain.io/job``, ``kubetrain.io/attempt`` and ``kubetrain.io/master``
@@ -33,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubetrain.core.attempts import LaunchOrder
+from kubetrain.core.errors import SpecError
 from kubetrain.core.quantities import format_cpu
 from kubetrain.core.selectors import parse_selector
 from kubetrain.core.specs import JobSpec
@@ -53,16 +60,29 @@ CONTAINER = "job"
 CODE_DIR = "/kubetrain/code"
 OUTPUT_DIR = "/kubetrain/output"
 ATTEMPT_DIR = "/kubetrain/attempt"
+SDK_DIR = "/kubetrain/sdk"
+INIT_CONTAINER = "kubetrain-init"
+#: Kueue's Job integration: the LocalQueue a Job is submitted to (``pkg/controller/constants`` in Kueue).
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+#: The access modes a PersistentVolumeClaim may ask for (``ReadOnlyMany`` cannot take outputs).
+ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 
-#: Run by the init container (with the job's image): fetch the job's snapshot, unpack it safely.
-FETCH_SNAPSHOT = """\
+#: Run by the init container (with the job's image): fetch the in-job SDK, then the job's snapshot if it
+#: has one, each unpacked safely (``filter="data"``: no links out, no devices, no absolute paths).
+FETCH = """\
 import os, tarfile, urllib.request
-request = urllib.request.Request(os.environ["KUBETRAIN_SNAPSHOT_URL"],
-                                 headers={"X-Kubetrain-Job-Token": os.environ["KUBETRAIN_JOB_TOKEN"]})
-with urllib.request.urlopen(request, timeout=300) as response:
-    with tarfile.open(fileobj=response, mode="r|gz") as archive:  # streamed: memory stays flat
-        archive.extractall(os.environ["KUBETRAIN_CODE_DIR"], filter="data")
+def fetch(url, into):
+    request = urllib.request.Request(url, headers={"X-Kubetrain-Job-Token": os.environ["KUBETRAIN_JOB_TOKEN"]})
+    with urllib.request.urlopen(request, timeout=300) as response:
+        with tarfile.open(fileobj=response, mode="r|gz") as archive:  # streamed: memory stays flat
+            archive.extractall(into, filter="data")
+if os.environ.get("KUBETRAIN_SDK_URL"):
+    fetch(os.environ["KUBETRAIN_SDK_URL"], os.environ["KUBETRAIN_SDK_DIR"])
+if os.environ.get("KUBETRAIN_SNAPSHOT_URL"):
+    fetch(os.environ["KUBETRAIN_SNAPSHOT_URL"], os.environ["KUBETRAIN_CODE_DIR"])
 """
+#: The script's former name (tests/integration/test_files.py runs it for the snapshot alone).
+FETCH_SNAPSHOT = FETCH
 
 
 @dataclass(frozen=True)
@@ -76,8 +96,19 @@ class KubernetesSettings:
     master_url: str | None = None
     #: Identifies this master's objects among others in the namespace.
     master_id: str = "kubetrain"
-    #: A PersistentVolumeClaim for outputs (``<claim>/<job>/``); None: an emptyDir, lost with the pod.
-    results_claim: str | None = None
+    #: The PersistentVolumeClaim every job's outputs and checkpoints go to (``<claim>/[<experiment>/]<job>/``);
+    #: made on first use with the three settings below, or a claim of that name made by hand, used as it is.
+    results_claim: str = "kubetrain-results"
+    #: ReadWriteOnce works on every storage class (jobs then share the node the claim is attached to);
+    #: ReadWriteMany (NFS, CephFS, EFS, Filestore...) lets jobs on several nodes write at once.
+    results_access_mode: str = "ReadWriteOnce"
+    results_storage_class: str | None = None
+    results_size: str = "20Gi"
+    #: Where the results claim is mounted in the master's own pod (``kubetrain k8s manifests``): outputs
+    #: are read from there.  None: the master is outside the cluster and reads through a helper pod.
+    results_mount_path: str | None = None
+    #: A Kueue LocalQueue: Jobs are created suspended with its label, and Kueue admits them.  None: no Kueue.
+    kueue_queue: str | None = None
     #: None: Kubernetes' own default (Always for ``:latest``, IfNotPresent otherwise).
     image_pull_policy: str | None = None
     service_account: str | None = None
@@ -86,10 +117,11 @@ class KubernetesSettings:
     #: priority -> priorityClassName, for clusters that define classes; the highest threshold met wins.
     priority_classes: tuple[tuple[int, str], ...] = ()
     #: For ``kubetrain volume create``: size when none is given, storage class (None: the cluster's
-    #: default) and access mode (shared volumes are read by jobs on many nodes: ReadWriteMany).
+    #: default) and access mode (ReadWriteOnce: the only one every storage class provides; ReadWriteMany
+    #: where jobs on several nodes must mount one volume at once and the storage class offers it).
     volume_size: str = "10Gi"
     storage_class: str | None = None
-    volume_access_mode: str = "ReadWriteMany"
+    volume_access_mode: str = "ReadWriteOnce"
 
 
 def object_name(job: str, number: int) -> str:
@@ -189,6 +221,8 @@ def _priority_class(settings: KubernetesSettings, priority: int) -> str | None:
 
 
 VOLUME_LABEL = "kubetrain.io/volume"
+#: On the results claim this master made (``render_results_claim``).
+RESULTS_LABEL = "kubetrain.io/results"
 
 
 def render_claim(name: str, size_bytes: int | None, settings: KubernetesSettings) -> dict[str, Any]:
@@ -230,14 +264,8 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
             mount["subPath"] = volume.sub_path
         mounts.append(mount)
         volume_env["KUBETRAIN_VOLUME_" + volume.name.upper().replace("-", "_")] = volume.mount_path
-    if settings.results_claim:
-        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": settings.results_claim}})
-        group = spec.metadata.labels.get("kubetrain.io/experiment") or order.job
-        sub_path = order.job if group == order.job else f"{group}/{order.job}"
-        mounts.append({"name": "output", "mountPath": OUTPUT_DIR, "subPath": sub_path})
-    else:
-        volumes.append({"name": "output", "emptyDir": {}})
-        mounts.append({"name": "output", "mountPath": OUTPUT_DIR})
+    volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": settings.results_claim}})
+    mounts.append({"name": "output", "mountPath": OUTPUT_DIR, "subPath": output_subpath(order.job, spec)})
 
     variables = job_variables(order, spec, attempt_dir=ATTEMPT_DIR, output_dir=OUTPUT_DIR,
                               master_url=settings.master_url, gpus=None, volumes=volume_env)
@@ -248,6 +276,8 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
         for entry in from_index:
             variables.pop(entry["name"], None)
         variables.update(constants)
+    if settings.master_url:  # the init container puts the SDK here: first, so that it matches this master
+        variables["PYTHONPATH"] = ":".join(p for p in (SDK_DIR, body.env.get("PYTHONPATH")) if p)
     argv = ["/bin/sh", "-c", " ".join(body.argv)] if body.shell else body.argv
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -261,32 +291,24 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
     }
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
-    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "volumes": volumes}
+    # enableServiceLinks off: a job's environment is its spec's, not <SERVICE>_PORT=tcp://... for every Service
+    # of the namespace (a Service called "kubetrain" would set KUBETRAIN_PORT, which our SDK reads).
+    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "volumes": volumes,
+                           "enableServiceLinks": False}
     if order.run_as is not None:  # the submitter's uid, as on the embedded engine; never escalating
         pod["securityContext"] = {"runAsUser": order.run_as.uid, "runAsGroup": order.run_as.gid,
                                   "runAsNonRoot": order.run_as.uid != 0}
         container["securityContext"] = {"allowPrivilegeEscalation": False}
     if body.snapshot:
         volumes.append({"name": "code", "emptyDir": {}})
-        code_mount = {"name": "code", "mountPath": CODE_DIR}
-        mounts.append(code_mount)
+        mounts.append({"name": "code", "mountPath": CODE_DIR})
         container["workingDir"] = f"{CODE_DIR}/{body.working_dir}" if body.working_dir else CODE_DIR
-        pod["initContainers"] = [{
-            "name": "fetch-code",
-            "image": container["image"],
-            **({"imagePullPolicy": settings.image_pull_policy} if settings.image_pull_policy else {}),
-            "command": ["python3", "-c", FETCH_SNAPSHOT],
-            "env": [
-                {"name": "KUBETRAIN_SNAPSHOT_URL", "value": f"{(settings.master_url or '').rstrip('/')}/api/v1/jobs/{order.job}/snapshot"},
-                _token_from_secret(order),
-                {"name": "KUBETRAIN_CODE_DIR", "value": CODE_DIR},
-            ],
-            # requests = limits, like the job's container: the pod stays in the Guaranteed QoS class.
-            "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-            "volumeMounts": [code_mount],
-        }]
     elif body.working_dir:
         container["workingDir"] = body.working_dir
+    if settings.master_url:
+        volumes.append({"name": "sdk", "emptyDir": {}})
+        mounts.append({"name": "sdk", "mountPath": SDK_DIR, "readOnly": True})
+        pod["initContainers"] = [_init_container(order, container["image"], settings, snapshot=bool(body.snapshot))]
     node_selector, affinity = _placement(body.selector)
     if node_selector:
         pod["nodeSelector"] = node_selector
@@ -304,6 +326,10 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
         "backoffLimit": 0,
         "template": {"metadata": {"labels": own_labels}, "spec": pod},
     }
+    job_labels = dict(own_labels)
+    if settings.kueue_queue:  # Kueue admits the suspended Job, then unsuspends it (its Job integration)
+        job_labels[KUEUE_QUEUE_LABEL] = settings.kueue_queue
+        job_spec["suspend"] = True
     if body.replicas > 1:
         make_indexed(job_spec, pod, body.replicas, name)
     if body.active_deadline_seconds:
@@ -311,7 +337,72 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": settings.namespace, "labels": own_labels,
+        "metadata": {"name": name, "namespace": settings.namespace, "labels": job_labels,
                      "annotations": {"kubetrain.io/spec-name": order.job}},
         "spec": job_spec,
     }
+
+
+def _init_container(order: LaunchOrder, image: str, settings: KubernetesSettings, *, snapshot: bool) -> dict[str, Any]:
+    """Fetches the SDK (and the snapshot, if any) with the job's image, so any image with ``python3`` works."""
+    base = f"{(settings.master_url or '').rstrip('/')}/api/v1/jobs/{order.job}"
+    env = [{"name": "KUBETRAIN_SDK_URL", "value": f"{base}/sdk"}, {"name": "KUBETRAIN_SDK_DIR", "value": SDK_DIR},
+           _token_from_secret(order)]
+    mounts = [{"name": "sdk", "mountPath": SDK_DIR}]
+    if snapshot:
+        env += [{"name": "KUBETRAIN_SNAPSHOT_URL", "value": f"{base}/snapshot"},
+                {"name": "KUBETRAIN_CODE_DIR", "value": CODE_DIR}]
+        mounts.append({"name": "code", "mountPath": CODE_DIR})
+    return {
+        "name": INIT_CONTAINER,
+        "image": image,
+        **({"imagePullPolicy": settings.image_pull_policy} if settings.image_pull_policy else {}),
+        "command": ["python3", "-c", FETCH],
+        "env": env,
+        # requests = limits, like the job's container: the pod stays in the Guaranteed QoS class.
+        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+        "volumeMounts": mounts,
+    }
+
+
+def output_subpath(job: str, spec: JobSpec) -> str:
+    """Where a job's outputs live on the results claim: ``<experiment>/<job>`` for a trial, else ``<job>``."""
+    group = spec.metadata.labels.get("kubetrain.io/experiment") or job
+    return job if group == job else f"{group}/{job}"
+
+
+def render_results_claim(settings: KubernetesSettings) -> dict[str, Any]:
+    """The results claim, as made on first use; labelled as ours, so only a claim we made is ever deleted."""
+    spec: dict[str, Any] = {"accessModes": [settings.results_access_mode],
+                            "resources": {"requests": {"storage": settings.results_size}}}
+    if settings.results_storage_class:
+        spec["storageClassName"] = settings.results_storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": settings.results_claim, "namespace": settings.namespace,
+                     "labels": {MASTER_LABEL: settings.master_id, RESULTS_LABEL: "true"}},
+        "spec": spec,
+    }
+
+
+def check_results_access(settings: KubernetesSettings, spec: JobSpec, *, schedulable_nodes: int) -> None:
+    """Refuse a job that could never start because of how the results claim may be mounted.
+
+    Every job mounts the results claim.  ``ReadWriteOnce`` attaches it to one node at a time, and any
+    number of pods on that node may use it: so on a one-node cluster (kind, k3s on a workstation) a
+    gang runs, and it is allowed.  With several nodes a gang is there to span them, and its pods on a
+    second node would wait forever (``Multi-Attach error``): refused, with the fix.  ``ReadWriteOncePod``
+    admits one pod in the whole cluster, so no gang at all.  Jobs of one pod are always allowed: on
+    several nodes, one placed away from the claim waits (``FailedAttachVolume``) until the node holding
+    it has no job left, then runs; ``ReadWriteMany`` is how an admin avoids that wait.
+    """
+    replicas = spec.spec.replicas
+    mode = settings.results_access_mode
+    if replicas <= 1 or mode == "ReadWriteMany" or (mode == "ReadWriteOnce" and schedulable_nodes <= 1):
+        return
+    raise SpecError(f"spec.replicas: {replicas} replicas all mount the results claim {settings.results_claim!r}, "
+                    f"which is {mode} (one {'pod' if mode == 'ReadWriteOncePod' else 'node'} at a time), so replicas "
+                    f"on a second node could never start; set kubernetes.resultsAccessMode: ReadWriteMany (with a "
+                    f"storage class that offers it, kubernetes.resultsStorageClass) or run one replica",
+                    details={"field": "spec.replicas", "value": replicas})

@@ -30,6 +30,7 @@ from typing import Any
 from kubetrain.core.attempts import ActiveAttempt, AttemptHandle, Outcome, Phase
 from kubetrain.core.states import AttemptState, Reason, explain_exit
 from kubetrain.engines.base import Observation
+from kubetrain.engines.kubernetes.manifests import KUEUE_QUEUE_LABEL
 
 #: Pod reasons that mean the machine, not the code, ended the attempt.
 INFRA_POD_REASONS = {"Evicted", "NodeLost", "NodeShutdown", "Terminated", "Preempting", "UnexpectedAdmissionError"}
@@ -121,6 +122,13 @@ def interpret(attempt: ActiveAttempt, job: dict[str, Any] | None, pods: list[dic
         why = _init_failure(pod) or failed.get("message") or failed.get("reason")
         return Observation(*key, Phase.ENDED, handle, started_at=started_at, outcome=Outcome(
             Reason.LOST, f"its Job failed before the code ran: {why}"))
+    waiting = kueue_wait(job)
+    if waiting is not None and not _live(pod):
+        if attempt.started_at:  # it ran, then Kueue took its quota back: the cluster's doing, a new attempt resumes
+            return Observation(*key, Phase.ENDED, handle, started_at=started_at, outcome=Outcome(
+                Reason.EVICTED, "Kueue suspended its Job after it started (preempted or evicted by its queue); "
+                "the next attempt resumes from its checkpoint", started_at=started_at))
+        return Observation(*key, Phase.STARTING, handle, notes=(waiting,))
     if pod is None:
         return Observation(*key, Phase.STARTING, handle)
     handle = handle.with_data(pod=pod["metadata"]["name"])
@@ -153,3 +161,24 @@ def _waiting_notes(pod: dict[str, Any]) -> tuple[str, ...]:
     if waiting.get("reason") in WAITING_NOTES:
         notes.append(f"container not started: {waiting['reason']}: {waiting.get('message') or ''}".rstrip(": "))
     return tuple(notes)
+
+
+def kueue_wait(job: dict[str, Any]) -> str | None:
+    """Why a suspended Job waits, when Kueue holds it (``spec.suspend`` and its queue label); else None.
+
+    Kueue admits a Job by setting ``spec.suspend`` to false; until then the Job controller makes no pod
+    (and marks the Job ``Suspended``), so "no pod yet" is the queue's decision, which the user must see.
+    """
+    if not (job.get("spec") or {}).get("suspend"):
+        return None
+    queue = ((job.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+    if queue is None:
+        return None
+    return f"waiting for Kueue to admit it (LocalQueue {queue})"
+
+
+def _live(pod: dict[str, Any] | None) -> bool:
+    """A pod that still runs or may yet: neither ended nor being deleted."""
+    if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
