@@ -24,6 +24,7 @@ from kubetrain.cli.files import attach_snapshot
 from kubetrain.cli.files import register as register_files
 from kubetrain.cli.flags import spec_from_flags, specs_from_file
 from kubetrain.cli.identity import register as register_identity
+from kubetrain.cli.k8s import register as register_k8s
 from kubetrain.cli.queues import register as register_queues
 from kubetrain.cli.interleave import LogRead
 from kubetrain.cli.listing import list_full
@@ -504,6 +505,7 @@ register_files(app, _client)
 register_identity(app, _client)
 register_queues(app, _client)
 register_dashboard(app, _client)
+register_k8s(app)
 
 
 def spec_dir(spec) -> str | None:

@@ -60,6 +60,15 @@ def builder_for(name: str) -> Builder:
     return importlib.import_module(f"{__name__}.{name}").build_engine
 
 
+def engine_module(name: str, part: str):
+    """Module ``part`` of engine ``name``'s package, imported now (``engine_module("kubernetes", "deploy")``
+    for ``kubetrain k8s manifests``): the CLI reaches an engine's own commands through the registry, never by
+    importing the engine; KeyError for an engine :func:`engine_names` lacks or one registered at run time."""
+    if name in _registered or name not in engine_names():
+        raise KeyError(name)
+    return importlib.import_module(f"{__name__}.{name}.{part}")
+
+
 def build_engine(settings: Settings, *, master_url: str | None) -> Engine:
     """The engine ``settings.engine`` names, built from its own section of the settings."""
     from kubetrain.core.errors import ConfigError
