@@ -2,7 +2,7 @@
 
 ``under`` is one engine in a world of its own (:mod:`tests.engines.targets`), parametrised over every
 engine: ``local`` (a real LocalEngine and node agent in a temp home), ``kubernetes`` (the engine on the
-fake API server over real HTTP, :mod:`tests.k8s.cluster`) and ``slurm`` (the real 3-node cluster, skipped
+fake API server over real HTTP, :mod:`tests.k8s.cluster`, or on the cluster of ``KUBETRAIN_TEST_KUBECONFIG``) and ``slurm`` (the real 3-node cluster, skipped
 with the reason where it cannot run).
 """
 
@@ -48,8 +48,6 @@ def under(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     """One engine under the contract, closed (its jobs stopped, its nodes put back) after the test."""
     from tests.engines import targets
 
-    if request.param == "kubernetes" and os.environ.get("KUBETRAIN_TEST_KUBECONFIG"):
-        pytest.skip("the contract runs on the fake cluster only: its jobs wait for files on this machine")
     if request.param == "slurm":  # skips, with the reason, where the cluster cannot run
         monkeypatch.setenv("SLURM_CONF", str(request.getfixturevalue("slurm_cluster")))  # the engine's commands
     # A folder every job can read and pass through, whoever it runs as (pytest's own is 0700).
@@ -59,9 +57,10 @@ def under(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     if request.param == "local":
         target = targets.LocalTarget(scratch)
     elif request.param == "kubernetes":
-        from tests.k8s.cluster import fake_cluster
+        from tests.k8s.cluster import fake_cluster, real_cluster
 
-        clusters = fake_cluster(tmp_path_factory.mktemp("fake-k8s"))
+        kubeconfig = os.environ.get("KUBETRAIN_TEST_KUBECONFIG")  # a real cluster, in a throw-away namespace
+        clusters = real_cluster(kubeconfig) if kubeconfig else fake_cluster(tmp_path_factory.mktemp("fake-k8s"))
         target = targets.KubernetesTarget(next(clusters), scratch)
         request.addfinalizer(lambda: next(clusters, None))  # stops the fake, failing on its own errors
     else:

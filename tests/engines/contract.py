@@ -83,6 +83,14 @@ class EngineUnderTest(abc.ABC):
     def memory_limit(self, seen: Observation) -> int | None:
         """The memory limit (bytes) the engine applied to the running attempt, read where the engine keeps it."""
 
+    def gate_path(self) -> str:
+        """Where a gated job looks for its go file: a path its process can see."""
+        return str(self.scratch / f"go-{secrets.token_hex(4)}")
+
+    def open_gate(self, path: str) -> None:
+        """Make the go file ``path`` exist where the waiting jobs look (here: this machine, shared with them)."""
+        Path(path).touch()
+
     def close(self) -> None:
         """Stop what the target started and put back what it changed (nodes taken down)."""
 
@@ -154,12 +162,23 @@ def wait_for(under: EngineUnderTest, predicate: Callable[[], object], what: str)
         time.sleep(0.05)
 
 
-def gated(under: EngineUnderTest, before: str, after: str) -> tuple[str, Path]:
+@dataclass
+class Gate:
+    """A go file a gated job waits for; ``touch()`` opens it the target's way (a file here, or in the pod)."""
+
+    under: EngineUnderTest
+    path: str
+
+    def touch(self) -> None:
+        self.under.open_gate(self.path)
+
+
+def gated(under: EngineUnderTest, before: str, after: str) -> tuple[str, Gate]:
     """A program that prints ``before``, waits for its go file, prints ``after``; and that go file."""
-    go = under.scratch / f"go-{secrets.token_hex(4)}"
+    go = under.gate_path()
     code = (f"import os, time\nprint({before!r}, flush=True)\n"
-            f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\nprint({after!r}, flush=True)\n")
-    return code, go
+            f"while not os.path.exists({go!r}): time.sleep(0.05)\nprint({after!r}, flush=True)\n")
+    return code, Gate(under, go)
 
 
 # -- the behaviours ----------------------------------------------------------------------------------------

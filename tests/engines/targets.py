@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 from pathlib import Path
@@ -95,20 +96,54 @@ class LocalTarget(EngineUnderTest):
 
 
 class KubernetesTarget(EngineUnderTest):
-    timeout = 60.0
+    """The fake cluster, or a real one (``KUBETRAIN_TEST_KUBECONFIG``): there, what only the fake can do (take a
+    node away, kill one process of a pod, run this machine's scripts) is skipped with the reason, and a go file
+    lives in the job's pod, opened through ``pods/exec``."""
 
-    def __init__(self, cluster, scratch: Path) -> None:  # cluster: tests.k8s.cluster.Cluster (fake)
+    timeout = 60.0
+    #: Behaviours a real cluster cannot show in this test: the fake does them from inside its kubelet.
+    FAKE_ONLY = {"node-loss": "taking a node away needs the fake cluster",
+                 "gang-ddp": "its replicas run this machine's ddp_job.py (the fake runs pods here)",
+                 "gang-kill-resume": "killing one replica's process and this machine's script need the fake cluster"}
+
+    def __init__(self, cluster, scratch: Path) -> None:  # cluster: tests.k8s.cluster.Cluster
         from kubetrain.engines.kubernetes.engine import KubernetesEngine
         from kubetrain.engines.kubernetes.manifests import KubernetesSettings
 
         self.cluster = cluster
-        for node in ("node-1", "node-2"):  # two, so that attempt 2 has somewhere to go when one is lost
-            cluster.add_node(node, cpu="8", memory="32Gi")
+        if not cluster.real:
+            for node in ("node-1", "node-2"):  # two, so that attempt 2 has somewhere to go when one is lost
+                cluster.add_node(node, cpu="8", memory="32Gi")
         # A results claim, as a cluster that keeps checkpoints has: attempt 2 of a gang resumes from it.
-        self.settings = KubernetesSettings(namespace=cluster.namespace, master_id="kt-contract", results_claim="results")
+        # On a real cluster of several nodes a gang's replicas need a ReadWriteMany class for it.
+        self.settings = KubernetesSettings(namespace=cluster.namespace, master_id="kt-contract", results_claim="results",
+                                           results_access_mode=os.environ.get("KUBETRAIN_TEST_RESULTS_ACCESS_MODE",
+                                                                              "ReadWriteOnce"))
         self.attempts_dir = scratch / "attempts"
         self.engines = [KubernetesEngine(self.settings, cluster.api_client, attempts_dir=self.attempts_dir)]
         super().__init__(self.engines[0], scratch)
+
+    def cannot(self, behaviour: str) -> str | None:
+        return self.FAKE_ONLY.get(behaviour) if self.cluster.real else None
+
+    def gate_path(self) -> str:
+        return super().gate_path() if not self.cluster.real else f"/tmp/go-{secrets.token_hex(4)}"
+
+    def open_gate(self, path: str) -> None:
+        """On a real cluster: create the file in every running pod of this target (one test's at a time)."""
+        if not self.cluster.real:
+            return super().open_gate(path)
+        from kubernetes import client
+        from kubernetes.stream import stream
+
+        core = client.CoreV1Api(self.cluster.exec_client())  # stream() patches its client: never the shared one
+        pods = core.list_namespaced_pod(self.cluster.namespace, field_selector="status.phase=Running",
+                                        label_selector=f"kubetrain.io/master={self.settings.master_id}").items
+        assert pods, "no running pod to open the gate in"
+        for pod in pods:
+            stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, self.cluster.namespace, container="job",
+                   command=["python3", "-c", f"open({path!r}, 'w').close()"],
+                   stderr=True, stdin=False, stdout=True, tty=False)
 
     def fresh(self) -> Engine:
         from kubetrain.engines.kubernetes.engine import KubernetesEngine

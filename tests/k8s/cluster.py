@@ -167,6 +167,12 @@ class Cluster:
             return await server.add(PODS, namespace, body)
         return self.fake.call(create())
 
+    def exec_client(self) -> client.ApiClient:
+        """A client of its own for ``kubernetes.stream`` (which patches the client it is given): real clusters."""
+        import os
+
+        return config.new_client_from_config(config_file=os.environ["KUBETRAIN_TEST_KUBECONFIG"])
+
     def wait_for(self, predicate: Callable[[], T], timeout: float = 10, what: str = "condition",
                  interval: float = 0.02) -> T:
         """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout`` seconds."""
