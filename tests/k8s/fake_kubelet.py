@@ -54,7 +54,7 @@ from typing import Any
 import kmock
 from kubernetes.utils import parse_quantity
 
-from . import fake_pod_env
+from . import fake_metrics, fake_pod_env
 from .fake_apiserver import (
     JOBS,
     NODES,
@@ -73,9 +73,6 @@ CLAIMS = kmock.resource("", "v1", "persistentvolumeclaims")
 #: Seconds between two counts of one repeated scheduling verdict (the scheduler retries with a backoff from 1 s).
 EVENT_REPEAT_SECONDS = 1.0
 #: The shortest CPU window that pod_metrics measures over; a read sooner gives the last rate again.
-CPU_WINDOW_SECONDS = 0.2
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 TERMINAL = ("Succeeded", "Failed")
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
@@ -150,24 +147,6 @@ def _requests(pod: dict[str, Any]) -> dict[str, float]:
     for name, value in (pod["spec"].get("overhead") or {}).items():
         total[name] = total.get(name, 0) + float(parse_quantity(value))
     return total
-
-
-def _process_table() -> dict[int, list[tuple[int, int]]]:
-    """pgid -> [(utime+stime+cutime+cstime ticks, VmRSS KiB)] of every process now (one /proc scan)."""
-    table: dict[int, list[tuple[int, int]]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/statm", encoding="ascii") as statm:
-                pages = int(statm.read().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-        table.setdefault(int(fields[2]), []).append((ticks, pages * PAGE_KIB))
-    return table
 
 
 class FakeKubelet:
@@ -421,39 +400,8 @@ class FakeKubelet:
     # ---- metrics-server
 
     def pod_metrics(self, namespace: str | None) -> list[dict[str, Any]]:
-        """``metrics.k8s.io/v1beta1`` PodMetrics of the running pods in ``namespace`` (None: all), as
-        metrics-server gives them: each running container's CPU rate (nanocores) and working set (Ki)."""
-        table = _process_table()
-        out = []
-        for (pod_ns, name), run in list(self.pods.items()):
-            pod = self.server.get(PODS, pod_ns, name)
-            if (namespace is not None and pod_ns != namespace) or pod is None or run.phase in TERMINAL \
-                    or (pod.get("status") or {}).get("phase") != "Running":
-                continue
-            containers = []
-            for container_name, container in run.containers.items():
-                if container.proc is None or container.exit_code is not None:
-                    continue
-                group = table.get(container.proc.pid, ())  # its process started a session: pgid = pid
-                ticks, rss = sum(t for t, _ in group), sum(r for _, r in group)
-                self._rate(container, ticks)
-                containers.append({"name": container_name,
-                                   "usage": {"cpu": f"{container.nanocores}n", "memory": f"{rss}Ki"}})
-            if containers:
-                out.append({"kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
-                            "metadata": {"name": name, "namespace": pod_ns, "creationTimestamp": now(),
-                                         "labels": dict(pod["metadata"].get("labels") or {})},
-                            "timestamp": now(), "window": "15s", "containers": containers})
-        return out
-
-    @staticmethod
-    def _rate(container: ContainerRun, ticks: int) -> None:
-        """CPU rate since the last read (or since the start), over at least CPU_WINDOW_SECONDS."""
-        mark = container.cpu_mark or (0, container.started)
-        elapsed = time.monotonic() - mark[1]
-        if container.cpu_mark is None or elapsed >= CPU_WINDOW_SECONDS:
-            container.nanocores = int(max(ticks - mark[0], 0) / CLOCK_TICKS / max(elapsed, 1e-3) * 1e9)
-            container.cpu_mark = (ticks, time.monotonic())
+        """``metrics.k8s.io/v1beta1`` PodMetrics of the running pods in ``namespace`` (None: all): fake_metrics.py."""
+        return fake_metrics.pod_metrics(self.server, self.pods, namespace)
 
     @staticmethod
     def _unschedulable(pod: dict[str, Any], message: str, since: str) -> None:

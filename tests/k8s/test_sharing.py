@@ -30,6 +30,17 @@ MASTER = "kt-share"
 TAINT = {"key": "dedicated", "value": "inference", "effect": "NoSchedule"}
 
 
+_made: list[KubernetesEngine] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_engines(cluster: Cluster):
+    """Every engine a test made stops (its watches) before the cluster goes."""
+    yield
+    while _made:
+        _made.pop().stop()
+
+
 def make_engine(cluster: Cluster, folder: Path, *, master_id: str = MASTER, **settings) -> KubernetesEngine:
     """An engine of master :data:`MASTER`; its results claim exists (pods whose claim is missing stay Pending)."""
     claim = KubernetesSettings().results_claim
@@ -38,8 +49,9 @@ def make_engine(cluster: Cluster, folder: Path, *, master_id: str = MASTER, **se
         cluster.core.create_namespaced_persistent_volume_claim(cluster.namespace, {
             "metadata": {"name": claim}, "spec": {"accessModes": ["ReadWriteOnce"],
                                                   "resources": {"requests": {"storage": "1Gi"}}}})
-    return KubernetesEngine(KubernetesSettings(namespace=cluster.namespace, master_id=master_id, **settings),
-                            cluster.api_client, attempts_dir=folder / "attempts")
+    _made.append(KubernetesEngine(KubernetesSettings(namespace=cluster.namespace, master_id=master_id, **settings),
+                                  cluster.api_client, attempts_dir=folder / "attempts"))
+    return _made[-1]
 
 
 def order(name: str, code: str, cpu: str = "100m") -> tuple[LaunchOrder, ActiveAttempt]:
