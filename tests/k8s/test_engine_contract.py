@@ -184,6 +184,33 @@ def test_named_volumes_are_claims_and_only_ours_are_ever_deleted(cluster, engine
     core.delete_namespaced_persistent_volume_claim("theirs", cluster.namespace, _preload_content=False)
 
 
+def test_the_masters_own_claims_are_never_a_jobs_volume_nor_a_users_to_delete(cluster, engine) -> None:
+    """The results claim holds every user's outputs, the master's home claim its database and admin socket: a job
+    mounting one, or a user adopting one with ``volume create`` (then ``volume rm``), would reach everyone's."""
+    from kubernetes import client
+
+    from kubetrain.core.errors import SpecError
+    from kubetrain.engines.kubernetes.results import ensure_results_claim
+
+    core = client.CoreV1Api(cluster.api_client)
+    ensure_results_claim(engine.core, engine.settings, engine._call)
+    core.create_namespaced_persistent_volume_claim(cluster.namespace, {  # as `kubetrain k8s manifests` labels it
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "kubetrain-master", "labels": {"app.kubernetes.io/name": "kubetrain"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    for claim in ("kubetrain-results", "kubetrain-master"):
+        spec = validate_job({"apiVersion": "kubetrain/v1", "kind": "Job", "metadata": {"name": "snoop"}, "spec": {
+            "command": ["true"], "volumes": [{"name": claim, "mountPath": "/data"}]}})
+        with pytest.raises(SpecError, match="the master's own") as refused:
+            engine.validate(spec)
+        assert refused.value.details == {"field": "spec.volumes", "value": claim}
+        with pytest.raises(SpecError, match="the master's own"):
+            engine.provision_volume(claim, None)  # adopting it as a volume is refused too
+        engine.release_volume(claim)  # and a release never deletes it
+    names = {c.metadata.name for c in core.list_namespaced_persistent_volume_claim(cluster.namespace).items}
+    assert {"kubetrain-results", "kubetrain-master"} <= names
+
+
 def test_a_running_pods_log_is_streamed_to_the_master_and_outlives_its_node(cluster, engine, tmp_path: Path) -> None:
     from kubernetes import client
 

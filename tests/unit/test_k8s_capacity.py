@@ -151,6 +151,7 @@ def test_totals_stay_the_allocatable() -> None:
      False),
     ([{"key": "spot", "effect": "PreferNoSchedule"}], (), True),  # a preference, not a bar
     ([{"key": "anything", "effect": "NoSchedule"}], ({"operator": "Exists"},), True),  # tolerates every taint
+    ([{"key": "dedicated", "effect": "NoSchedule"}], ({"operator": "Equal"},), False),  # Equal without a key: none
 ])
 def test_taints_the_master_does_not_tolerate_make_a_node_unschedulable(taints, tolerations, schedulable) -> None:
     (n1,) = node_capacities([node(taints=taints)], [], master_id=MASTER, active_keys=(), tolerations=tolerations)

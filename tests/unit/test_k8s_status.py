@@ -288,3 +288,12 @@ def test_a_job_kueue_suspends_after_it_ran_is_evicted_for_the_infrastructure_bud
     seen = interpret(attempt(state="Running", started=1.0), kueue_job(), [gone], AttemptHandle())
     assert seen.phase is Phase.ENDED and seen.outcome.reason == Reason.EVICTED
     assert "Kueue" in seen.outcome.message
+
+
+def test_a_job_kueue_suspends_has_not_ended_while_its_pod_still_stops() -> None:
+    """Suspending deletes the pods, which run through their grace period (writing a checkpoint): the attempt ends
+    only once the pod has, or a next attempt would write the same output folder alongside it."""
+    stopping = pod("Running", running=True)
+    stopping["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    seen = interpret(attempt(state="Running", started=1.0), kueue_job(), [stopping], AttemptHandle())
+    assert seen.phase is Phase.RUNNING, seen

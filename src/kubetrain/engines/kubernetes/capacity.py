@@ -108,13 +108,17 @@ def pod_request(pod: dict[str, Any]) -> dict[str, Decimal]:
 
 
 def tolerated(taint: dict[str, Any], tolerations: Iterable[dict[str, Any]]) -> bool:
-    """Kubernetes' rule: a toleration matches a taint's key (or all keys), its value (Equal) and its effect."""
+    """Kubernetes' rule: a toleration matches a taint's key (or, with Exists, all keys), its value (Equal) and its
+    effect (or all effects)."""
     for toleration in tolerations:
         if toleration.get("key") not in (None, "", taint.get("key")):
             continue
         if toleration.get("effect") not in (None, "", taint.get("effect")):
             continue
-        if toleration.get("operator", "Equal") == "Exists" or toleration.get("value", "") == taint.get("value", ""):
+        if toleration.get("operator", "Equal") == "Exists":
+            return True
+        # Equal needs a key: an empty key with Equal matches nothing (only Exists may leave the key out).
+        if toleration.get("key") and toleration.get("value", "") == taint.get("value", ""):
             return True
     return False
 

@@ -42,7 +42,7 @@ from kubetrain.engines.kubernetes.gang_status import (
     interpret_gang,
     is_live,
 )
-from kubetrain.engines.kubernetes.capacity import PodLister, node_capacities
+from kubetrain.engines.kubernetes.capacity import PodLister, _capacity, node_capacities
 from kubetrain.engines.kubernetes.config import kubernetes_settings
 from kubetrain.engines.kubernetes.events import event_notes
 from kubetrain.engines.kubernetes.informer import ClusterWatch, about, by_attempt
@@ -51,6 +51,8 @@ from kubetrain.engines.kubernetes.manifests import (
     ATTEMPT_LABEL,
     JOB_LABEL,
     MASTER_LABEL,
+    RESULTS_LABEL,
+    VOLUME_LABEL,
     KubernetesSettings,
     object_name,
     check_results_access,
@@ -68,6 +70,8 @@ from kubetrain.settings import Settings
 
 log = logging.getLogger("kubetrain.kubernetes")
 
+#: ``kubetrain k8s manifests`` labels the master's own objects (its home claim) ``app.kubernetes.io/name: kubetrain``.
+DEPLOY_NAME_LABEL = "app.kubernetes.io/name"
 #: Seconds any single (non-streaming) API call may take: a hung API server must not freeze the loop.
 REQUEST_TIMEOUT = 30
 #: How often observe() looks for token Secrets left without their Job.
@@ -111,8 +115,8 @@ def build_engine(settings: Settings, *, master_url: str | None, env: Mapping[str
 class KubernetesEngine(Engine):
     name = "kubernetes"
     #: Named volumes are the namespace's PersistentVolumeClaims, not folders on the master; pods fetch code
-    #: snapshots from the master; the kube-scheduler places pods on the cluster's nodes.  No accounting yet:
-    #: outcomes carry no peak memory or CPU time (metrics-server is not asked).  Gangs: an Indexed Job each.
+    #: snapshots from the master; the kube-scheduler places pods on the cluster's nodes.  Live usage comes
+    #: from metrics-server where the cluster has one (usage.py).  Gangs: an Indexed Job each.
     capabilities = Capabilities(volumes=True, claims_volumes=True, serves_snapshots=True, multi_node=True,
                                 replicas=True, live_usage=True)
 
@@ -177,18 +181,38 @@ class KubernetesEngine(Engine):
                         f"{name!r} in namespace {self.settings.namespace!r} with kubectl, then name it in spec.volumes")
 
     def provision_volume(self, name: str, size_bytes: int | None) -> None:
-        # 409: a claim of that name exists (made with kubectl, or by us before): use it.
-        self._call(self.core.create_namespaced_persistent_volume_claim, self.settings.namespace,
-                   render_claim(name, size_bytes, self.settings), what=f"create PersistentVolumeClaim {name}",
-                   allow=(409,))
+        # 409: a claim of that name exists (made with kubectl, or by us before): use it -- unless it is the
+        # master's own (its home, the results claim), which no user may adopt and then delete.
+        if self._call(self.core.create_namespaced_persistent_volume_claim, self.settings.namespace,
+                      render_claim(name, size_bytes, self.settings), what=f"create PersistentVolumeClaim {name}",
+                      allow=(409,)) is None:
+            self._refuse_masters_claim(name, self._read_claim(name), field="name")
 
     def release_volume(self, name: str) -> None:
-        """Delete the claim only if this master made it: a claim made with kubectl is the user's to delete."""
-        claim = self._call(self.core.read_namespaced_persistent_volume_claim, name, self.settings.namespace,
-                           what=f"read PersistentVolumeClaim {name}", allow=(404,))
-        if self._owned(claim):
+        """Delete the claim only if this master made it *as that volume*: a claim made with kubectl is the
+        user's to delete, and the master's own claims (results, home) are never a volume's."""
+        claim = self._read_claim(name)
+        labels = ((claim or {}).get("metadata") or {}).get("labels") or {}
+        if self._owned(claim) and labels.get(VOLUME_LABEL) == name and name != self.settings.results_claim:
             self._call(self.core.delete_namespaced_persistent_volume_claim, name, self.settings.namespace,
                        what=f"delete PersistentVolumeClaim {name}", allow=(404,))
+
+    def _read_claim(self, name: str) -> dict[str, Any] | None:
+        return self._call(self.core.read_namespaced_persistent_volume_claim, name, self.settings.namespace,
+                          what=f"read PersistentVolumeClaim {name}", allow=(404,))
+
+    def _refuse_masters_claim(self, name: str, claim: dict[str, Any] | None, *, field: str) -> None:
+        """The results claim holds every user's outputs and the master's home claim its database and socket:
+        a job mounting either, or a user adopting one as a volume, would reach everyone's data."""
+        labels = ((claim or {}).get("metadata") or {}).get("labels") or {}
+        masters = (name == self.settings.results_claim or labels.get(RESULTS_LABEL)
+                   or labels.get(DEPLOY_NAME_LABEL) == "kubetrain"
+                   or (labels.get(MASTER_LABEL) and labels.get(VOLUME_LABEL) != name))
+        if masters:
+            raise SpecError(f"{field}: PersistentVolumeClaim {name!r} is the master's own (every job's results, or "
+                            "its home), not a volume; a job writes its outputs to KUBETRAIN_OUTPUT_DIR and reads "
+                            "others' with `kubetrain artifacts` / `kubetrain cp`; use another name",
+                            details={"field": field, "value": name})
 
     def volume_usage(self, name: str) -> tuple[str | None, int | None]:
         return f"PersistentVolumeClaim {self.settings.namespace}/{name}", None
@@ -212,9 +236,16 @@ class KubernetesEngine(Engine):
                              live=bool(found.get("items")), call=self._call, node=node)
 
     def forget_attempts(self, job: str, numbers: list[int]) -> None:
-        """A deleted job's copy of its outputs goes with it (the results claim keeps the originals)."""
+        """A deleted job's attempt folders (kept logs, the ``cancelled`` mark) and its copy of its outputs go
+        with it, so a new job of that name starts clean; the results claim keeps the originals."""
+        for number in numbers:
+            shutil.rmtree(self.attempt_dir(job, number), ignore_errors=True)
         shutil.rmtree(copy_folder(self.attempts_dir, job), ignore_errors=True)
         (self.attempts_dir / job / "outputs.json").unlink(missing_ok=True)
+        try:
+            (self.attempts_dir / job).rmdir()
+        except OSError:
+            pass  # not empty: an attempt this call was not told of
 
     def validate(self, spec: JobSpec) -> None:
         for volume in spec.spec.volumes:
@@ -224,6 +255,7 @@ class KubernetesEngine(Engine):
                 raise SpecError(f"spec.volumes: no PersistentVolumeClaim {volume.name!r} in namespace "
                                 f"{self.settings.namespace!r}; create it with kubectl first",
                                 details={"field": "spec.volumes", "value": volume.name})
+            self._refuse_masters_claim(volume.name, found, field="spec.volumes")
         if spec.spec.environment is not None:
             raise SpecError("spec.environment: on Kubernetes a job's environment is its image; "
                             "set spec.image (or the master's default image) instead")
@@ -235,7 +267,7 @@ class KubernetesEngine(Engine):
                             "use a shorter name", details={"field": "metadata.name", "value": spec.metadata.name})
         schedulable = 1  # a gang on a claim not ReadWriteMany fits only a cluster of one node (manifests.py)
         if spec.spec.replicas > 1 and self.settings.results_access_mode != "ReadWriteMany":
-            schedulable = sum(1 for node in self.nodes() if node.schedulable)
+            schedulable = sum(1 for node in self._node_list() if _capacity(node, self.settings.tolerations).schedulable)
         check_results_access(self.settings, spec, schedulable_nodes=schedulable)
         if spec.spec.snapshot and not self.settings.master_url:
             raise SpecError("spec.snapshot: pods fetch code from the master, but no URL reachable from pods is "
@@ -289,6 +321,8 @@ class KubernetesEngine(Engine):
         if created is None:  # 409: launched before (a relaunch after a master restart) -- if it is ours
             self._claim_existing(self.batch.read_namespaced_job, name, order)
         self.attempt_dir(order.job, order.number).mkdir(parents=True, exist_ok=True)
+        # A mark left by an earlier job of this name must not read as this attempt's cancel.
+        (self.attempt_dir(order.job, order.number) / CANCELLED).unlink(missing_ok=True)
         return self._handle(order.job, order.number, AttemptHandle())
 
     def _handle(self, job: str, number: int, known: AttemptHandle) -> AttemptHandle:
@@ -306,24 +340,23 @@ class KubernetesEngine(Engine):
     def _ours(self, kind: str) -> dict[tuple[str, int], list[dict[str, Any]]]:
         call = {"jobs": self.batch.list_namespaced_job, "pods": self.core.list_namespaced_pod,
                 "secrets": self.core.list_namespaced_secret}[kind]
-        items = (self._call(call, self.settings.namespace, label_selector=selector_for(self.settings),
-                            what=f"list {kind}") or {}).get("items", [])
-        out: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for item in items:
-            item_labels = (item.get("metadata") or {}).get("labels") or {}
-            try:
-                key = (item_labels[JOB_LABEL], int(item_labels[ATTEMPT_LABEL]))
-            except (KeyError, ValueError):
-                continue
-            out.setdefault(key, []).append(item)
-        return out
+        return by_attempt((self._call(call, self.settings.namespace, label_selector=selector_for(self.settings),
+                                      what=f"list {kind}") or {}).get("items", []))
 
     def observe(self, active: list[ActiveAttempt]) -> list[Observation]:
         self._active_keys = {(a.job, a.number) for a in active}
-        # Jobs first, then Pods, on purpose: the pods read are never older than their Job, so a Job's verdict
-        # always comes with its pod's end, and a pod that ended after its Job was read waits for the verdict
-        # (status.interpret) instead of being guessed at.  Two LISTs are not one snapshot; this order makes
-        # every interleaving safe (tests/unit/test_k8s_status.py plays them), no watch needed.
+        out = self._observe(active)
+        # What the planner will count itself from now on: attempts that did not end in this pass.  The pods of
+        # those that did (still terminating) are anyone's, so nodes() takes them off (capacity.py).
+        self._active_keys = {(o.job, o.number) for o in out if o.phase is not Phase.ENDED}
+        return out
+
+    def _observe(self, active: list[ActiveAttempt]) -> list[Observation]:
+        # The pods read are never older than a Job's verdict (ClusterWatch.view waits for the pods watch, or
+        # lists them; before the watches have synced, two LISTs, Jobs first), so a Job's verdict always comes
+        # with its pod's end, and a pod that ended after its Job was read waits for the verdict
+        # (status.interpret) instead of being guessed at (tests/unit/test_k8s_status.py plays every
+        # interleaving; tests/engines/test_k8s_watch_race.py the watches').
         jobs, pods, events = self._read()
         out = []
         for attempt in active:

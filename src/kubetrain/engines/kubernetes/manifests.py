@@ -318,6 +318,8 @@ def render_job(order: LaunchOrder, spec: JobSpec, settings: KubernetesSettings) 
         pod["tolerations"] = [dict(t) for t in settings.tolerations]
     if settings.service_account:
         pod["serviceAccountName"] = settings.service_account
+    else:  # a job's code is untrusted: no credential for the cluster's API unless one is configured for it
+        pod["automountServiceAccountToken"] = False
     priority_class = _priority_class(settings, body.priority)
     if priority_class:
         pod["priorityClassName"] = priority_class

@@ -15,10 +15,11 @@ API spreads one fact over several places:
 * a pod that cannot be scheduled or pulled is not a failure yet, but the user
   must see why it waits (notes become events);
 * the Job's conditions are the verdict: a pod that has ended while its Job says
-  nothing yet is still running.  ``observe`` lists Jobs and then Pods, so the
-  pods it reads are never older than the Job; a pod killed for a deadline
-  between the two reads (likely on a busy CPU) must not be read as the code's
-  ``Error`` (``tests/unit/test_k8s_status.py`` plays every such interleaving).
+  nothing yet is still running.  ``observe`` reads pods never older than a Job's
+  verdict (the watches' view waits for them, or Jobs are listed before Pods), so a
+  pod killed for a deadline meanwhile (likely on a busy CPU) must not be read as
+  the code's ``Error`` (``tests/unit/test_k8s_status.py`` plays every such
+  interleaving, ``tests/engines/test_k8s_watch_race.py`` the watches').
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def kueue_wait(job: dict[str, Any]) -> str | None:
 
 
 def _live(pod: dict[str, Any] | None) -> bool:
-    """A pod that still runs or may yet: neither ended nor being deleted."""
-    if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    """A pod whose process may still run: not ended, not on an unreachable node.  One being deleted (Kueue
+    suspending its Job) still runs through its grace period, writing its checkpoint: the attempt has not
+    ended until it is gone, or a next attempt would write the same folder alongside it."""
+    return pod is not None and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed", "Unknown")
