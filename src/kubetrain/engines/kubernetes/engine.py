@@ -63,7 +63,8 @@ from kubetrain.engines.kubernetes.manifests import (
     secret_of,
     selector_for,
 )
-from kubetrain.engines.kubernetes.results import attached_node, copy_folder, ensure_results_claim, local_outputs, output_location
+from kubetrain.engines.kubernetes.results import (attached_node, copy_folder, ensure_results_claim, local_outputs,
+                                                  output_location, sweep_readers)
 from kubetrain.engines.kubernetes.status import interpret, newest
 from kubetrain.engines.kubernetes.usage import PodMetricsReader, usage_records
 from kubetrain.settings import Settings
@@ -392,6 +393,10 @@ class KubernetesEngine(Engine):
         if time.monotonic() < self._next_sweep:
             return out
         self._next_sweep = time.monotonic() + SECRET_SWEEP_SECONDS
+        try:  # reader pods a master left behind (it died between creating and deleting one)
+            sweep_readers(self.core, self.settings, self._call)
+        except EngineError as exc:
+            log.warning("%s", exc.message)
         for key, objects in self._ours("secrets").items():
             if key not in active_keys and key not in jobs:
                 # A gang's Service goes before its Secret (in _delete too): a Secret left means a Service may be.

@@ -16,11 +16,21 @@ pods and the master can show them.  The master reads them in one of two ways:
 A copy fetched after the job ended is kept (a marker names the attempt it saw), so repeated
 ``artifacts``/``cp`` start no pod; while a Job of the job exists, a copy is reused for at most
 :data:`LIVE_REUSE_SECONDS` (one ``cp -r`` lists, then reads each file: one pod, not one per file).
+A lock file beside the marker makes concurrent readers (API workers, a ``cp -r``) wait for one fetch and
+reuse it, instead of each starting a pod and racing on the swap.
+
+A job is not trusted: what it wrote is copied only as regular files and folders (links, FIFOs and devices
+are left out on both sides), and never past :data:`MAX_COPY_BYTES` / :data:`MAX_COPY_FILES` or
+:data:`MAX_LOG_BYTES` of log, so a small archive cannot fill the master's disk or memory.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
+import contextlib
+import datetime
+import fcntl
 import hashlib
 import json
 import logging
@@ -29,6 +39,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +60,20 @@ LIVE_REUSE_SECONDS = 30.0
 POLL_SECONDS = 0.2
 #: The last line of the helper pod's log: ``END <bytes> <sha256>`` of the tar.gz before base64.
 TRAILER = "END"
+#: A copy stops past this many bytes of files, or this many archive members: a job's outputs are untrusted,
+#: and a few hundred KB of tar.gz can expand to anything.  Beyond: read them in the cluster (the error says how).
+MAX_COPY_BYTES = 2 << 30
+MAX_COPY_FILES = 20_000
+#: The most of the reader pod's log held in memory (the kubelet keeps ~10 MiB by default; this leaves room
+#: for a raised ``containerLogMaxSize`` without letting a log grow the master without bound).
+MAX_LOG_BYTES = 64 << 20
+#: The most bytes of archive headers (pax, GNU long names) between two members' data: tarfile reads such a
+#: header whole into memory before any check sees the member, so a forged one must not be gigabytes.
+MAX_HEADER_BYTES = 1 << 20
+#: Read timeout of the log stream; with the fetch's own timeout, how long a second reader waits for the lock.
+LOG_READ_SECONDS = 300
+#: An ended reader pod is swept only this long after it ended: another API process may still read its log.
+ENDED_GRACE_SECONDS = 120.0
 
 #: The helper pod's program: the folder named by KUBETRAIN_RESULTS_DIR (a path under the mount, so a
 #: fake kubelet can map it to its own folder) as a streamed tar.gz, base64 in lines, then the trailer.
@@ -69,11 +94,23 @@ class Lines:
         return len(data)
     def flush(self):
         pass
+def add(archive, folder, prefix):
+    # Regular files and folders only, links never followed: a FIFO would block, a device or link would
+    # make the master refuse the whole archive.  A file removed while walking (a live job) is skipped.
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        name = prefix + entry.name
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                archive.add(entry.path, arcname=name, recursive=False)
+                add(archive, entry.path, name + "/")
+            elif entry.is_file(follow_symlinks=False):
+                archive.add(entry.path, arcname=name, recursive=False)
+        except FileNotFoundError:
+            pass
 out = Lines()
 with tarfile.open(fileobj=out, mode="w|gz") as archive:
     if os.path.isdir(root):
-        for name in sorted(os.listdir(root)):
-            archive.add(os.path.join(root, name), arcname=name)
+        add(archive, root, "")
 if out.pending:
     sys.stdout.write(base64.b64encode(out.pending).decode() + "\\n")
 sys.stdout.write("END %d %s\\n" % (out.size, out.digest.hexdigest()))
@@ -127,6 +164,7 @@ def render_reader_pod(job_subpath: str, settings: KubernetesSettings, name: str,
     resources = {"cpu": "250m", "memory": "128Mi"}  # requests = limits: Guaranteed, and small (tar + gzip)
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # it reads a folder; it needs no credential for the API
         "activeDeadlineSeconds": deadline_seconds,
         "containers": [{
             "name": "read",
@@ -143,8 +181,9 @@ def render_reader_pod(job_subpath: str, settings: KubernetesSettings, name: str,
     }
     if settings.tolerations:
         pod["tolerations"] = [dict(t) for t in settings.tolerations]
-    if node:
-        pod["nodeSelector"] = {"kubernetes.io/hostname": node}
+    if node:  # by node name: the kubernetes.io/hostname label need not equal it on every cloud
+        pod["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -165,12 +204,12 @@ def fetch_outputs(core: Any, settings: KubernetesSettings, subpath: str, dest: P
         _wait_succeeded(core, ns, name, call=call, timeout=timeout)
         data = _archive(_log_lines(core, ns, name), subpath)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        _replace_with(dest, data)
+        _replace_with(dest, data, what=f"the outputs of {subpath!r}")
     finally:
         try:
             call(core.delete_namespaced_pod, name, ns, what=f"delete the results reader pod {name}", allow=(404,),
                  grace_period_seconds=0)
-        except EngineError as exc:  # its deadline ends it anyway; the label says whose it was
+        except EngineError as exc:  # its deadline ends it anyway, and sweep_readers deletes it then
             log.warning("%s", exc.message)
     return dest
 
@@ -184,7 +223,11 @@ def _wait_succeeded(core: Any, ns: str, name: str, *, call: Call, timeout: float
         if phase == "Succeeded":
             return
         if phase == "Failed":
-            tail = "".join(list(_log_lines(core, ns, name))[-5:])[-500:]
+            try:  # only its last lines matter, and a log that cannot be read must not hide the failure
+                tail = "".join(collections.deque(_log_lines(core, ns, name), maxlen=5))[-500:]
+            except EngineError as exc:
+                tail = ""
+                log.warning("%s", exc.message)
             raise EngineError(f"the results reader pod {name} failed: {tail or (pod.get('status') or {}).get('message')}")
         time.sleep(POLL_SECONDS)
     why = _waiting_reason(pod)
@@ -205,17 +248,38 @@ def _waiting_reason(pod: dict[str, Any]) -> str:
     return f"phase {status.get('phase') or 'unknown'}"
 
 
-def _log_lines(core: Any, ns: str, name: str) -> Iterator[str]:
-    from kubernetes.client import ApiException  # the engine's package: only imported where the engine is
+def _log_lines(core: Any, ns: str, name: str, *, limit: int | None = None) -> Iterator[str]:
+    """The reader pod's log, line by line; at most ``limit`` bytes (:data:`MAX_LOG_BYTES`) are read.
 
+    Every failure is an EngineError: a transport error mid-stream (urllib3's ProtocolError, ReadTimeoutError)
+    would otherwise escape as a raw exception and reach the user as an HTTP 500.
+    """
+    import urllib3  # the kubernetes client's transport: only imported where the engine is
+    from kubernetes.client import ApiException
+
+    limit = MAX_LOG_BYTES if limit is None else limit
+    what = f"the log of the results reader pod {name}"
     try:
-        response = core.read_namespaced_pod_log(name, ns, _preload_content=False, _request_timeout=300)
+        response = core.read_namespaced_pod_log(name, ns, _preload_content=False, _request_timeout=LOG_READ_SECONDS)
     except ApiException as exc:
-        raise EngineError(f"Kubernetes API, read the log of the results reader pod {name}: {exc.status} "
-                          f"{exc.reason}") from None
-    pending = b""
+        raise EngineError(f"Kubernetes API, read {what}: {exc.status} {exc.reason}") from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise EngineError(f"cannot read {what} from the Kubernetes API: {exc}") from None
+    pending, seen = b"", 0
     try:
-        for chunk in response.stream(1 << 16):
+        chunks = response.stream(1 << 16)
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise EngineError(f"reading {what} broke off ({type(exc).__name__}: {exc}); try again") from None
+            if chunk is None:
+                break
+            seen += len(chunk)
+            if seen > limit:
+                raise EngineError(f"{what} is longer than {limit >> 20} MiB, more than a master outside the cluster "
+                                  "reads; run the master in the cluster with the results claim mounted "
+                                  "(`kubetrain k8s manifests`) to reach large outputs")
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
@@ -241,41 +305,117 @@ def _archive(lines: Iterator[str], subpath: str) -> bytes:
             except ValueError:
                 raise EngineError(f"the results reader's log for {subpath!r} is not what it writes: {line[:80]!r}") from None
     data = b"".join(parts)
-    if trailer is None or len(trailer) != 3 or int(trailer[1]) != len(data) or trailer[2] != hashlib.sha256(data).hexdigest():
+    try:  # a garbled trailer (wrong field count, no number) is the same failure as a missing one
+        size, digest = (int(trailer[1]), trailer[2]) if trailer is not None and len(trailer) == 3 else (-1, "")
+    except ValueError:
+        size, digest = -1, ""
+    if size != len(data) or digest != hashlib.sha256(data).hexdigest():
         raise EngineError(f"the outputs of {subpath!r} came back incomplete through the reader pod's log (the kubelet "
                           "keeps at most containerLogMaxSize of a log, 10 MiB by default); run the master in the "
                           "cluster with the results claim mounted (`kubetrain k8s manifests`) to reach large outputs")
     return data
 
 
-def _replace_with(dest: Path, data: bytes) -> None:
-    """Unpack ``data`` beside ``dest``, then swap it in: readers see the old copy or the new one, whole."""
+def _replace_with(dest: Path, data: bytes, *, what: str = "the outputs") -> None:
+    """Unpack ``data`` beside ``dest``, then swap it in: readers see the old copy or the new one, whole.
+
+    Member by member, within :data:`MAX_COPY_BYTES` and :data:`MAX_COPY_FILES`; past either, or on any
+    error, nothing of the new copy is left and the old one stays.
+    """
     fresh = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    swapped = False
     try:
-        with tarfile.open(fileobj=_BytesReader(data), mode="r|gz") as archive:
-            archive.extractall(fresh, filter="data")  # no links out, no devices, no absolute paths
-        old = None
-        if dest.exists():
-            old = dest.parent / f".{dest.name}-old-{secrets.token_hex(4)}"
-            dest.rename(old)
-        fresh.rename(dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except (tarfile.TarError, OSError) as exc:
-        shutil.rmtree(fresh, ignore_errors=True)
+        source = _Inflater(data)
+        bounded = _Bounded(source, what)
+        with tarfile.open(fileobj=source, mode="r|") as archive:
+            archive.extractall(fresh, filter=bounded)
+        _swap(fresh, dest)
+        if bounded.skipped:
+            log.info("%s: left out %d entries that are not regular files or folders", what, bounded.skipped)
+        swapped = True
+    except (tarfile.TarError, OSError, zlib.error, EOFError) as exc:
         raise EngineError(f"cannot unpack the outputs into {dest}: {exc}") from None
+    finally:
+        if not swapped:
+            shutil.rmtree(fresh, ignore_errors=True)
 
 
-class _BytesReader:
-    """A minimal read-only stream over bytes (``io.BytesIO`` would copy them once more)."""
+def _swap(fresh: Path, dest: Path) -> None:
+    """Old copy aside, new one in, old one removed (a rename onto a folder that exists fails)."""
+    old = None
+    if dest.exists() or dest.is_symlink():
+        old = dest.with_name(f".{dest.name}-old-{secrets.token_hex(4)}")
+        dest.rename(old)
+    try:
+        fresh.rename(dest)
+    except OSError:
+        if old is not None:
+            old.rename(dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _too_large(what: str, limit: str) -> EngineError:
+    return EngineError(f"{what} are more than a master outside the cluster copies ({limit}); read them from a master "
+                       "in the cluster with a ReadWriteMany results claim mounted (`kubetrain k8s manifests`), or "
+                       "have the job keep fewer or smaller files in its output folder")
+
+
+class _Bounded:
+    """The extraction filter: tarfile's ``data`` filter, for regular files and folders only, within the limits.
+
+    Every member counts (and every byte its header claims); a link, FIFO or device is skipped rather than
+    failing the whole copy, so a job cannot make its own artifacts unreadable.
+    """
+
+    def __init__(self, source: _Inflater, what: str) -> None:
+        self.source, self.what, self.files, self.bytes, self.skipped = source, what, 0, 0, 0
+
+    def __call__(self, member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        self.files += 1
+        self.bytes += max(member.size, 0)
+        if self.files > MAX_COPY_FILES:
+            raise _too_large(self.what, f"{MAX_COPY_FILES} files")
+        if self.bytes > MAX_COPY_BYTES:
+            raise _too_large(self.what, f"{MAX_COPY_BYTES >> 20} MiB")
+        self.source.allow(member.size)
+        if not (member.isfile() or member.isdir()):
+            self.skipped += 1
+            return None
+        return tarfile.data_filter(member, path)
+
+
+class _Inflater:
+    """The tar in gzip ``data``, inflated as tarfile reads it and never further than :meth:`allow` lets it.
+
+    The bound follows each member's data plus :data:`MAX_HEADER_BYTES`, so the master never holds more than
+    that of a header, and never inflates much more than the members it accepted.
+    """
 
     def __init__(self, data: bytes) -> None:
         self.view, self.at = memoryview(data), 0
+        self.inflate = zlib.decompressobj(wbits=31)  # gzip framing
+        self.produced, self.allowed = 0, MAX_HEADER_BYTES
+
+    def allow(self, size: int) -> None:
+        self.allowed = self.produced + max(size, 0) + tarfile.BLOCKSIZE + MAX_HEADER_BYTES
 
     def read(self, size: int = -1) -> bytes:
-        end = len(self.view) if size < 0 else min(len(self.view), self.at + size)
-        chunk, self.at = bytes(self.view[self.at:end]), end
-        return chunk
+        size = size if size > 0 else tarfile.RECORDSIZE
+        out = b""
+        while not out and not self.inflate.eof:
+            chunk = self.inflate.unconsumed_tail
+            if not chunk:
+                if self.at >= len(self.view):
+                    break
+                chunk, self.at = self.view[self.at:self.at + (1 << 16)], self.at + (1 << 16)
+            out = self.inflate.decompress(chunk, size)
+        self.produced += len(out)
+        if self.produced > self.allowed:
+            raise EngineError("the outputs' archive has a header larger than "
+                              f"{MAX_HEADER_BYTES >> 20} MiB; it was not written by the results reader")
+        return out
 
 
 # -- the master's copy ---------------------------------------------------------
@@ -286,6 +426,36 @@ def copy_folder(attempts_dir: Path, job: str) -> Path:
 
 def _marker(attempts_dir: Path, job: str) -> Path:
     return attempts_dir / job / "outputs.json"
+
+
+def lock_file(attempts_dir: Path, job: str) -> Path:
+    """Held while a copy is checked, fetched and swapped in: concurrent readers share one fetch."""
+    return attempts_dir / job / "outputs.lock"
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, *, wait: float) -> Iterator[None]:
+    """``flock`` on ``path`` (any process, any thread: each open is its own lock holder), for at most ``wait`` s."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # noqa: SIM115 - held across the yield
+    except OSError as exc:
+        raise EngineError(f"cannot lock the master's copy of the outputs ({path}): {exc}") from None
+    with handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise EngineError(f"another read of these outputs has held {path} for over {wait:.0f} s; "
+                                      "try again later") from None
+                time.sleep(POLL_SECONDS)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def newest_attempt(attempts_dir: Path, job: str) -> int:
@@ -315,19 +485,77 @@ def local_outputs(core: Any, settings: KubernetesSettings, *, job: str, spec: Jo
     """The master's copy of ``job``'s outputs, fetched through a helper pod unless the copy it has is fresh.
 
     ``live``: a Job of this job exists in the cluster (it may still write); ``node``: see :func:`render_reader_pod`.
+    Under :func:`lock_file`, so a second caller waits for the first one's fetch and then serves its copy.
     """
     folder, marker_path = copy_folder(attempts_dir, job), _marker(attempts_dir, job)
-    newest = newest_attempt(attempts_dir, job)
-    try:
-        marker = json.loads(marker_path.read_text())
-    except (OSError, ValueError):
-        marker = None
-    if folder.is_dir() and copy_is_fresh(marker, newest=newest, live=live, now=time.time()):
-        return folder
-    fetched_at = time.time()
-    fetch_outputs(core, settings, output_location(settings, job, spec), folder, call=call, timeout=timeout,
-                  node=node)
-    partial = marker_path.with_name(f".{marker_path.name}-{secrets.token_hex(4)}")
-    partial.write_text(json.dumps({"attempt": newest, "final": not live, "fetched_at": fetched_at}))
-    partial.replace(marker_path)
+    with _exclusive(lock_file(attempts_dir, job), wait=timeout + LOG_READ_SECONDS):
+        newest = newest_attempt(attempts_dir, job)
+        try:
+            marker = json.loads(marker_path.read_text())
+        except (OSError, ValueError):
+            marker = None
+        if folder.is_dir() and copy_is_fresh(marker, newest=newest, live=live, now=time.time()):
+            return folder
+        for leftover in folder.parent.glob(f".{folder.name}-*"):  # of a master that died mid-swap
+            shutil.rmtree(leftover, ignore_errors=True)
+        fetched_at = time.time()
+        fetch_outputs(core, settings, output_location(settings, job, spec), folder, call=call, timeout=timeout,
+                      node=node)
+        partial = marker_path.with_name(f".{marker_path.name}-{secrets.token_hex(4)}")
+        partial.write_text(json.dumps({"attempt": newest, "final": not live, "fetched_at": fetched_at}))
+        partial.replace(marker_path)
     return folder
+
+
+# -- leftover reader pods --------------------------------------------------------
+def _timestamp(value: Any) -> float | None:
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    try:
+        return datetime.datetime.fromisoformat(str(value)).timestamp() if value else None
+    except ValueError:
+        return None
+
+
+def reader_is_stale(pod: dict[str, Any], *, now: float, older_than_seconds: float = 600.0,
+                    ended_grace_seconds: float = ENDED_GRACE_SECONDS) -> bool:
+    """Pure: should this reader pod (API JSON) be deleted?
+
+    Ended ones, once :data:`ENDED_GRACE_SECONDS` have passed since they ended (another process of this
+    master may still be reading the log of one that just succeeded); any other once older than
+    ``older_than_seconds`` (a pod that never got a node never reaches its ``activeDeadlineSeconds``).
+    """
+    status = pod.get("status") or {}
+    created = _timestamp((pod.get("metadata") or {}).get("creationTimestamp"))
+    if status.get("phase") in ("Succeeded", "Failed"):
+        ended = [_timestamp(((c.get("state") or {}).get("terminated") or {}).get("finishedAt"))
+                 for c in status.get("containerStatuses") or []]
+        at = max((t for t in ended if t is not None), default=created)
+        return at is None or now - at >= ended_grace_seconds
+    return created is not None and now - created >= older_than_seconds
+
+
+def sweep_readers(core: Any, settings: KubernetesSettings, call: Call, *, older_than_seconds: float = 600.0,
+                  now: float | None = None) -> list[str]:
+    """Delete this master's leftover reader pods (:func:`reader_is_stale`); the names deleted.
+
+    ``fetch_outputs`` deletes its pod itself; a master that died between create and delete (or a delete
+    that failed) leaves one, which would hold its node's share of the claim and clutter ``kubectl get pods``.
+    A failed delete is logged and retried on the next sweep; a failed list raises (EngineError).
+    """
+    now = time.time() if now is None else now
+    ns = settings.namespace
+    found = call(core.list_namespaced_pod, ns, label_selector=f"{MASTER_LABEL}={settings.master_id},{ROLE_LABEL}={READER_ROLE}",
+                 what="list the results reader pods") or {}
+    deleted = []
+    for pod in found.get("items") or []:
+        name = (pod.get("metadata") or {}).get("name")
+        if not name or not reader_is_stale(pod, now=now, older_than_seconds=older_than_seconds):
+            continue
+        try:
+            call(core.delete_namespaced_pod, name, ns, what=f"delete the results reader pod {name}", allow=(404,),
+                 grace_period_seconds=0)
+            deleted.append(name)
+        except EngineError as exc:
+            log.warning("%s", exc.message)
+    return deleted
