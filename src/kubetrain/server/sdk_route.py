@@ -34,6 +34,8 @@ MODULES = ("kubetrain/__init__.py", "kubetrain/sdk/__init__.py", "kubetrain/sdk/
 EXTEND_PATH = ("\n\n# Added by the master's SDK archive: an installed kubetrain's other modules stay importable.\n"
                "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n")
 MEDIA_TYPE = "application/gzip"
+#: How OpenAPI says "bytes": clients (and the API fuzzer) must not read the archive as text.
+BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 
 @functools.cache
@@ -62,14 +64,14 @@ def add_sdk_route(app: FastAPI, auth: Authenticator) -> None:
         return Response(data, media_type=MEDIA_TYPE, headers={"ETag": etag})
 
     @app.get("/api/v1/jobs/{name}/sdk", dependencies=[Depends(auth.job_or_user)],
-             responses={200: {"content": {MEDIA_TYPE: {}}, "description": "the in-job SDK, a tar.gz"}})
+             responses={200: {"content": {MEDIA_TYPE: BINARY}, "description": "the in-job SDK, a tar.gz"}})
     def job_sdk(name: str, request: Request) -> Response:
         """The in-job SDK (a .tar.gz): what a pod's init container fetches with the job's token."""
         del name  # the same archive for every job; the name scopes the job token
         return answer(request)
 
     @app.get("/api/v1/sdk", dependencies=[Depends(auth.user)],
-             responses={200: {"content": {MEDIA_TYPE: {}}, "description": "the in-job SDK, a tar.gz"}})
+             responses={200: {"content": {MEDIA_TYPE: BINARY}, "description": "the in-job SDK, a tar.gz"}})
     def sdk(request: Request) -> Response:
         """The in-job SDK (a .tar.gz) for users, e.g. to put it into a training image."""
         return answer(request)
