@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,7 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def master_factory(home: Path):
+def master_factory(home: Path, request: pytest.FixtureRequest):
     started: list[dict[str, str]] = []
 
     def start(**extra: str) -> Master:
@@ -115,9 +116,61 @@ def master_factory(home: Path):
         return Master(home=home, env=env, client=Client.local(str(home)), url=url)
 
     yield start
+    if all(load_settings(env).engine == "local" for env in started):
+        # A master takes about a second to stop, nearly all of it waiting (its threads' socket timeouts), not
+        # working: the next test starts meanwhile. Jobs already outlive their master (stopping a master leaves
+        # them running); this home's master, node agent and mounts are gone before the next test's teardown.
+        _stop_in_background(request.node.nodeid, started, home)
+    else:  # another engine's world (a fake API server, the Slurm cluster) may go right after this fixture
+        _stop(started, home)
+
+
+def _stop(started: list[dict[str, str]], home: Path) -> None:
     for env in started:
         stop_master(load_settings(env))
     unmount_under(home)
+
+
+#: The stops still under way: (test id, thread, what it raised). At most one: each waits for the one before.
+_stopping: list[tuple[str, threading.Thread, list[BaseException]]] = []
+
+
+def _stop_in_background(test: str, started: list[dict[str, str]], home: Path) -> None:
+    try:
+        finish_stopping()
+    finally:  # this test's master is stopped even when the one before failed to stop
+        _start_stopping(test, started, home)
+
+
+def _start_stopping(test: str, started: list[dict[str, str]], home: Path) -> None:
+    raised: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            _stop(started, home)
+        except BaseException as exc:  # noqa: BLE001 - raised again by finish_stopping
+            raised.append(exc)
+
+    thread = threading.Thread(target=stop, name=f"stop the master of {test}", daemon=True)
+    thread.start()
+    _stopping.append((test, thread, raised))
+
+
+def finish_stopping(timeout: float = 60.0) -> None:
+    """Wait for the masters being stopped in the background; a stop that failed fails here, naming its test."""
+    while _stopping:
+        test, thread, raised = _stopping.pop(0)
+        thread.join(timeout)
+        if thread.is_alive():
+            raise AssertionError(f"the master of {test} did not stop within {timeout:.0f}s")
+        if raised:
+            raise AssertionError(f"stopping the master of {test} failed: {raised[0]!r}") from raised[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _masters_stopped_at_the_end():
+    yield
+    finish_stopping()
 
 
 def unmount_under(folder: Path) -> None:

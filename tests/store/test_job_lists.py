@@ -1,8 +1,11 @@
 """Job lists at team scale: keyset pages, filters and sort orders in SQL, on SQLite and PostgreSQL.
 
-10,000 jobs are stored by one bulk insert (the rows ``create_job`` writes:
+2,000 jobs are stored by one bulk insert (the rows ``create_job`` writes:
 ``jobs`` plus ``job_labels``), with labels and states spread so that every
-selector form matches a different share.  Jobs created *during* a listing go
+selector form matches a different share.  Page sizes are a fixed fraction of
+that count, so every listing crosses as many page boundaries as it did with
+10,000 jobs and pages five times larger (30 pages for a whole listing, 2 to 25
+for the filtered ones; the same shares match), at a fifth of the rows read.  Jobs created *during* a listing go
 through the real ``create_job``, from another thread.  Expected lists are
 computed in Python with the planner's own selector matcher, so SQL and the
 selector grammar cannot drift apart.
@@ -34,9 +37,15 @@ from kubetrain.store.models import JobLabelRow, JobRow
 from kubetrain.store.store import Store
 from tests.conftest import wait_until
 
-N = 10_000
-LATE = 1_000
-PAGE = 700
+N = 2_000
+LATE = 200
+PAGE = 140
+#: Jobs the writer commits between two pages of each listing (LATE spread over the N // PAGE pages).
+LATE_PER_PAGE = LATE * PAGE // N
+#: The page size of the filtered listings: a whole listing is N // FILTERED_PAGE + 1 = 30 pages.
+FILTERED_PAGE = 67
+#: Pages over 500 jobs: their attempts are read in two queries (listing.attempts_by_job reads 500 ids a query).
+WIDE_PAGE = 700
 NOW = 1_700_000_000.0
 TEAMS = ("vision", "nlp", "audio", "infra")
 STATES = tuple(s.value for s in JobState)
@@ -137,7 +146,7 @@ def test_paging_while_jobs_are_submitted_sees_every_existing_job_exactly_once(st
     while any(page.continue_token for page in pages.values()):
         step += 1
         # Interleave for sure: between two pages of each listing, the writer commits more jobs.
-        goal = min(LATE, len(existing) - N + step * 70)
+        goal = min(LATE, len(existing) - N + step * LATE_PER_PAGE)
         wait_until(lambda goal=goal: len(writer.created) >= goal or writer.error, timeout=120, what=f"{goal} late jobs")
         for sort, page in pages.items():
             if page.continue_token:
@@ -164,7 +173,7 @@ def test_paging_while_jobs_are_submitted_sees_every_existing_job_exactly_once(st
     assert set(writer.created[:committed_before_last_read["oldest"]]) <= set(seen["oldest"])
     # create_job kept job_labels: a selector on the writer's labels finds exactly its jobs.
     assert set(list_all(store, JobQuery(selector=parse_selector("team=late"), limit=PAGE))) == late
-    assert len(list_all(store, JobQuery(selector=parse_selector("team=late,batch=1"), limit=97))) == LATE // 2
+    assert len(list_all(store, JobQuery(selector=parse_selector("team=late,batch=1"), limit=19))) == LATE // 2
 
 
 COMBINATIONS = [
@@ -188,10 +197,10 @@ COMBINATIONS = [
 
 def test_filters_and_both_sort_orders_combine_with_pagination(store: Store) -> None:
     jobs = bulk_jobs(store)
-    assert list_all(store, JobQuery(limit=PAGE)) == expected(jobs)  # the default: newest first
+    assert list_all(store, JobQuery(limit=WIDE_PAGE)) == expected(jobs)  # the default: newest first
     for states, selector, sort in COMBINATIONS:
         want = expected(jobs, states=states, selector=selector, sort=sort)
-        query = JobQuery(states=states, selector=parse_selector(selector), sort=sort, limit=333)
+        query = JobQuery(states=states, selector=parse_selector(selector), sort=sort, limit=FILTERED_PAGE)
         assert list_all(store, query) == want, (states, selector, sort)
     # The same listing in the summary view: the same jobs, without the heavy documents.
     summary = list_all(store, JobQuery(selector=parse_selector("tier=high"), sort="name", limit=PAGE, view="summary"))
@@ -288,7 +297,7 @@ def test_upgrading_an_older_database_indexes_the_labels_of_its_jobs(store_url: s
         upgraded.migrate()
         with upgraded.session() as s:
             assert s.scalar(select(func.count()).select_from(JobLabelRow)) == 4500
-        vision = list_all(upgraded, JobQuery(selector=parse_selector("team=vision"), sort="oldest", limit=PAGE))
+        vision = list_all(upgraded, JobQuery(selector=parse_selector("team=vision"), sort="oldest", limit=WIDE_PAGE))
         assert vision == [f"old-{i}" for i in range(0, 4500, 4)]
     finally:
         upgraded.close()
