@@ -395,7 +395,8 @@ def reader(name: str, phase: str, created_ago: float, ended_ago: float | None = 
     status: dict = {"phase": phase}
     if ended_ago is not None:
         status["containerStatuses"] = [{"state": {"terminated": {"finishedAt": at(ended_ago)}}}]
-    return {"metadata": {"name": name, "creationTimestamp": at(created_ago)}, "status": status}
+    labels = {"kubetrain.io/master": "kt-1", "kubetrain.io/role": "results-reader"}
+    return {"metadata": {"name": name, "creationTimestamp": at(created_ago), "labels": labels}, "status": status}
 
 
 @pytest.mark.parametrize(("pod", "stale"), [
@@ -413,8 +414,10 @@ def test_which_reader_pods_are_stale(pod: dict, stale: bool) -> None:
 
 
 def test_sweep_readers_deletes_this_masters_stale_reader_pods() -> None:
+    other = reader("not-a-reader", "Failed", 900, 900)  # an API that ignored the selector: never deleted
+    other["metadata"]["labels"] = {"kubetrain.io/master": "kt-1", "kubetrain.io/job": "train"}
     pods = [reader("stuck", "Pending", 900), reader("busy", "Running", 10), reader("done", "Succeeded", 400, 300),
-            reader("gone", "Failed", 400, 300)]
+            reader("gone", "Failed", 400, 300), other]
 
     class Core:
         def __init__(self) -> None:

@@ -162,6 +162,8 @@ class Reconciler:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self.wake_socket:  # the listener wakes now, not at its next 0.5 s receive timeout
+            send_wake(self.wake_socket)
         for thread in self._threads:
             thread.join(timeout=5)
 

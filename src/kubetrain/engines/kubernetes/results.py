@@ -550,7 +550,10 @@ def sweep_readers(core: Any, settings: KubernetesSettings, call: Call, *, older_
     deleted = []
     for pod in found.get("items") or []:
         name = (pod.get("metadata") or {}).get("name")
-        if not name or not reader_is_stale(pod, now=now, older_than_seconds=older_than_seconds):
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        ours = labels.get(MASTER_LABEL) == settings.master_id and labels.get(ROLE_LABEL) == READER_ROLE
+        # Checked again here, not only by the selector: a delete must never reach a pod that is not our reader.
+        if not name or not ours or not reader_is_stale(pod, now=now, older_than_seconds=older_than_seconds):
             continue
         try:
             call(core.delete_namespaced_pod, name, ns, what=f"delete the results reader pod {name}", allow=(404,),
