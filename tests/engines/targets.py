@@ -141,6 +141,8 @@ class KubernetesTarget(EngineUnderTest):
                                         label_selector=f"kubetrain.io/master={self.settings.master_id}").items
         assert pods, "no running pod to open the gate in"
         for pod in pods:
+            if pod.metadata.deletion_timestamp:  # an earlier test's pod, stopping
+                continue
             stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, self.cluster.namespace, container="job",
                    command=["python3", "-c", f"open({path!r}, 'w').close()"],
                    stderr=True, stdin=False, stdout=True, tty=False)

@@ -193,6 +193,10 @@ def test_the_masters_own_claims_are_never_a_jobs_volume_nor_a_users_to_delete(cl
     from kubetrain.engines.kubernetes.results import ensure_results_claim
 
     core = client.CoreV1Api(cluster.api_client)
+    with pytest.raises(SpecError, match="the master's own"):  # its name is the master's before its first launch
+        engine.provision_volume("kubetrain-results", 2**30)
+    assert "kubetrain-results" not in {c.metadata.name for c in core.list_namespaced_persistent_volume_claim(
+        cluster.namespace).items}
     ensure_results_claim(engine.core, engine.settings, engine._call)
     core.create_namespaced_persistent_volume_claim(cluster.namespace, {  # as `kubetrain k8s manifests` labels it
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",

@@ -285,6 +285,18 @@ def test_a_forged_huge_header_is_not_read_into_memory(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_size_claimed_by_a_member_without_data_does_not_let_a_huge_header_in(tmp_path: Path) -> None:
+    """Only a regular file's data follows its header: a directory claiming 300 MiB must not widen what the next
+    pax header may take in memory (tarfile reads that header whole)."""
+    folder = tarfile.TarInfo("d")
+    folder.type, folder.size = tarfile.DIRTYPE, 300 << 20  # the header alone: a directory carries no data
+    info, data = member("a.txt", b"x")
+    info.pax_headers = {"comment": "x" * (2 * results.MAX_HEADER_BYTES)}
+    with pytest.raises(EngineError, match="header larger"):
+        results._replace_with(tmp_path / "outputs", pack((folder, None), (info, data)))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_log_longer_than_the_cap_is_an_error_not_a_memory_hog(claim: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(results, "MAX_LOG_BYTES", 1000)
     core = StubCore(claim)

@@ -182,6 +182,8 @@ class KubernetesEngine(Engine):
                         f"{name!r} in namespace {self.settings.namespace!r} with kubectl, then name it in spec.volumes")
 
     def provision_volume(self, name: str, size_bytes: int | None) -> None:
+        # The results claim's name is the master's even before its first launch makes it.
+        self._refuse_masters_claim(name, None, field="name")
         # 409: a claim of that name exists (made with kubectl, or by us before): use it -- unless it is the
         # master's own (its home, the results claim), which no user may adopt and then delete.
         if self._call(self.core.create_namespaced_persistent_volume_claim, self.settings.namespace,

@@ -379,7 +379,12 @@ class _Bounded:
             raise _too_large(self.what, f"{MAX_COPY_FILES} files")
         if self.bytes > MAX_COPY_BYTES:
             raise _too_large(self.what, f"{MAX_COPY_BYTES >> 20} MiB")
-        self.source.allow(member.size)
+        if member.issparse():  # its size is the expanded one, not what the archive holds; the reader never writes one
+            raise EngineError(f"{self.what}: the copy holds a sparse file, which the reader pod never writes; "
+                              "it was not made by kubetrain's reader")
+        # Only a regular file's data follows its header: a directory or link claiming a size must not widen
+        # what the next (pax, long-name) header may take in memory.
+        self.source.allow(member.size if member.isreg() or member.type not in tarfile.SUPPORTED_TYPES else 0)
         if not (member.isfile() or member.isdir()):
             self.skipped += 1
             return None
