@@ -69,3 +69,11 @@ def under(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield target
     finally:
         target.close()
+
+
+@pytest.fixture
+def fake_k8s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The fake Kubernetes cluster, always (a real one cannot be steered from inside): the two-read race tests."""
+    from tests.k8s.cluster import fake_cluster
+
+    yield from fake_cluster(tmp_path_factory.mktemp("fake-k8s"))

@@ -12,25 +12,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from kubetrain.core.attempts import Phase
 from kubetrain.core.states import Reason
 from tests.engines.contract import launch, running
 from tests.engines.targets import KubernetesTarget
-from tests.k8s.cluster import Cluster, fake_cluster
+from tests.k8s.cluster import Cluster
 from tests.k8s.fake_apiserver import PODS
 
 
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from fake_cluster(tmp_path_factory.mktemp("fake-k8s"))
-
-
-def test_a_deadline_met_between_the_jobs_and_the_pods_list_is_a_deadline(cluster: Cluster, tmp_path: Path) -> None:
+def test_a_deadline_met_between_the_jobs_and_the_pods_list_is_a_deadline(fake_k8s: Cluster, tmp_path: Path) -> None:
+    cluster = fake_k8s
     under = KubernetesTarget(cluster, tmp_path / "scratch")
     engine = under.engine
     engine._watching = False  # the LIST path (the watches' is tests/engines/test_k8s_watch_race.py)

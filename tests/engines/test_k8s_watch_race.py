@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from kubetrain.core.attempts import Phase
 from kubetrain.core.states import Reason
 from tests.engines.contract import launch, running
 from tests.engines.targets import KubernetesTarget
-from tests.k8s.cluster import Cluster, fake_cluster
+from tests.k8s.cluster import Cluster
 
 
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from fake_cluster(tmp_path_factory.mktemp("fake-k8s"))
-
-
-def test_a_verdict_read_before_its_pods_end_is_the_codes_exit(cluster: Cluster, tmp_path: Path) -> None:
+def test_a_verdict_read_before_its_pods_end_is_the_codes_exit(fake_k8s: Cluster, tmp_path: Path) -> None:
+    cluster = fake_k8s
     under = KubernetesTarget(cluster, tmp_path / "scratch")
     engine = under.engine
     attempt = launch(under, "boom", "import time, sys; time.sleep(0.5); sys.exit(3)")

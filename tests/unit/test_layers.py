@@ -31,7 +31,7 @@ ALLOWED = {
 }
 #: Single modules a layer may import besides its packages: the settings check the engine's name with the
 #: registry (which imports no engine and, at run time, not the settings).
-#: The settings check engine names, and the CLI finds engine-specific commands (``k8s manifests``), through the registry.
+#: The CLI adds engines' own commands (``k8s manifests``) that the registry hands it.
 ALLOWED_MODULES = {"settings": {"kubetrain.engines"}, "cli": {"kubetrain.engines"}}
 REGISTRY = "engines/__init__.py"
 ENGINES_DIR = SRC / "engines"

@@ -24,11 +24,11 @@ from kubetrain.cli.files import attach_snapshot
 from kubetrain.cli.files import register as register_files
 from kubetrain.cli.flags import spec_from_flags, specs_from_file
 from kubetrain.cli.identity import register as register_identity
-from kubetrain.cli.k8s import register as register_k8s
 from kubetrain.cli.queues import register as register_queues
 from kubetrain.cli.interleave import LogRead
 from kubetrain.cli.listing import list_full
 from kubetrain.core.errors import KubetrainError, MasterUnavailableError, NotFoundError
+from kubetrain.engines import engine_commands
 from kubetrain.core.states import JobState
 
 if TYPE_CHECKING:  # loaded by the commands that use them, not to build the app
@@ -505,7 +505,8 @@ register_files(app, _client)
 register_identity(app, _client)
 register_queues(app, _client)
 register_dashboard(app, _client)
-register_k8s(app)
+for add_engine_commands in engine_commands():  # e.g. `kubetrain k8s manifests`, from the engine's package
+    add_engine_commands(app)
 
 
 def spec_dir(spec) -> str | None:

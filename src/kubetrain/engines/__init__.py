@@ -18,6 +18,7 @@ engine of their own.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -60,13 +61,15 @@ def builder_for(name: str) -> Builder:
     return importlib.import_module(f"{__name__}.{name}").build_engine
 
 
-def engine_module(name: str, part: str):
-    """Module ``part`` of engine ``name``'s package, imported now (``engine_module("kubernetes", "deploy")``
-    for ``kubetrain k8s manifests``): the CLI reaches an engine's own commands through the registry, never by
-    importing the engine; KeyError for an engine :func:`engine_names` lacks or one registered at run time."""
-    if name in _registered or name not in engine_names():
-        raise KeyError(name)
-    return importlib.import_module(f"{__name__}.{name}.{part}")
+def engine_commands() -> list[Callable[..., None]]:
+    """The ``register(app)`` of every engine package that adds CLI commands of its own (a ``cli`` module, e.g.
+    ``kubetrain k8s manifests``), so the CLI learns them here and names no engine.  Finding them imports only
+    those small modules, never an engine."""
+    out = []
+    for name in engine_names():
+        if name not in _registered and importlib.util.find_spec(f"{__name__}.{name}.cli") is not None:
+            out.append(importlib.import_module(f"{__name__}.{name}.cli").register)
+    return out
 
 
 def build_engine(settings: Settings, *, master_url: str | None) -> Engine:

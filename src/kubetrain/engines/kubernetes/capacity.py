@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from kubetrain.core.errors import EngineError
@@ -41,27 +41,18 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 #: The field selector that leaves ended pods out of the list (the API server filters; less to transfer).
 NONTERMINAL = "status.phase!=Succeeded,status.phase!=Failed"
 
-_SUFFIX = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-           "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
-           "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
-           "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
-           "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60}
-
-
 def quantity(text: Any) -> Decimal:
-    """A Kubernetes quantity as a number in base units (``"250m"`` -> 0.25, ``"1Ki"`` -> 1024, ``"5n"``...).
+    """A Kubernetes quantity as a number in base units (``"250m"`` -> 0.25, ``"1Ki"`` -> 1024, ``"5n"``...), read
+    by the kubernetes client's own parser.
 
     Lenient on purpose: these quantities were written by the API server (other tenants' pods, metrics), so
     an unreadable one is counted as 0 with a warning rather than stopping the master's scheduling pass.
     """
-    raw = str(text if text is not None else "0").strip()
-    digits = raw.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-    suffix = raw[len(digits):]
-    if suffix and suffix[0] in "eE" and suffix[1:].lstrip("+-").isdigit():  # an exponent, not a unit
-        digits, suffix = raw, ""
+    from kubernetes.utils import parse_quantity  # the engine's dependency; loaded with the engine, not before
+
     try:
-        return Decimal(digits) * _SUFFIX[suffix]
-    except (InvalidOperation, KeyError):
+        return parse_quantity(text if text is not None else "0")
+    except (ValueError, TypeError, ArithmeticError):
         log.warning("cannot read Kubernetes quantity %r; counting it as 0", text)
         return Decimal(0)
 

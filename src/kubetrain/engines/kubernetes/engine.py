@@ -230,13 +230,9 @@ class KubernetesEngine(Engine):
         found = self._call(self.batch.list_namespaced_job, self.settings.namespace,
                            label_selector=f"{selector_for(self.settings)},{JOB_LABEL}={job}", limit=1,
                            what=f"list the Jobs of {job}") or {}
-        node = None
-        if self.settings.results_access_mode != "ReadWriteMany":
-            node = attached_node(self.settings, (self._call(self.core.list_namespaced_pod, self.settings.namespace,
-                                                            label_selector=selector_for(self.settings),
-                                                            what="list pods") or {}).get("items", []))
         return local_outputs(self.core, self.settings, job=job, spec=spec, attempts_dir=self.attempts_dir,
-                             live=bool(found.get("items")), call=self._call, node=node)
+                             live=bool(found.get("items")), call=self._call,
+                             node=lambda: attached_node(self.settings, self._pod_items()))  # only for a fetch
 
     def forget_attempts(self, job: str, numbers: list[int]) -> None:
         """A deleted job's attempt folders (kept logs, the ``cancelled`` mark) and its copy of its outputs go
@@ -292,7 +288,15 @@ class KubernetesEngine(Engine):
     def usage(self, active: list[ActiveAttempt]) -> list[UsageRecord]:
         """What running pods use now, from metrics-server (none without it): ``top``, the usage sampler's peaks."""
         metrics = self.pod_metrics.read()
-        return usage_records(metrics, self._ours("pods"), active) if metrics else []
+        return usage_records(metrics, by_attempt(self._pod_items()), active) if metrics else []
+
+    def _pod_items(self) -> list[dict[str, Any]]:
+        """This master's pods: from the pods watch while it is current (no request), else one LIST."""
+        watch = self._watch
+        if watch is not None and watch.pods.healthy:
+            return watch.pods.snapshot()[0]
+        return (self._call(self.core.list_namespaced_pod, self.settings.namespace,
+                           label_selector=selector_for(self.settings), what="list pods") or {}).get("items", [])
 
     # -- attempts ------------------------------------------------------------
     def launch(self, order: LaunchOrder) -> AttemptHandle:

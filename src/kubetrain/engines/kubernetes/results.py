@@ -486,10 +486,12 @@ def copy_is_fresh(marker: dict[str, Any] | None, *, newest: int, live: bool, now
 
 
 def local_outputs(core: Any, settings: KubernetesSettings, *, job: str, spec: JobSpec, attempts_dir: Path,
-                  live: bool, call: Call, timeout: float = 120.0, node: str | None = None) -> Path:
+                  live: bool, call: Call, timeout: float = 120.0,
+                  node: str | None | Callable[[], str | None] = None) -> Path:
     """The master's copy of ``job``'s outputs, fetched through a helper pod unless the copy it has is fresh.
 
-    ``live``: a Job of this job exists in the cluster (it may still write); ``node``: see :func:`render_reader_pod`.
+    ``live``: a Job of this job exists in the cluster (it may still write); ``node``: see :func:`render_reader_pod`,
+    or a function giving it, called only when a fetch is needed (finding it costs a LIST; serving a copy, none).
     Under :func:`lock_file`, so a second caller waits for the first one's fetch and then serves its copy.
     """
     folder, marker_path = copy_folder(attempts_dir, job), _marker(attempts_dir, job)
@@ -505,7 +507,7 @@ def local_outputs(core: Any, settings: KubernetesSettings, *, job: str, spec: Jo
             shutil.rmtree(leftover, ignore_errors=True)
         fetched_at = time.time()
         fetch_outputs(core, settings, output_location(settings, job, spec), folder, call=call, timeout=timeout,
-                      node=node)
+                      node=node() if callable(node) else node)
         partial = marker_path.with_name(f".{marker_path.name}-{secrets.token_hex(4)}")
         partial.write_text(json.dumps({"attempt": newest, "final": not live, "fetched_at": fetched_at}))
         partial.replace(marker_path)

@@ -1,7 +1,7 @@
 """``kubetrain k8s manifests``: the master in its own cluster, as YAML for ``kubectl apply -f -`` (nothing applied).
 
-The objects are rendered by the Kubernetes engine's ``deploy`` module, reached through the engine registry
-(the CLI names no engine package: tests/unit/test_layers.py).  This module checks the flags, so a bad value
+The engine's own commands, added to the CLI through the registry (``engines.engine_commands``), so the CLI
+names no engine; the objects are rendered by ``deploy.py``.  This module checks the flags, so a bad value
 is refused with the flag's name before anything is printed.  docs/kubernetes.md is the guide.
 """
 
@@ -67,12 +67,6 @@ def deploy_options(*, namespace: str, image: str | None, job_image: str | None, 
     return options
 
 
-def _deploy() -> Any:
-    from kubetrain.engines import engine_module  # the registry: the CLI names no engine package
-
-    return engine_module("kubernetes", "deploy")
-
-
 def register(app: typer.Typer) -> None:
     k8s_app = typer.Typer(help="Kubernetes: run the master in the cluster (docs/kubernetes.md).", no_args_is_help=True)
     app.add_typer(k8s_app, name="k8s")
@@ -101,5 +95,6 @@ def register(app: typer.Typer) -> None:
                                  storage_class=storage_class,
                                  results_access_mode=results_access_mode, home_size=home_size,
                                  results_size=results_size)
-        deploy = _deploy()
+        from kubetrain.engines.kubernetes import deploy  # yaml and the renderer: only when the command runs
+
         typer.echo(deploy.to_yaml(deploy.render_manifests(deploy.DeployOptions(**options))), nl=False)
